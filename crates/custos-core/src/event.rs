@@ -1,0 +1,146 @@
+//! Domain events: one for every change. The store appends each in the same transaction as the
+//! change it describes, so the trail and the state cannot disagree.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::Timestamp;
+
+/// Who caused a change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Actor {
+    Operator(String),
+    Nhi(String),
+    /// The server itself: bootstrap and background jobs.
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Operator(id) => write!(f, "operator:{id}"),
+            Actor::Nhi(id) => write!(f, "nhi:{id}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    ServerBootstrapped,
+    TeamCreated,
+    OperatorCreated,
+    OperatorRevoked,
+    NhiRegistered,
+    NhiUpdated,
+    NhiSuspended,
+    NhiResumed,
+    CredentialIssued,
+    CredentialRevoked,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 10] = [
+        EventKind::ServerBootstrapped,
+        EventKind::TeamCreated,
+        EventKind::OperatorCreated,
+        EventKind::OperatorRevoked,
+        EventKind::NhiRegistered,
+        EventKind::NhiUpdated,
+        EventKind::NhiSuspended,
+        EventKind::NhiResumed,
+        EventKind::CredentialIssued,
+        EventKind::CredentialRevoked,
+    ];
+
+    /// The stable name of the event type, as stored and as shown in the trail.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ServerBootstrapped => "server.bootstrapped",
+            EventKind::TeamCreated => "team.created",
+            EventKind::OperatorCreated => "operator.created",
+            EventKind::OperatorRevoked => "operator.revoked",
+            EventKind::NhiRegistered => "nhi.registered",
+            EventKind::NhiUpdated => "nhi.updated",
+            EventKind::NhiSuspended => "nhi.suspended",
+            EventKind::NhiResumed => "nhi.resumed",
+            EventKind::CredentialIssued => "credential.issued",
+            EventKind::CredentialRevoked => "credential.revoked",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A change, described. `subject` names what changed (`nhi:<id>`, `team:<id>`, …); `details`
+/// are flat strings so the trail can be encoded canonically. Secrets never appear here: a
+/// credential is named by its fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DomainEvent {
+    pub id: String,
+    pub kind: EventKind,
+    pub actor: Actor,
+    pub subject: String,
+    pub occurred_at: Timestamp,
+    pub details: BTreeMap<String, String>,
+}
+
+impl DomainEvent {
+    pub fn new(
+        id: String,
+        kind: EventKind,
+        actor: Actor,
+        subject: String,
+        occurred_at: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            actor,
+            subject,
+            occurred_at,
+            details: BTreeMap::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// An event as read back from the store, with its position in the trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredEvent {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: DomainEvent,
+}
+
+impl Actor {
+    /// Reads back the text form written by `Display`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_once(':') {
+            Some(("operator", id)) => Some(Actor::Operator(id.to_owned())),
+            Some(("nhi", id)) => Some(Actor::Nhi(id.to_owned())),
+            None if text == "system" => Some(Actor::System),
+            _ => None,
+        }
+    }
+}

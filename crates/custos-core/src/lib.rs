@@ -1,0 +1,16 @@
+//! The Custos domain core.
+//!
+//! Everything here is pure: no I/O, no clock, no randomness. Timestamps and random bytes are
+//! passed in by the caller, which keeps the decision logic deterministic, fast and easy to test.
+
+pub mod event;
+pub mod model;
+pub mod scope;
+pub mod time;
+pub mod token;
+pub mod validate;
+
+pub use event::{Actor, DomainEvent, EventKind};
+pub use model::*;
+pub use scope::{Action, Grant, Scope, ScopeError};
+pub use time::Timestamp;

@@ -1,0 +1,43 @@
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule refused the write (duplicate name, token hash, …).
+    #[error("conflicts with an existing record")]
+    Conflict,
+    #[error("stale write: the record is at version {current}")]
+    VersionMismatch { current: i64 },
+    #[error("refusing to revoke the last active admin")]
+    LastAdmin,
+    /// A referenced record (say, a team) does not exist.
+    #[error("a referenced record does not exist")]
+    MissingReference,
+    #[error("store misconfigured: {0}")]
+    Config(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::MissingReference
+            }
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(error.to_string()),
+            _ => StoreError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Unavailable(format!("migration failed: {error}"))
+    }
+}

@@ -1,0 +1,633 @@
+use custos_core::{
+    Credential, CredentialKind, EventKind, NhiFilter, NhiKind, NhiStatus, Page, Role, Timestamp,
+};
+use custos_store::{EventQuery, Store, StoreError};
+
+use crate::conformance;
+use crate::support::{event, id, nhi, now, operator, register, team};
+
+conformance!(
+    teams_are_unique_by_name_and_found_by_id_or_name,
+    bootstrap_happens_once,
+    operators_round_trip_with_teams_and_tokens,
+    the_last_admin_cannot_be_revoked,
+    nhis_round_trip_every_field,
+    nhi_batches_are_all_or_nothing,
+    nhi_names_are_unique_per_platform,
+    nhis_need_an_existing_team,
+    updates_are_optimistic,
+    list_filters_combine,
+    pagination_visits_every_nhi_once,
+    name_search_treats_wildcards_literally,
+    credentials_revoke_once,
+    events_follow_every_change,
+    meta_init_keeps_the_first_value,
+);
+
+async fn teams_are_unique_by_name_and_found_by_id_or_name(store: &dyn Store) {
+    let payments = team(store, "payments").await;
+    assert_eq!(
+        store.get_team(&payments.id).await.unwrap().as_ref(),
+        Some(&payments)
+    );
+    assert_eq!(
+        store.get_team("payments").await.unwrap().as_ref(),
+        Some(&payments)
+    );
+    assert_eq!(store.get_team("nobody").await.unwrap(), None);
+    let dup =
+        custos_core::Team::new(id(), "payments".into(), "x@example.com".into(), now()).unwrap();
+    let err = store
+        .create_team(&dup, &event(EventKind::TeamCreated, "team:dup"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    team(store, "analytics").await;
+    let names: Vec<_> = store
+        .list_teams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["analytics", "payments"]);
+}
+
+async fn bootstrap_happens_once(store: &dyn Store) {
+    let first = operator("admin", &[Role::Admin], &[]);
+    let ev = event(EventKind::ServerBootstrapped, "operator:first");
+    assert!(store.bootstrap_admin(&first, b"hash-1", &ev).await.unwrap());
+    let second = operator("admin-2", &[Role::Admin], &[]);
+    let ev2 = event(EventKind::ServerBootstrapped, "operator:second");
+    assert!(
+        !store
+            .bootstrap_admin(&second, b"hash-2", &ev2)
+            .await
+            .unwrap()
+    );
+    assert!(store.get_operator(&second.id).await.unwrap().is_none());
+    let events = store
+        .list_events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+async fn operators_round_trip_with_teams_and_tokens(store: &dyn Store) {
+    let a = team(store, "a").await;
+    let b = team(store, "b").await;
+    let reviewer = operator("rita", &[Role::Reviewer, Role::Auditor], &[&a, &b]);
+    let ev = event(EventKind::OperatorCreated, "operator:rita");
+    store
+        .create_operator(&reviewer, b"rita-hash", &ev)
+        .await
+        .unwrap();
+    let (found, hash) = store
+        .find_operator_by_token(b"rita-hash")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hash, b"rita-hash");
+    let mut expected_teams = vec![a.id.clone(), b.id.clone()];
+    expected_teams.sort();
+    assert_eq!(found.teams, expected_teams);
+    assert_eq!(found.roles, [Role::Reviewer, Role::Auditor]);
+    assert_eq!(
+        store.get_operator(&reviewer.id).await.unwrap(),
+        Some(found.clone())
+    );
+    assert!(
+        store
+            .find_operator_by_token(b"other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let other = operator("otto", &[Role::Auditor], &[]);
+    store
+        .create_operator(
+            &other,
+            b"otto-hash",
+            &event(EventKind::OperatorCreated, "x"),
+        )
+        .await
+        .unwrap();
+    let same_token = operator("eve", &[Role::Admin], &[]);
+    let err = store
+        .create_operator(
+            &same_token,
+            b"otto-hash",
+            &event(EventKind::OperatorCreated, "y"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict));
+    assert!(store.get_operator(&same_token.id).await.unwrap().is_none());
+    let of_a: Vec<_> = store
+        .list_operators(Some(&a.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(of_a, [reviewer.id.clone()]);
+    assert_eq!(store.list_operators(None).await.unwrap().len(), 2);
+}
+
+async fn the_last_admin_cannot_be_revoked(store: &dyn Store) {
+    let first = operator("first", &[Role::Admin], &[]);
+    store
+        .create_operator(&first, b"h1", &event(EventKind::OperatorCreated, "a"))
+        .await
+        .unwrap();
+    let second = operator("second", &[Role::Admin], &[]);
+    store
+        .create_operator(&second, b"h2", &event(EventKind::OperatorCreated, "b"))
+        .await
+        .unwrap();
+    store
+        .revoke_operator(&first.id, now(), &event(EventKind::OperatorRevoked, "a"))
+        .await
+        .unwrap();
+    // Revoking again is a no-op that writes no second event.
+    store
+        .revoke_operator(&first.id, now(), &event(EventKind::OperatorRevoked, "a"))
+        .await
+        .unwrap();
+    let err = store
+        .revoke_operator(&second.id, now(), &event(EventKind::OperatorRevoked, "b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LastAdmin));
+    assert!(
+        store
+            .get_operator(&second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+    assert!(
+        !store
+            .get_operator(&first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+    let err = store
+        .revoke_operator("missing", now(), &event(EventKind::OperatorRevoked, "c"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound));
+    let revocations = store
+        .list_events(&EventQuery {
+            limit: 10,
+            kind: Some("operator.revoked".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(revocations.len(), 1);
+}
+
+async fn nhis_round_trip_every_field(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let mut n = nhi("invoice-bot", &owners);
+    n.expires_at = Some(Timestamp::from_unix_millis(1_900_000_000_123).unwrap());
+    n.last_used_at = Some(now());
+    n.external_ids
+        .insert("aws_arn".into(), "arn:aws:iam::1:role/x".into());
+    n.owner.contact = Some("ops@example.com".into());
+    register(store, &n).await;
+    assert_eq!(store.get_nhi(&n.id).await.unwrap(), Some(n.clone()));
+    assert_eq!(store.get_nhi("nope").await.unwrap(), None);
+}
+
+async fn nhi_batches_are_all_or_nothing(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let existing = nhi("taken", &owners);
+    register(store, &existing).await;
+    let fresh = nhi("fresh", &owners);
+    let clash = nhi("taken", &owners);
+    let batch = [
+        (fresh.clone(), event(EventKind::NhiRegistered, "nhi:fresh")),
+        (clash, event(EventKind::NhiRegistered, "nhi:clash")),
+    ];
+    assert!(matches!(
+        store.create_nhis(&batch).await.unwrap_err(),
+        StoreError::Conflict
+    ));
+    assert_eq!(store.get_nhi(&fresh.id).await.unwrap(), None);
+    let events = store
+        .list_events(&EventQuery {
+            limit: 100,
+            kind: Some("nhi.registered".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "only the first registration's event survives"
+    );
+}
+
+async fn nhi_names_are_unique_per_platform(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    register(store, &nhi("bot", &owners)).await;
+    let mut elsewhere = nhi("bot", &owners);
+    elsewhere.platform = "anthropic".into();
+    register(store, &elsewhere).await;
+    let again = nhi("bot", &owners);
+    let err = store
+        .create_nhis(&[(again, event(EventKind::NhiRegistered, "x"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict));
+}
+
+async fn nhis_need_an_existing_team(store: &dyn Store) {
+    let ghost =
+        custos_core::Team::new(id(), "ghost".into(), "g@example.com".into(), now()).unwrap();
+    let orphan = nhi("orphan", &ghost);
+    let err = store
+        .create_nhis(&[(orphan, event(EventKind::NhiRegistered, "x"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MissingReference), "{err:?}");
+}
+
+async fn updates_are_optimistic(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let original = nhi("bot", &owners);
+    register(store, &original).await;
+    let mut next = original.clone();
+    next.purpose = "new purpose".into();
+    next.tags = [("tier".to_owned(), "silver".to_owned())].into();
+    next.version = 2;
+    store
+        .update_nhi(&next, 1, &event(EventKind::NhiUpdated, "nhi:bot"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_nhi(&original.id).await.unwrap(),
+        Some(next.clone())
+    );
+
+    let mut stale = original.clone();
+    stale.purpose = "lost update".into();
+    stale.version = 2;
+    let err = store
+        .update_nhi(&stale, 1, &event(EventKind::NhiUpdated, "nhi:bot"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::VersionMismatch { current: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.get_nhi(&original.id).await.unwrap().unwrap().purpose,
+        "new purpose"
+    );
+
+    let mut missing = nhi("ghost", &owners);
+    missing.version = 2;
+    let err = store
+        .update_nhi(&missing, 1, &event(EventKind::NhiUpdated, "x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound));
+
+    // The tag index follows the update.
+    let silver = NhiFilter {
+        tags: vec![("tier".into(), Some("silver".into()))],
+        ..Default::default()
+    };
+    assert_eq!(store.list_nhis(&silver, &page(10)).await.unwrap().len(), 1);
+    let gold = NhiFilter {
+        tags: vec![("tier".into(), Some("gold".into()))],
+        ..Default::default()
+    };
+    assert!(store.list_nhis(&gold, &page(10)).await.unwrap().is_empty());
+}
+
+fn page(limit: u32) -> Page {
+    Page { after: None, limit }
+}
+
+async fn list_filters_combine(store: &dyn Store) {
+    let red = team(store, "red").await;
+    let blue = team(store, "blue").await;
+    let t0 = now();
+    let mut a = nhi("alpha-agent", &red);
+    a.expires_at = Some(t0.plus_seconds(10));
+    let mut b = nhi("beta-service", &red);
+    b.kind = NhiKind::ServiceAccount;
+    b.environment = "staging".into();
+    b.status = NhiStatus::Suspended;
+    b.last_used_at = Some(t0.plus_seconds(100));
+    b.tags.clear();
+    let mut c = nhi("gamma-agent", &blue);
+    c.platform = "aws".into();
+    c.last_used_at = Some(t0);
+    c.tags.insert("pci".into(), "yes".into());
+    for n in [&a, &b, &c] {
+        register(store, n).await;
+    }
+    let names =
+        |found: Vec<custos_core::Nhi>| found.into_iter().map(|n| n.name).collect::<Vec<_>>();
+    let run = |filter: NhiFilter| async move {
+        names(store.list_nhis(&filter, &page(50)).await.unwrap())
+    };
+
+    assert_eq!(
+        run(NhiFilter::default()).await,
+        ["alpha-agent", "beta-service", "gamma-agent"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            status: Some(NhiStatus::Suspended),
+            ..Default::default()
+        })
+        .await,
+        ["beta-service"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            kind: Some(NhiKind::AiAgent),
+            ..Default::default()
+        })
+        .await,
+        ["alpha-agent", "gamma-agent"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            platform: Some("aws".into()),
+            ..Default::default()
+        })
+        .await,
+        ["gamma-agent"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            environment: Some("staging".into()),
+            ..Default::default()
+        })
+        .await,
+        ["beta-service"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            owner_teams: Some(vec![blue.id.clone()]),
+            ..Default::default()
+        })
+        .await,
+        ["gamma-agent"]
+    );
+    assert!(
+        run(NhiFilter {
+            owner_teams: Some(vec![]),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        run(NhiFilter {
+            tags: vec![("pci".into(), None)],
+            ..Default::default()
+        })
+        .await,
+        ["gamma-agent"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            tags: vec![("tier".into(), Some("gold".into())), ("pci".into(), None)],
+            ..Default::default()
+        })
+        .await,
+        ["gamma-agent"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            expires_before: Some(t0.plus_seconds(11)),
+            ..Default::default()
+        })
+        .await,
+        ["alpha-agent"]
+    );
+    // Unused since t0+50s: never used (alpha) or last used before then (gamma), not beta.
+    assert_eq!(
+        run(NhiFilter {
+            unused_since: Some(t0.plus_seconds(50)),
+            ..Default::default()
+        })
+        .await,
+        ["alpha-agent", "gamma-agent"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            name_contains: Some("AGENT".into()),
+            ..Default::default()
+        })
+        .await,
+        ["alpha-agent", "gamma-agent"]
+    );
+    assert_eq!(
+        run(NhiFilter {
+            name_contains: Some("agent".into()),
+            owner_teams: Some(vec![red.id.clone()]),
+            kind: Some(NhiKind::AiAgent),
+            ..Default::default()
+        })
+        .await,
+        ["alpha-agent"]
+    );
+}
+
+async fn pagination_visits_every_nhi_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let mut expected = Vec::new();
+    let batch: Vec<_> = (0..23)
+        .map(|i| {
+            let n = nhi(&format!("bot-{i:02}"), &owners);
+            expected.push(n.id.clone());
+            (n, event(EventKind::NhiRegistered, "x"))
+        })
+        .collect();
+    store.create_nhis(&batch).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let found = store
+            .list_nhis(
+                &NhiFilter::default(),
+                &Page {
+                    after: after.clone(),
+                    limit: 5,
+                },
+            )
+            .await
+            .unwrap();
+        if found.is_empty() {
+            break;
+        }
+        assert!(found.len() <= 5);
+        after = found.last().map(|n| n.id.clone());
+        seen.extend(found.into_iter().map(|n| n.id));
+    }
+    assert_eq!(seen, expected);
+}
+
+async fn name_search_treats_wildcards_literally(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    register(store, &nhi("100%_sure", &owners)).await;
+    register(store, &nhi("1000 sure", &owners)).await;
+    let hits = store
+        .list_nhis(
+            &NhiFilter {
+                name_contains: Some("0%_".into()),
+                ..Default::default()
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].name, "100%_sure");
+}
+
+async fn credentials_revoke_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let credential = Credential {
+        id: id(),
+        nhi_id: n.id.clone(),
+        kind: CredentialKind::StaticKey,
+        secret_hash: vec![1, 2, 3],
+        fingerprint: "fp".into(),
+        created_at: now(),
+        expires_at: Some(now().plus_seconds(60)),
+        revoked_at: None,
+        created_by: "operator:x".into(),
+    };
+    store
+        .create_credential(&credential, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_credential_by_hash(&[1, 2, 3]).await.unwrap(),
+        Some(credential.clone())
+    );
+    assert_eq!(
+        store.get_credential(&credential.id).await.unwrap(),
+        Some(credential.clone())
+    );
+    let listed = store
+        .list_credentials(Some(&n.id), &page(10))
+        .await
+        .unwrap();
+    assert_eq!(listed, [credential.clone()]);
+    assert!(
+        store
+            .list_credentials(Some("other"), &page(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let at = now();
+    assert!(
+        store
+            .revoke_credential(
+                &credential.id,
+                at,
+                &event(EventKind::CredentialRevoked, "c")
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_credential(
+                &credential.id,
+                now(),
+                &event(EventKind::CredentialRevoked, "c")
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_credential(&credential.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(at)
+    );
+    let err = store
+        .revoke_credential("nope", now(), &event(EventKind::CredentialRevoked, "c"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound));
+}
+
+async fn events_follow_every_change(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    let registered = event(EventKind::NhiRegistered, &format!("nhi:{}", n.id)).with("name", "bot");
+    store
+        .create_nhis(&[(n.clone(), registered.clone())])
+        .await
+        .unwrap();
+    let mut next = n.clone();
+    next.status = NhiStatus::Suspended;
+    next.version = 2;
+    let suspended = event(EventKind::NhiSuspended, &format!("nhi:{}", n.id));
+    store.update_nhi(&next, 1, &suspended).await.unwrap();
+
+    let all = store
+        .list_events(&EventQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let of_nhi = store
+        .list_events(&EventQuery {
+            limit: 100,
+            subject: Some(format!("nhi:{}", n.id)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        of_nhi.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        [registered, suspended]
+    );
+    let after = store
+        .list_events(&EventQuery {
+            after_seq: of_nhi[0].seq,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+}
+
+async fn meta_init_keeps_the_first_value(store: &dyn Store) {
+    assert_eq!(store.meta_get("k").await.unwrap(), None);
+    assert_eq!(store.meta_init("k", "first").await.unwrap(), "first");
+    assert_eq!(store.meta_init("k", "second").await.unwrap(), "first");
+    assert_eq!(store.meta_get("k").await.unwrap().as_deref(), Some("first"));
+    store.ping().await.unwrap();
+}
