@@ -1,1 +1,17 @@
+//! The `custos` binary's library: configuration, the HTTP API, the use cases behind it and
+//! the admin CLI. Only this crate knows HTTP, JSON, the environment and the clock.
 
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod secrets;
+pub mod serve;
+pub mod service;
+
+pub use serve::{RunningServer, start};

@@ -1,0 +1,675 @@
+//! The `custos` command line: `serve`, and an admin client of the HTTP API.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::Table;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::config::{Config, ServeArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "custos",
+    version,
+    about = "Governance for non-human identities"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(clap::Args, Clone)]
+struct Client {
+    /// The server's base URL
+    #[arg(
+        long,
+        env = "CUSTOS_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// An operator token
+    #[arg(long, env = "CUSTOS_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// How to print results
+    #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server
+    Serve(ServeArgs),
+    /// The NHI inventory
+    Nhi {
+        #[command(subcommand)]
+        command: NhiCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Owner teams
+    Team {
+        #[command(subcommand)]
+        command: TeamCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Operators and their tokens
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Show who the token belongs to
+    Whoami {
+        #[command(flatten)]
+        client: Client,
+    },
+}
+
+#[derive(Subcommand)]
+enum NhiCommand {
+    /// Register an NHI
+    Create {
+        #[arg(long)]
+        name: String,
+        /// ai_agent, service_account, workload, api_key, automation or oauth_app
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        platform: String,
+        #[arg(long)]
+        environment: String,
+        /// Owner team name or id
+        #[arg(long)]
+        team: String,
+        #[arg(long)]
+        purpose: String,
+        #[arg(long)]
+        application: Option<String>,
+        #[arg(long)]
+        contact: Option<String>,
+        /// A grant of the scope ceiling, e.g. crm:read:customers/* (repeatable)
+        #[arg(long = "scope")]
+        scope: Vec<String>,
+        /// key=value (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// RFC 3339 time after which the NHI expires
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List NHIs
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// key or key:value (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        expires_before: Option<String>,
+        #[arg(long)]
+        unused_since: Option<String>,
+        /// Free-text search in names
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow every page
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one NHI
+    Get { id: String },
+    /// Change fields of an NHI (only those given)
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        purpose: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        /// Move to another owner team
+        #[arg(long)]
+        team: Option<String>,
+        /// Replace the scope ceiling (repeatable)
+        #[arg(long = "scope")]
+        scope: Vec<String>,
+        /// Replace the tags, key=value (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// RFC 3339 time, or "none" to clear
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Suspend an NHI
+    Suspend {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a suspended NHI
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TeamCommand {
+    /// Create a team
+    Create {
+        name: String,
+        #[arg(long)]
+        contact: String,
+    },
+    /// List teams
+    List,
+    /// Show a team and its members
+    Get { id: String },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator; prints its token once
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, reviewer or auditor (repeatable)
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Team name or id the operator reviews for (repeatable)
+        #[arg(long = "team")]
+        teams: Vec<String>,
+    },
+    /// List operators
+    List,
+    /// Show one operator
+    Get { id: String },
+    /// Revoke an operator's token
+    Revoke { id: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("custos: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("custos: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => crate::serve::run(Config::resolve(&args)?).await,
+        Command::Nhi { command, client } => nhi(&client, command).await,
+        Command::Team { command, client } => team(&client, command).await,
+        Command::Operator { command, client } => operator(&client, command).await,
+        Command::Whoami { client } => {
+            let me = request(&client, Method::GET, "/v1/whoami", None, &[])
+                .await?
+                .1;
+            print_one(&client, &me, &["kind", "id", "name", "roles", "teams"])
+        }
+    }
+}
+
+/// One API call. Problem documents become errors that say the code and the detail.
+async fn request(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, String)],
+) -> anyhow::Result<(reqwest::header::HeaderMap, Value)> {
+    let token = client
+        .token
+        .as_deref()
+        .context("no token: pass --token or set CUSTOS_TOKEN")?;
+    let url = format!("{}{}", client.url.trim_end_matches('/'), path);
+    let mut req = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(token);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let response = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", client.url))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.context("reading the response")?;
+    let value: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    if !status.is_success() {
+        let code = value.get("code").and_then(Value::as_str).unwrap_or("error");
+        let detail = value
+            .get("detail")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or(""));
+        bail!("{} {code}: {detail}", status.as_u16());
+    }
+    Ok((headers, value))
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+fn field<'a>(value: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .fold(value, |v, key| v.get(key).unwrap_or(&Value::Null))
+}
+
+fn print_one(client: &Client, value: &Value, fields: &[&str]) -> anyhow::Result<()> {
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    for f in fields {
+        table.add_row(vec![f.to_string(), cell(field(value, f))]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn print_list(client: &Client, items: &[Value], columns: &[&str]) -> anyhow::Result<()> {
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.set_header(columns.iter().map(|c| c.to_uppercase()));
+    for item in items {
+        table.add_row(columns.iter().map(|c| cell(field(item, c))));
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn labels(pairs: &[String]) -> anyhow::Result<Value> {
+    let mut map = serde_json::Map::new();
+    for pair in pairs {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("tag {pair:?} must be key=value"))?;
+        map.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    Ok(Value::Object(map))
+}
+
+fn enc(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+const NHI_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "kind",
+    "platform",
+    "environment",
+    "status",
+    "owner.team",
+    "owner.application",
+    "owner.contact",
+    "purpose",
+    "scope_ceiling",
+    "tags",
+    "external_ids",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "last_used_at",
+    "version",
+];
+
+async fn nhi(client: &Client, command: NhiCommand) -> anyhow::Result<()> {
+    match command {
+        NhiCommand::Create {
+            name,
+            kind,
+            platform,
+            environment,
+            team,
+            purpose,
+            application,
+            contact,
+            scope,
+            tags,
+            expires_at,
+        } => {
+            let mut body = json!({
+                "name": name, "kind": kind, "platform": platform, "environment": environment,
+                "owner": {"team": team}, "purpose": purpose, "scope_ceiling": scope, "tags": labels(&tags)?,
+            });
+            if let Some(a) = application {
+                body["owner"]["application"] = json!(a);
+            }
+            if let Some(c) = contact {
+                body["owner"]["contact"] = json!(c);
+            }
+            if let Some(e) = expires_at {
+                body["expires_at"] = json!(e);
+            }
+            let created = request(client, Method::POST, "/v1/nhis", Some(body), &[])
+                .await?
+                .1;
+            print_one(client, &created, NHI_FIELDS)
+        }
+        NhiCommand::List {
+            status,
+            kind,
+            platform,
+            environment,
+            team,
+            tags,
+            expires_before,
+            unused_since,
+            search,
+            limit,
+            cursor,
+            all,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            for (name, value) in [
+                ("status", status),
+                ("kind", kind),
+                ("platform", platform),
+                ("environment", environment),
+                ("team", team),
+                ("expires_before", expires_before),
+                ("unused_since", unused_since),
+                ("q", search),
+            ] {
+                if let Some(v) = value {
+                    query.push((name, v));
+                }
+            }
+            query.extend(tags.into_iter().map(|t| ("tag", t)));
+            let mut items = Vec::new();
+            let mut next = cursor;
+            loop {
+                let mut params: Vec<String> = query
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", enc(v)))
+                    .collect();
+                if let Some(c) = &next {
+                    params.push(format!("cursor={}", enc(c)));
+                }
+                let page = request(
+                    client,
+                    Method::GET,
+                    &format!("/v1/nhis?{}", params.join("&")),
+                    None,
+                    &[],
+                )
+                .await?
+                .1;
+                items.extend(page["items"].as_array().cloned().unwrap_or_default());
+                next = page["next_cursor"].as_str().map(str::to_owned);
+                if !all || next.is_none() {
+                    break;
+                }
+            }
+            print_list(
+                client,
+                &items,
+                &[
+                    "id",
+                    "name",
+                    "kind",
+                    "platform",
+                    "environment",
+                    "status",
+                    "owner.team",
+                ],
+            )?;
+            if let (Some(c), Output::Table) = (&next, client.output) {
+                eprintln!("more: --cursor {c}");
+            }
+            Ok(())
+        }
+        NhiCommand::Get { id } => {
+            let found = request(
+                client,
+                Method::GET,
+                &format!("/v1/nhis/{}", enc(&id)),
+                None,
+                &[],
+            )
+            .await?
+            .1;
+            print_one(client, &found, NHI_FIELDS)
+        }
+        NhiCommand::Update {
+            id,
+            name,
+            purpose,
+            environment,
+            team,
+            scope,
+            tags,
+            expires_at,
+        } => {
+            let path = format!("/v1/nhis/{}", enc(&id));
+            let (headers, _) = request(client, Method::GET, &path, None, &[]).await?;
+            let etag = headers
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("*")
+                .to_owned();
+            let mut body = serde_json::Map::new();
+            for (key, value) in [
+                ("name", name),
+                ("purpose", purpose),
+                ("environment", environment),
+            ] {
+                if let Some(v) = value {
+                    body.insert(key.into(), json!(v));
+                }
+            }
+            if let Some(t) = team {
+                body.insert("owner".into(), json!({"team": t}));
+            }
+            if !scope.is_empty() {
+                body.insert("scope_ceiling".into(), json!(scope));
+            }
+            if !tags.is_empty() {
+                body.insert("tags".into(), labels(&tags)?);
+            }
+            if let Some(e) = expires_at {
+                body.insert(
+                    "expires_at".into(),
+                    if e == "none" { Value::Null } else { json!(e) },
+                );
+            }
+            if body.is_empty() {
+                bail!("nothing to change: give at least one field");
+            }
+            let updated = request(
+                client,
+                Method::PATCH,
+                &path,
+                Some(Value::Object(body)),
+                &[("if-match", etag)],
+            )
+            .await?
+            .1;
+            print_one(client, &updated, NHI_FIELDS)
+        }
+        NhiCommand::Suspend { id, reason } => status_change(client, &id, "suspend", reason).await,
+        NhiCommand::Resume { id, reason } => status_change(client, &id, "resume", reason).await,
+    }
+}
+
+async fn status_change(
+    client: &Client,
+    id: &str,
+    action: &str,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = reason.map(|r| json!({ "reason": r }));
+    let path = format!("/v1/nhis/{}/{action}", enc(id));
+    let changed = request(client, Method::POST, &path, body, &[]).await?.1;
+    print_one(client, &changed, &["id", "name", "status", "version"])
+}
+
+async fn team(client: &Client, command: TeamCommand) -> anyhow::Result<()> {
+    match command {
+        TeamCommand::Create { name, contact } => {
+            let created = request(
+                client,
+                Method::POST,
+                "/v1/teams",
+                Some(json!({"name": name, "contact": contact})),
+                &[],
+            )
+            .await?
+            .1;
+            print_one(client, &created, &["id", "name", "contact", "created_at"])
+        }
+        TeamCommand::List => {
+            let list = request(client, Method::GET, "/v1/teams", None, &[])
+                .await?
+                .1;
+            print_list(
+                client,
+                list["items"].as_array().map_or(&[], Vec::as_slice),
+                &["id", "name", "contact", "created_at"],
+            )
+        }
+        TeamCommand::Get { id } => {
+            let found = request(
+                client,
+                Method::GET,
+                &format!("/v1/teams/{}", enc(&id)),
+                None,
+                &[],
+            )
+            .await?
+            .1;
+            if client.output == Output::Json {
+                return print_one(client, &found, &[]);
+            }
+            print_one(client, &found, &["id", "name", "contact", "created_at"])?;
+            print_list(
+                client,
+                found["members"].as_array().map_or(&[], Vec::as_slice),
+                &["id", "name", "roles", "active"],
+            )
+        }
+    }
+}
+
+async fn operator(client: &Client, command: OperatorCommand) -> anyhow::Result<()> {
+    const FIELDS: &[&str] = &[
+        "id",
+        "name",
+        "roles",
+        "teams",
+        "token_hint",
+        "active",
+        "created_at",
+        "revoked_at",
+    ];
+    match command {
+        OperatorCommand::Create { name, roles, teams } => {
+            let body = json!({"name": name, "roles": roles, "teams": teams});
+            let created = request(client, Method::POST, "/v1/operators", Some(body), &[])
+                .await?
+                .1;
+            print_one(client, &created, &["id", "name", "roles", "teams", "token"])?;
+            if client.output == Output::Table {
+                eprintln!("the token is shown once: store it now");
+            }
+            Ok(())
+        }
+        OperatorCommand::List => {
+            let list = request(client, Method::GET, "/v1/operators", None, &[])
+                .await?
+                .1;
+            print_list(
+                client,
+                list["items"].as_array().map_or(&[], Vec::as_slice),
+                &["id", "name", "roles", "teams", "active"],
+            )
+        }
+        OperatorCommand::Get { id } => {
+            let found = request(
+                client,
+                Method::GET,
+                &format!("/v1/operators/{}", enc(&id)),
+                None,
+                &[],
+            )
+            .await?
+            .1;
+            print_one(client, &found, FIELDS)
+        }
+        OperatorCommand::Revoke { id } => {
+            let revoked = request(
+                client,
+                Method::POST,
+                &format!("/v1/operators/{}/revoke", enc(&id)),
+                None,
+                &[],
+            )
+            .await?
+            .1;
+            print_one(client, &revoked, FIELDS)
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Server configuration from, in rising precedence: a TOML file, `CUSTOS_*` environment
+//! variables, command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `custos serve` flags. Each also reads its `CUSTOS_*` variable; unset ones fall back to the
+/// config file, then to the defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "CUSTOS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the embedded store, keys and the first admin token [default: ./custos-data]
+    #[arg(long, env = "CUSTOS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://… to use PostgreSQL instead of the embedded SQLite store
+    #[arg(long, env = "CUSTOS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// A TOML file with any of: listen, data_dir, database_url, log_format, log_level,
+    /// static_key_max_age_seconds
+    #[arg(long, env = "CUSTOS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log as human-readable text or as JSON lines [default: text]
+    #[arg(long, env = "CUSTOS_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or custos_server=debug [default: info]
+    #[arg(long, env = "CUSTOS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    static_key_max_age_seconds: Option<i64>,
+}
+
+/// Everything `custos serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub admin_token: Option<String>,
+    pub master_key: Option<String>,
+    pub static_key_max_age_seconds: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: String, message: String },
+    #[error("static_key_max_age_seconds must be between 60 and 31536000")]
+    KeyAge,
+}
+
+impl Config {
+    /// Resolves flags/env (already merged by clap) over the file over the defaults. Secrets
+    /// come from the environment only, never from flags (which `ps` shows) or the file.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let key_age = file.static_key_max_age_seconds.unwrap_or(90 * 24 * 3600);
+        if !(60..=31_536_000).contains(&key_age) {
+            return Err(ConfigError::KeyAge);
+        }
+        let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("custos-data")),
+            database_url: args.database_url.clone().or(file.database_url),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_owned()),
+            admin_token: non_empty("CUSTOS_ADMIN_TOKEN"),
+            master_key: non_empty("CUSTOS_MASTER_KEY"),
+            static_key_max_age_seconds: key_age,
+        })
+    }
+
+    /// The store URL: the configured database, or the SQLite file in the data directory.
+    pub fn store_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("custos.db").display()))
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,100 @@
+//! Prometheus metrics: request counts and latencies per route, and store latency.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once; later calls (several servers in one test process)
+/// share it.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).ok().map(|()| handle)
+    });
+}
+
+pub fn render() -> String {
+    HANDLE
+        .get()
+        .and_then(Option::as_ref)
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("custos_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("custos_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use custos_core::event::StoredEvent;
+use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
+use custos_store::{EventQuery, Result as StoreResult, Store};
+
+/// A store that times every call into `custos_store_duration_seconds{op}`.
+pub struct MeteredStore(pub Arc<dyn Store>);
+
+macro_rules! metered {
+    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
+        #[async_trait]
+        impl Store for MeteredStore {
+            fn backend(&self) -> &'static str {
+                self.0.backend()
+            }
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    let started = Instant::now();
+                    let result = self.0.$name($($arg),*).await;
+                    metrics::histogram!("custos_store_duration_seconds", "op" => stringify!($name))
+                        .record(started.elapsed().as_secs_f64());
+                    result
+                }
+            )*
+        }
+    };
+}
+
+metered! {
+    fn ping(&self) -> StoreResult<()>;
+    fn meta_get(&self, key: &str) -> StoreResult<Option<String>>;
+    fn meta_init(&self, key: &str, value: &str) -> StoreResult<String>;
+    fn bootstrap_admin(&self, admin: &Operator, token_hash: &[u8], event: &DomainEvent) -> StoreResult<bool>;
+    fn create_team(&self, team: &Team, event: &DomainEvent) -> StoreResult<()>;
+    fn get_team(&self, id_or_name: &str) -> StoreResult<Option<Team>>;
+    fn list_teams(&self) -> StoreResult<Vec<Team>>;
+    fn create_operator(&self, operator: &Operator, token_hash: &[u8], event: &DomainEvent) -> StoreResult<()>;
+    fn get_operator(&self, id: &str) -> StoreResult<Option<Operator>>;
+    fn find_operator_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<(Operator, Vec<u8>)>>;
+    fn list_operators(&self, team_id: Option<&str>) -> StoreResult<Vec<Operator>>;
+    fn revoke_operator(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<()>;
+    fn create_nhis(&self, nhis: &[(Nhi, DomainEvent)]) -> StoreResult<()>;
+    fn get_nhi(&self, id: &str) -> StoreResult<Option<Nhi>>;
+    fn update_nhi(&self, nhi: &Nhi, expected_version: i64, event: &DomainEvent) -> StoreResult<()>;
+    fn list_nhis(&self, filter: &NhiFilter, page: &Page) -> StoreResult<Vec<Nhi>>;
+    fn create_credential(&self, credential: &Credential, event: &DomainEvent) -> StoreResult<()>;
+    fn get_credential(&self, id: &str) -> StoreResult<Option<Credential>>;
+    fn find_credential_by_hash(&self, secret_hash: &[u8]) -> StoreResult<Option<Credential>>;
+    fn list_credentials(&self, nhi_id: Option<&str>, page: &Page) -> StoreResult<Vec<Credential>>;
+    fn revoke_credential(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
+    fn list_events(&self, query: &EventQuery) -> StoreResult<Vec<StoredEvent>>;
+}

@@ -1,0 +1,63 @@
+//! HTTP handlers: parse the request, call one use case, shape the response. Nothing else.
+
+mod inventory;
+mod people;
+mod plumbing;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::service::AppState;
+
+/// The whole application: every route, documented as it is registered.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (api, openapi) = OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(plumbing::healthz))
+        .routes(routes!(plumbing::readyz))
+        .routes(routes!(plumbing::metrics))
+        .routes(routes!(people::whoami))
+        .routes(routes!(people::create_team, people::list_teams))
+        .routes(routes!(people::get_team))
+        .routes(routes!(people::create_operator, people::list_operators))
+        .routes(routes!(people::get_operator))
+        .routes(routes!(people::revoke_operator))
+        .routes(routes!(inventory::create_nhi, inventory::list_nhis))
+        .routes(routes!(inventory::get_nhi, inventory::update_nhi))
+        .routes(routes!(inventory::suspend_nhi))
+        .routes(routes!(inventory::resume_nhi))
+        .routes(routes!(inventory::issue_static_key))
+        .routes(routes!(inventory::list_credentials))
+        .routes(routes!(inventory::revoke_credential))
+        .routes(routes!(inventory::list_events))
+        .with_state(state)
+        .split_for_parts();
+    let openapi = crate::openapi::finish(openapi);
+    let document = serde_json::to_vec(&openapi).unwrap_or_default();
+    let app = api
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move {
+                ([("content-type", "application/json")], document.clone())
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::metrics::track_requests));
+    (app, openapi)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+async fn method_not_allowed(method: Method) -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("method {method} is not allowed here"),
+    )
+}

@@ -1,0 +1,149 @@
+//! Starting and stopping the server: data directory, keys, store, first admin, HTTP listener.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use custos_core::token::SecretKind;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::metrics::MeteredStore;
+use crate::secrets::{self, Keys};
+use crate::service::{self, AppState, Limits, SystemClock};
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, lets requests in flight finish, and waits.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .context("server task panicked")?
+            .context("server failed")
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// On a store with no admin yet, creates one and writes its token to `DATA_DIR/admin-token`
+/// (0600). The file is written first: a token that reached the store but not the file would
+/// lock everyone out, while a file whose token lost a race to another node is removed.
+async fn bootstrap(state: &AppState, config: &Config) -> anyhow::Result<()> {
+    if state.store.meta_get("bootstrapped_at").await?.is_some() {
+        return Ok(());
+    }
+    let token = config
+        .admin_token
+        .clone()
+        .unwrap_or_else(|| secrets::mint(SecretKind::Operator));
+    let path = config.data_dir.join("admin-token");
+    secrets::write_private_file(&path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if service::bootstrap_admin(state, &token).await? {
+        tracing::info!(path = %path.display(), "created the first admin; its token is in this file (mode 0600)");
+        println!("custos: first admin token written to {}", path.display());
+    } else {
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(())
+}
+
+/// Opens everything and starts serving on `config.listen`.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    crate::metrics::install();
+    create_private_dir(&config.data_dir)?;
+    let keys = Keys::load(config.master_key.as_deref(), &config.data_dir)?;
+    let url = config.store_url();
+    let store = custos_store::open(&url).await.with_context(|| {
+        format!(
+            "cannot open the store at {}",
+            custos_store::redact_url(&url)
+        )
+    })?;
+    let stored_check = store
+        .meta_init("master_key_check", keys.check_value())
+        .await?;
+    keys.verify_check(&stored_check)?;
+    let state = AppState {
+        store: Arc::new(MeteredStore(store)),
+        keys,
+        clock: Arc::new(SystemClock),
+        limits: Limits {
+            static_key_max_age_seconds: config.static_key_max_age_seconds,
+        },
+    };
+    bootstrap(&state, &config).await?;
+
+    let (app, _) = crate::routes::router(state.clone());
+    let app = app.layer(TraceLayer::new_for_http());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, store = state.store.backend(), "custos is serving");
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// `custos serve`: runs until SIGINT or SIGTERM, then drains and exits.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let server = start(config).await?;
+    println!("custos: listening on http://{}", server.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    server.stop().await
+}

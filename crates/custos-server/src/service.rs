@@ -1,0 +1,824 @@
+//! One function per use case. Handlers parse HTTP and call these; these check the caller's
+//! rights, apply the core's rules, and write through the store with the change's event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use custos_core::token::SecretKind;
+use custos_core::{
+    Actor, Credential, CredentialKind, DomainEvent, EventKind, Nhi, NhiChanges, NhiDraft,
+    NhiFilter, Operator, Owner, Page, Role, Team, Timestamp,
+};
+use custos_store::{EventQuery, Store, StoreError};
+
+use crate::api::*;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::secrets::{self, Keys};
+
+/// The source of the current time; the only place the server reads the clock.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Timestamp::from_unix_millis(millis)
+            .unwrap_or(Timestamp::from_unix_millis(0).expect("epoch"))
+    }
+}
+
+/// Limits that operators configure.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest lifetime of a static key, and the default when none is asked for.
+    pub static_key_max_age_seconds: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            static_key_max_age_seconds: 90 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl AppState {
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn event(&self, kind: EventKind, actor: Actor, subject: String) -> DomainEvent {
+        DomainEvent::new(new_id(), kind, actor, subject, self.now())
+    }
+
+    async fn team(&self, id_or_name: &str, field: &str) -> ApiResult<Team> {
+        self.store.get_team(id_or_name).await?.ok_or_else(|| {
+            ApiError::validation(custos_core::validate::ValidationErrors::single(
+                field,
+                format!("no team named or with id {id_or_name:?}"),
+            ))
+        })
+    }
+}
+
+pub fn encode_cursor(last_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(last_id)
+}
+
+pub fn decode_cursor(cursor: &str) -> ApiResult<String> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_cursor", "the cursor is not one this server issued")
+        })
+}
+
+// ---- bootstrap ----
+
+/// Creates the first admin with `token` unless the store already has one. Returns whether it
+/// did.
+pub async fn bootstrap_admin(state: &AppState, token: &str) -> Result<bool, StoreError> {
+    let now = state.now();
+    let admin = Operator {
+        id: new_id(),
+        name: "admin".into(),
+        roles: vec![Role::Admin],
+        teams: vec![],
+        token_hint: custos_core::token::hint(token),
+        created_at: now,
+        created_by: None,
+        revoked_at: None,
+    };
+    let event = state
+        .event(
+            EventKind::ServerBootstrapped,
+            Actor::System,
+            format!("operator:{}", admin.id),
+        )
+        .with("fingerprint", state.keys.fingerprint(token));
+    state
+        .store
+        .bootstrap_admin(&admin, &state.keys.secret_hash(token), &event)
+        .await
+}
+
+// ---- teams ----
+
+fn team_view(team: Team, members: Option<Vec<MemberView>>) -> TeamView {
+    TeamView {
+        id: team.id,
+        name: team.name,
+        contact: team.contact,
+        created_at: team.created_at,
+        members,
+    }
+}
+
+pub async fn create_team(
+    state: &AppState,
+    who: &Principal,
+    input: CreateTeam,
+) -> ApiResult<TeamView> {
+    who.require(&[Role::Admin])?;
+    let team = Team::new(new_id(), input.name, input.contact, state.now())?;
+    let event = state
+        .event(
+            EventKind::TeamCreated,
+            who.actor(),
+            format!("team:{}", team.id),
+        )
+        .with("name", &team.name);
+    state
+        .store
+        .create_team(&team, &event)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ApiError::conflict(
+                "team_exists",
+                format!("a team named {:?} already exists", team.name),
+            ),
+            other => other.into(),
+        })?;
+    Ok(team_view(team, Some(vec![])))
+}
+
+pub async fn list_teams(state: &AppState, who: &Principal) -> ApiResult<TeamList> {
+    who.require(&[Role::Admin, Role::Auditor, Role::Reviewer])?;
+    let items = state
+        .store
+        .list_teams()
+        .await?
+        .into_iter()
+        .map(|t| team_view(t, None))
+        .collect();
+    Ok(TeamList { items })
+}
+
+pub async fn get_team(state: &AppState, who: &Principal, id: &str) -> ApiResult<TeamView> {
+    who.require(&[Role::Admin, Role::Auditor, Role::Reviewer])?;
+    let team = state
+        .store
+        .get_team(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("team"))?;
+    let members = state
+        .store
+        .list_operators(Some(&team.id))
+        .await?
+        .into_iter()
+        .map(|o| MemberView {
+            active: o.is_active(),
+            id: o.id,
+            name: o.name,
+            roles: o.roles,
+        })
+        .collect();
+    Ok(team_view(team, Some(members)))
+}
+
+// ---- operators ----
+
+fn operator_view(op: Operator) -> OperatorView {
+    OperatorView {
+        active: op.is_active(),
+        id: op.id,
+        name: op.name,
+        roles: op.roles,
+        teams: op.teams,
+        token_hint: op.token_hint,
+        created_at: op.created_at,
+        created_by: op.created_by,
+        revoked_at: op.revoked_at,
+    }
+}
+
+pub async fn create_operator(
+    state: &AppState,
+    who: &Principal,
+    input: CreateOperator,
+) -> ApiResult<OperatorCreated> {
+    let admin = who.require(&[Role::Admin])?;
+    let mut roles = input.roles;
+    roles.sort();
+    roles.dedup();
+    let mut teams = Vec::new();
+    for (i, team) in input.teams.iter().enumerate() {
+        teams.push(state.team(team, &format!("teams[{i}]")).await?.id);
+    }
+    teams.sort();
+    teams.dedup();
+    Operator::validate(&input.name, &roles, &teams)?;
+    let token = secrets::mint(SecretKind::Operator);
+    let operator = Operator {
+        id: new_id(),
+        name: input.name,
+        roles,
+        teams,
+        token_hint: custos_core::token::hint(&token),
+        created_at: state.now(),
+        created_by: Some(admin.id.clone()),
+        revoked_at: None,
+    };
+    let roles_text: Vec<_> = operator.roles.iter().map(|r| r.as_str()).collect();
+    let event = state
+        .event(
+            EventKind::OperatorCreated,
+            who.actor(),
+            format!("operator:{}", operator.id),
+        )
+        .with("name", &operator.name)
+        .with("roles", roles_text.join(","))
+        .with("teams", operator.teams.join(","))
+        .with("fingerprint", state.keys.fingerprint(&token));
+    state
+        .store
+        .create_operator(&operator, &state.keys.secret_hash(&token), &event)
+        .await?;
+    Ok(OperatorCreated {
+        operator: operator_view(operator),
+        token,
+    })
+}
+
+pub async fn list_operators(state: &AppState, who: &Principal) -> ApiResult<OperatorList> {
+    who.require(&[Role::Admin])?;
+    let items = state
+        .store
+        .list_operators(None)
+        .await?
+        .into_iter()
+        .map(operator_view)
+        .collect();
+    Ok(OperatorList { items })
+}
+
+pub async fn get_operator(state: &AppState, who: &Principal, id: &str) -> ApiResult<OperatorView> {
+    who.require(&[Role::Admin])?;
+    let op = state
+        .store
+        .get_operator(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("operator"))?;
+    Ok(operator_view(op))
+}
+
+pub async fn revoke_operator(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<OperatorView> {
+    who.require(&[Role::Admin])?;
+    let now = state.now();
+    let event = state.event(
+        EventKind::OperatorRevoked,
+        who.actor(),
+        format!("operator:{id}"),
+    );
+    state
+        .store
+        .revoke_operator(id, now, &event)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("operator"),
+            other => other.into(),
+        })?;
+    get_operator(state, who, id).await
+}
+
+pub fn whoami(who: &Principal) -> WhoAmI {
+    match who {
+        Principal::Operator(op) => WhoAmI {
+            kind: "operator".into(),
+            id: op.id.clone(),
+            name: op.name.clone(),
+            roles: op.roles.clone(),
+            teams: op.teams.clone(),
+        },
+        Principal::Nhi { nhi, .. } => WhoAmI {
+            kind: "nhi".into(),
+            id: nhi.id.clone(),
+            name: nhi.name.clone(),
+            roles: vec![],
+            teams: vec![nhi.owner.team_id.clone()],
+        },
+    }
+}
+
+// ---- NHIs ----
+
+async fn team_names(state: &AppState) -> ApiResult<HashMap<String, String>> {
+    Ok(state
+        .store
+        .list_teams()
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect())
+}
+
+fn nhi_view(nhi: Nhi, teams: &HashMap<String, String>) -> NhiView {
+    NhiView {
+        owner: OwnerView {
+            team: teams.get(&nhi.owner.team_id).cloned().unwrap_or_default(),
+            team_id: nhi.owner.team_id,
+            application: nhi.owner.application,
+            contact: nhi.owner.contact,
+        },
+        id: nhi.id,
+        name: nhi.name,
+        kind: nhi.kind,
+        platform: nhi.platform,
+        environment: nhi.environment,
+        status: nhi.status,
+        purpose: nhi.purpose,
+        scope_ceiling: nhi.scope_ceiling,
+        tags: nhi.tags,
+        external_ids: nhi.external_ids,
+        created_at: nhi.created_at,
+        updated_at: nhi.updated_at,
+        expires_at: nhi.expires_at,
+        last_used_at: nhi.last_used_at,
+        version: nhi.version,
+    }
+}
+
+pub async fn view_nhi(state: &AppState, nhi: Nhi) -> ApiResult<NhiView> {
+    let team = state.store.get_team(&nhi.owner.team_id).await?;
+    let names = team.into_iter().map(|t| (t.id, t.name)).collect();
+    Ok(nhi_view(nhi, &names))
+}
+
+async fn owner(state: &AppState, input: OwnerInput) -> ApiResult<Owner> {
+    let team = state.team(&input.team, "owner.team").await?;
+    Ok(Owner {
+        team_id: team.id,
+        application: input.application,
+        contact: input.contact,
+    })
+}
+
+fn name_taken(nhi: &Nhi) -> ApiError {
+    ApiError::conflict(
+        "nhi_name_taken",
+        format!(
+            "an nhi named {:?} already exists on platform {:?}",
+            nhi.name, nhi.platform
+        ),
+    )
+}
+
+pub async fn create_nhi(state: &AppState, who: &Principal, input: CreateNhi) -> ApiResult<NhiView> {
+    who.require(&[Role::Admin])?;
+    let draft = NhiDraft {
+        owner: owner(state, input.owner).await?,
+        name: input.name,
+        kind: input.kind,
+        platform: input.platform,
+        environment: input.environment,
+        purpose: input.purpose,
+        scope_ceiling: input.scope_ceiling,
+        tags: input.tags,
+        external_ids: input.external_ids,
+        expires_at: input.expires_at,
+    };
+    let nhi = Nhi::register(draft, new_id(), state.now())?;
+    let event = state
+        .event(
+            EventKind::NhiRegistered,
+            who.actor(),
+            format!("nhi:{}", nhi.id),
+        )
+        .with("name", &nhi.name)
+        .with("kind", nhi.kind.as_str())
+        .with("platform", &nhi.platform)
+        .with("owner_team", &nhi.owner.team_id)
+        .with("scope_ceiling", nhi.scope_ceiling.to_strings().join(" "));
+    state
+        .store
+        .create_nhis(&[(nhi.clone(), event)])
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => name_taken(&nhi),
+            other => other.into(),
+        })?;
+    view_nhi(state, nhi).await
+}
+
+/// Reads an NHI the caller may see; others' NHIs are "not found" to reviewers, so a listing
+/// and a direct read never disagree about what exists.
+pub async fn visible_nhi(state: &AppState, who: &Principal, id: &str) -> ApiResult<Nhi> {
+    let visible = who.visible_teams()?;
+    let nhi = state
+        .store
+        .get_nhi(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("nhi"))?;
+    match visible {
+        Some(teams) if !teams.contains(&nhi.owner.team_id) => Err(ApiError::not_found("nhi")),
+        _ => Ok(nhi),
+    }
+}
+
+pub async fn get_nhi(state: &AppState, who: &Principal, id: &str) -> ApiResult<NhiView> {
+    let nhi = visible_nhi(state, who, id).await?;
+    view_nhi(state, nhi).await
+}
+
+pub async fn list_nhis(
+    state: &AppState,
+    who: &Principal,
+    mut filter: NhiFilter,
+    page: Page,
+) -> ApiResult<NhiList> {
+    if let Some(visible) = who.visible_teams()? {
+        filter.owner_teams = Some(match filter.owner_teams.take() {
+            Some(asked) => asked.into_iter().filter(|t| visible.contains(t)).collect(),
+            None => visible,
+        });
+    }
+    let limit = page.limit;
+    let found = state
+        .store
+        .list_nhis(
+            &filter,
+            &Page {
+                after: page.after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let more = found.len() > limit as usize;
+    let teams = team_names(state).await?;
+    let items: Vec<_> = found
+        .into_iter()
+        .take(limit as usize)
+        .map(|n| nhi_view(n, &teams))
+        .collect();
+    let next_cursor = if more {
+        items.last().map(|n| encode_cursor(&n.id))
+    } else {
+        None
+    };
+    Ok(NhiList { items, next_cursor })
+}
+
+/// Resolves an owner team for a filter; an unknown team matches nothing rather than erroring,
+/// so a listing never reveals which team names exist to those who may not list teams.
+pub async fn team_filter(state: &AppState, id_or_name: &str) -> ApiResult<String> {
+    Ok(state
+        .store
+        .get_team(id_or_name)
+        .await?
+        .map_or_else(|| format!("unknown:{id_or_name}"), |t| t.id))
+}
+
+/// Writes a new state of an NHI, retrying on a concurrent change unless the caller pinned a
+/// version with If-Match.
+async fn change_nhi<F>(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    if_match: Option<i64>,
+    mut change: F,
+) -> ApiResult<Nhi>
+where
+    F: FnMut(&Nhi) -> ApiResult<Option<(Nhi, DomainEvent)>>,
+{
+    for _ in 0..5 {
+        let current = visible_nhi(state, who, id).await?;
+        if let Some(expected) = if_match {
+            if expected != current.version {
+                return Err(StoreError::VersionMismatch {
+                    current: current.version,
+                }
+                .into());
+            }
+        }
+        let Some((next, event)) = change(&current)? else {
+            return Ok(current);
+        };
+        match state.store.update_nhi(&next, current.version, &event).await {
+            Ok(()) => return Ok(next),
+            Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
+            Err(StoreError::Conflict) => return Err(name_taken(&next)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "concurrent_update",
+        "the nhi is changing too often; try again",
+    ))
+}
+
+pub async fn update_nhi(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    if_match: Option<i64>,
+    input: UpdateNhi,
+) -> ApiResult<NhiView> {
+    who.require(&[Role::Admin])?;
+    let owner = match input.owner {
+        Some(o) => Some(owner(state, o).await?),
+        None => None,
+    };
+    let changes = NhiChanges {
+        name: input.name,
+        kind: input.kind,
+        platform: input.platform,
+        environment: input.environment,
+        owner,
+        purpose: input.purpose,
+        scope_ceiling: input.scope_ceiling,
+        tags: input.tags,
+        external_ids: input.external_ids,
+        expires_at: input.expires_at,
+    };
+    let now = state.now();
+    let nhi = change_nhi(state, who, id, if_match, |current| {
+        let (next, changed) = current.apply(changes.clone(), now)?;
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let event = state
+            .event(
+                EventKind::NhiUpdated,
+                who.actor(),
+                format!("nhi:{}", current.id),
+            )
+            .with("fields", changed.join(","))
+            .with("version", next.version.to_string());
+        Ok(Some((next, event)))
+    })
+    .await?;
+    view_nhi(state, nhi).await
+}
+
+pub async fn suspend_nhi(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    reason: Option<String>,
+) -> ApiResult<NhiView> {
+    let nhi = visible_nhi(state, who, id).await?;
+    who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+    let now = state.now();
+    let nhi = change_nhi(state, who, id, None, |current| {
+        let next = current
+            .suspend(now)
+            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
+        Ok(next.map(|next| {
+            let mut event = state.event(
+                EventKind::NhiSuspended,
+                who.actor(),
+                format!("nhi:{}", current.id),
+            );
+            if let Some(reason) = &reason {
+                event = event.with("reason", reason);
+            }
+            (next, event)
+        }))
+    })
+    .await?;
+    view_nhi(state, nhi).await
+}
+
+pub async fn resume_nhi(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    reason: Option<String>,
+) -> ApiResult<NhiView> {
+    who.require(&[Role::Admin])?;
+    let now = state.now();
+    let nhi = change_nhi(state, who, id, None, |current| {
+        let next = current
+            .resume(now)
+            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
+        Ok(next.map(|next| {
+            let mut event = state.event(
+                EventKind::NhiResumed,
+                who.actor(),
+                format!("nhi:{}", current.id),
+            );
+            if let Some(reason) = &reason {
+                event = event.with("reason", reason);
+            }
+            (next, event)
+        }))
+    })
+    .await?;
+    view_nhi(state, nhi).await
+}
+
+// ---- static keys ----
+
+fn credential_view(c: Credential, now: Timestamp) -> CredentialView {
+    let status = if c.revoked_at.is_some() {
+        "revoked"
+    } else if c.is_live(now) {
+        "active"
+    } else {
+        "expired"
+    };
+    CredentialView {
+        status: status.into(),
+        id: c.id,
+        nhi_id: c.nhi_id,
+        kind: c.kind.as_str().into(),
+        fingerprint: c.fingerprint,
+        created_at: c.created_at,
+        expires_at: c.expires_at,
+        revoked_at: c.revoked_at,
+        created_by: c.created_by,
+    }
+}
+
+pub async fn issue_static_key(
+    state: &AppState,
+    who: &Principal,
+    nhi_id: &str,
+    input: IssueStaticKey,
+) -> ApiResult<StaticKeyIssued> {
+    who.require(&[Role::Admin])?;
+    let nhi = visible_nhi(state, who, nhi_id).await?;
+    if nhi.status != custos_core::NhiStatus::Active {
+        return Err(ApiError::conflict(
+            "nhi_not_active",
+            format!("nhi {} is {}", nhi.id, nhi.status),
+        ));
+    }
+    let max = state.limits.static_key_max_age_seconds;
+    let ttl = input.ttl_seconds.unwrap_or(max);
+    if !(60..=max).contains(&ttl) {
+        return Err(ApiError::validation(
+            custos_core::validate::ValidationErrors::single(
+                "ttl_seconds",
+                format!("must be between 60 and {max} seconds"),
+            ),
+        ));
+    }
+    let now = state.now();
+    let mut expires_at = now.plus_seconds(ttl);
+    if let Some(nhi_expiry) = nhi.expires_at {
+        expires_at = expires_at.min(nhi_expiry);
+    }
+    let secret = secrets::mint(SecretKind::StaticKey);
+    let hash = state.keys.secret_hash(&secret);
+    let credential = Credential {
+        id: new_id(),
+        nhi_id: nhi.id.clone(),
+        kind: CredentialKind::StaticKey,
+        fingerprint: secrets::fingerprint_of_hash(&hash),
+        secret_hash: hash.to_vec(),
+        created_at: now,
+        expires_at: Some(expires_at),
+        revoked_at: None,
+        created_by: who.actor().to_string(),
+    };
+    let event = state
+        .event(
+            EventKind::CredentialIssued,
+            who.actor(),
+            format!("nhi:{}", nhi.id),
+        )
+        .with("credential", &credential.id)
+        .with("kind", credential.kind.as_str())
+        .with("fingerprint", &credential.fingerprint)
+        .with("expires_at", expires_at.to_rfc3339());
+    state.store.create_credential(&credential, &event).await?;
+    Ok(StaticKeyIssued {
+        id: credential.id,
+        nhi_id: nhi.id,
+        secret,
+        fingerprint: credential.fingerprint,
+        expires_at,
+    })
+}
+
+pub async fn list_credentials(
+    state: &AppState,
+    who: &Principal,
+    nhi_id: Option<&str>,
+    page: Page,
+) -> ApiResult<CredentialList> {
+    who.require(&[Role::Admin, Role::Auditor])?;
+    let limit = page.limit;
+    let found = state
+        .store
+        .list_credentials(
+            nhi_id,
+            &Page {
+                after: page.after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let more = found.len() > limit as usize;
+    let now = state.now();
+    let items: Vec<_> = found
+        .into_iter()
+        .take(limit as usize)
+        .map(|c| credential_view(c, now))
+        .collect();
+    let next_cursor = if more {
+        items.last().map(|c| encode_cursor(&c.id))
+    } else {
+        None
+    };
+    Ok(CredentialList { items, next_cursor })
+}
+
+pub async fn revoke_credential(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<CredentialView> {
+    who.require(&[Role::Admin, Role::Reviewer])?;
+    let credential = state
+        .store
+        .get_credential(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("credential"))?;
+    let nhi = visible_nhi(state, who, &credential.nhi_id)
+        .await
+        .map_err(|_| ApiError::not_found("credential"))?;
+    who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+    let now = state.now();
+    let event = state
+        .event(
+            EventKind::CredentialRevoked,
+            who.actor(),
+            format!("nhi:{}", nhi.id),
+        )
+        .with("credential", &credential.id)
+        .with("fingerprint", &credential.fingerprint);
+    state.store.revoke_credential(id, now, &event).await?;
+    let credential = state
+        .store
+        .get_credential(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("credential"))?;
+    Ok(credential_view(credential, now))
+}
+
+// ---- events ----
+
+pub async fn list_events(
+    state: &AppState,
+    who: &Principal,
+    query: EventQuery,
+) -> ApiResult<EventList> {
+    who.require(&[Role::Admin, Role::Auditor])?;
+    let limit = query.limit;
+    let found = state
+        .store
+        .list_events(&EventQuery {
+            limit: limit + 1,
+            ..query
+        })
+        .await?;
+    let more = found.len() > limit as usize;
+    let items: Vec<_> = found
+        .into_iter()
+        .take(limit as usize)
+        .map(|e| EventView {
+            seq: e.seq,
+            id: e.event.id,
+            kind: e.event.kind.as_str().into(),
+            actor: e.event.actor.to_string(),
+            subject: e.event.subject,
+            occurred_at: e.event.occurred_at,
+            details: e.event.details,
+        })
+        .collect();
+    let next_cursor = if more {
+        items.last().map(|e| encode_cursor(&e.seq.to_string()))
+    } else {
+        None
+    };
+    Ok(EventList { items, next_cursor })
+}
