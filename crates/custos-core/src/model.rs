@@ -194,49 +194,26 @@ pub struct TransitionError {
     pub from: NhiStatus,
 }
 
-fn validate_fields(
-    errors: &mut ValidationErrors,
-    name: &str,
-    platform: &str,
-    environment: &str,
-    owner: &Owner,
-    purpose: &str,
-    tags: &BTreeMap<String, String>,
-    external_ids: &BTreeMap<String, String>,
-) {
-    validate::text(errors, "name", name, 200);
-    validate::slug(errors, "platform", platform);
-    validate::slug(errors, "environment", environment);
-    validate::text(errors, "purpose", purpose, 2000);
-    if let Some(application) = &owner.application {
+/// Checks the descriptive fields every NHI must have right, whether new or changed.
+fn validate_fields(errors: &mut ValidationErrors, nhi: &Nhi) {
+    validate::text(errors, "name", &nhi.name, 200);
+    validate::slug(errors, "platform", &nhi.platform);
+    validate::slug(errors, "environment", &nhi.environment);
+    validate::text(errors, "purpose", &nhi.purpose, 2000);
+    if let Some(application) = &nhi.owner.application {
         validate::text(errors, "owner.application", application, 200);
     }
-    if let Some(contact) = &owner.contact {
+    if let Some(contact) = &nhi.owner.contact {
         validate::text(errors, "owner.contact", contact, 320);
     }
-    validate::labels(errors, "tags", tags);
-    validate::labels(errors, "external_ids", external_ids);
+    validate::labels(errors, "tags", &nhi.tags);
+    validate::labels(errors, "external_ids", &nhi.external_ids);
 }
 
 impl Nhi {
     /// Registers a new NHI from a draft: validated, active, version 1.
     pub fn register(draft: NhiDraft, id: String, now: Timestamp) -> Result<Self, ValidationErrors> {
-        let mut errors = ValidationErrors::default();
-        validate_fields(
-            &mut errors,
-            &draft.name,
-            &draft.platform,
-            &draft.environment,
-            &draft.owner,
-            &draft.purpose,
-            &draft.tags,
-            &draft.external_ids,
-        );
-        if draft.expires_at.is_some_and(|e| e <= now) {
-            errors.push("expires_at", "must be in the future");
-        }
-        errors.into_result()?;
-        Ok(Self {
+        let nhi = Self {
             id,
             name: draft.name,
             kind: draft.kind,
@@ -253,7 +230,14 @@ impl Nhi {
             expires_at: draft.expires_at,
             last_used_at: None,
             version: 1,
-        })
+        };
+        let mut errors = ValidationErrors::default();
+        validate_fields(&mut errors, &nhi);
+        if nhi.expires_at.is_some_and(|e| e <= now) {
+            errors.push("expires_at", "must be in the future");
+        }
+        errors.into_result()?;
+        Ok(nhi)
     }
 
     /// Applies a partial update. Returns the new state and the names of the fields that really
@@ -292,16 +276,7 @@ impl Nhi {
                 "a decommissioned nhi is a tombstone and cannot be changed",
             );
         }
-        validate_fields(
-            &mut errors,
-            &next.name,
-            &next.platform,
-            &next.environment,
-            &next.owner,
-            &next.purpose,
-            &next.tags,
-            &next.external_ids,
-        );
+        validate_fields(&mut errors, &next);
         if changed.contains(&"expires_at") && next.expires_at.is_some_and(|e| e <= now) {
             errors.push("expires_at", "must be in the future");
         }

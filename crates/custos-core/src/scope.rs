@@ -138,10 +138,10 @@ impl Grant {
         if self.service != action.service {
             return false;
         }
-        if let Operation::Named(op) = &self.operation {
-            if *op != action.operation {
-                return false;
-            }
+        if let Operation::Named(op) = &self.operation
+            && *op != action.operation
+        {
+            return false;
         }
         match (&self.resource, &action.resource) {
             (None, _) => true,

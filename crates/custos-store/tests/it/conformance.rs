@@ -133,7 +133,7 @@ async fn operators_round_trip_with_teams_and_tokens(store: &dyn Store) {
         .into_iter()
         .map(|o| o.id)
         .collect();
-    assert_eq!(of_a, [reviewer.id.clone()]);
+    assert_eq!(of_a, std::slice::from_ref(&reviewer.id));
     assert_eq!(store.list_operators(None).await.unwrap().len(), 2);
 }
 
@@ -533,7 +533,7 @@ async fn credentials_revoke_once(store: &dyn Store) {
         .list_credentials(Some(&n.id), &page(10))
         .await
         .unwrap();
-    assert_eq!(listed, [credential.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&credential));
     assert!(
         store
             .list_credentials(Some("other"), &page(10))
