@@ -154,7 +154,7 @@ const TEAM_COLUMNS: &str = "id, name, contact, created_at";
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $row:ty, lock_operators = $lock_operators:expr) => {
+    ($store:ty, $db:ty, $row:ty, name = $name:literal, lock_operators = $lock_operators:expr) => {
         impl $store {
             fn team_from_row(row: &$row) -> Result<Team> {
                 Ok(Team {
@@ -319,7 +319,7 @@ macro_rules! sql_store {
         #[async_trait]
         impl Store for $store {
             fn backend(&self) -> &'static str {
-                <$db as sqlx::Database>::NAME.to_ascii_lowercase().leak()
+                $name
             }
 
             async fn ping(&self) -> Result<()> {
@@ -741,12 +741,14 @@ sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
+    name = "sqlite",
     lock_operators = ""
 );
 sql_store!(
     PostgresStore,
     sqlx::Postgres,
     sqlx::postgres::PgRow,
+    name = "postgres",
     // Two admins revoking each other at once must not leave the store with none.
     lock_operators = "LOCK TABLE operators IN SHARE ROW EXCLUSIVE MODE"
 );
