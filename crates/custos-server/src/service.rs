@@ -577,53 +577,31 @@ pub async fn update_nhi(
     view_nhi(state, nhi).await
 }
 
-pub async fn suspend_nhi(
-    state: &AppState,
-    who: &Principal,
-    id: &str,
-    reason: Option<String>,
-) -> ApiResult<NhiView> {
+pub async fn suspend_nhi(state: &AppState, who: &Principal, id: &str, reason: Option<String>) -> ApiResult<NhiView> {
     let nhi = visible_nhi(state, who, id).await?;
     who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
-    let now = state.now();
-    let nhi = change_nhi(state, who, id, None, |current| {
-        let next = current
-            .suspend(now)
-            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
-        Ok(next.map(|next| {
-            let mut event = state.event(
-                EventKind::NhiSuspended,
-                who.actor(),
-                format!("nhi:{}", current.id),
-            );
-            if let Some(reason) = &reason {
-                event = event.with("reason", reason);
-            }
-            (next, event)
-        }))
-    })
-    .await?;
-    view_nhi(state, nhi).await
+    change_status(state, who, id, reason, Nhi::suspend, EventKind::NhiSuspended).await
 }
 
-pub async fn resume_nhi(
+pub async fn resume_nhi(state: &AppState, who: &Principal, id: &str, reason: Option<String>) -> ApiResult<NhiView> {
+    who.require(&[Role::Admin])?;
+    change_status(state, who, id, reason, Nhi::resume, EventKind::NhiResumed).await
+}
+
+/// Applies a status transition of the core, recording `kind` with the caller's reason.
+async fn change_status(
     state: &AppState,
     who: &Principal,
     id: &str,
     reason: Option<String>,
+    transition: fn(&Nhi, Timestamp) -> Result<Option<Nhi>, custos_core::TransitionError>,
+    kind: EventKind,
 ) -> ApiResult<NhiView> {
-    who.require(&[Role::Admin])?;
     let now = state.now();
     let nhi = change_nhi(state, who, id, None, |current| {
-        let next = current
-            .resume(now)
-            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
+        let next = transition(current, now).map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
         Ok(next.map(|next| {
-            let mut event = state.event(
-                EventKind::NhiResumed,
-                who.actor(),
-                format!("nhi:{}", current.id),
-            );
+            let mut event = state.event(kind, who.actor(), format!("nhi:{}", current.id));
             if let Some(reason) = &reason {
                 event = event.with("reason", reason);
             }

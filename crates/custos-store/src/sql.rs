@@ -299,6 +299,30 @@ macro_rules! sql_store {
                 rows.iter().map(|r| r.try_get("team_id").map_err(StoreError::from)).collect()
             }
 
+            /// Binds the sixteen NHI columns that registration and update both write, as $1-$16.
+            fn bind_nhi<'q>(
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+                nhi: &'q Nhi,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+                query
+                    .bind(&nhi.name)
+                    .bind(nhi.kind.as_str())
+                    .bind(&nhi.platform)
+                    .bind(&nhi.environment)
+                    .bind(nhi.status.as_str())
+                    .bind(&nhi.owner.team_id)
+                    .bind(&nhi.owner.application)
+                    .bind(&nhi.owner.contact)
+                    .bind(&nhi.purpose)
+                    .bind(to_json(&nhi.scope_ceiling))
+                    .bind(to_json(&nhi.tags))
+                    .bind(to_json(&nhi.external_ids))
+                    .bind(nhi.updated_at.unix_millis())
+                    .bind(nhi.expires_at.map(Timestamp::unix_millis))
+                    .bind(nhi.last_used_at.map(Timestamp::unix_millis))
+                    .bind(nhi.version)
+            }
+
             async fn write_tags(tx: &mut sqlx::Transaction<'_, $db>, nhi: &Nhi) -> Result<()> {
                 sqlx::query("DELETE FROM nhi_tags WHERE nhi_id = $1")
                     .bind(&nhi.id)
@@ -508,32 +532,17 @@ macro_rules! sql_store {
             async fn create_nhis(&self, nhis: &[(Nhi, DomainEvent)]) -> Result<()> {
                 let mut tx = self.writer().begin().await?;
                 for (nhi, event) in nhis {
-                    sqlx::query(
-                        "INSERT INTO nhis (id, name, kind, platform, environment, status, \
-                         owner_team_id, owner_application, owner_contact, purpose, scope_ceiling, \
-                         tags, external_ids, created_at, updated_at, expires_at, last_used_at, version) \
+                    let insert = sqlx::query(
+                        "INSERT INTO nhis (name, kind, platform, environment, status, owner_team_id, \
+                         owner_application, owner_contact, purpose, scope_ceiling, tags, external_ids, \
+                         updated_at, expires_at, last_used_at, version, id, created_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-                    )
-                    .bind(&nhi.id)
-                    .bind(&nhi.name)
-                    .bind(nhi.kind.as_str())
-                    .bind(&nhi.platform)
-                    .bind(&nhi.environment)
-                    .bind(nhi.status.as_str())
-                    .bind(&nhi.owner.team_id)
-                    .bind(&nhi.owner.application)
-                    .bind(&nhi.owner.contact)
-                    .bind(&nhi.purpose)
-                    .bind(to_json(&nhi.scope_ceiling))
-                    .bind(to_json(&nhi.tags))
-                    .bind(to_json(&nhi.external_ids))
-                    .bind(nhi.created_at.unix_millis())
-                    .bind(nhi.updated_at.unix_millis())
-                    .bind(nhi.expires_at.map(Timestamp::unix_millis))
-                    .bind(nhi.last_used_at.map(Timestamp::unix_millis))
-                    .bind(nhi.version)
-                    .execute(&mut *tx)
-                    .await?;
+                    );
+                    Self::bind_nhi(insert, nhi)
+                        .bind(&nhi.id)
+                        .bind(nhi.created_at.unix_millis())
+                        .execute(&mut *tx)
+                        .await?;
                     Self::write_tags(&mut tx, nhi).await?;
                     Self::append_event(&mut tx, event).await?;
                 }
@@ -549,31 +558,16 @@ macro_rules! sql_store {
 
             async fn update_nhi(&self, nhi: &Nhi, expected_version: i64, event: &DomainEvent) -> Result<()> {
                 let mut tx = self.writer().begin().await?;
-                let updated = sqlx::query(
+                let update = sqlx::query(
                     "UPDATE nhis SET name = $1, kind = $2, platform = $3, environment = $4, \
                      status = $5, owner_team_id = $6, owner_application = $7, owner_contact = $8, \
                      purpose = $9, scope_ceiling = $10, tags = $11, external_ids = $12, \
                      updated_at = $13, expires_at = $14, last_used_at = $15, version = $16 \
                      WHERE id = $17 AND version = $18",
-                )
-                .bind(&nhi.name)
-                .bind(nhi.kind.as_str())
-                .bind(&nhi.platform)
-                .bind(&nhi.environment)
-                .bind(nhi.status.as_str())
-                .bind(&nhi.owner.team_id)
-                .bind(&nhi.owner.application)
-                .bind(&nhi.owner.contact)
-                .bind(&nhi.purpose)
-                .bind(to_json(&nhi.scope_ceiling))
-                .bind(to_json(&nhi.tags))
-                .bind(to_json(&nhi.external_ids))
-                .bind(nhi.updated_at.unix_millis())
-                .bind(nhi.expires_at.map(Timestamp::unix_millis))
-                .bind(nhi.last_used_at.map(Timestamp::unix_millis))
-                .bind(nhi.version)
-                .bind(&nhi.id)
-                .bind(expected_version)
+                );
+                let updated = Self::bind_nhi(update, nhi)
+                    .bind(&nhi.id)
+                    .bind(expected_version)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
