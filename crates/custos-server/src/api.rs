@@ -3,15 +3,56 @@
 
 use std::collections::BTreeMap;
 
-use custos_core::{NhiKind, NhiStatus, Role, Scope, Timestamp};
+use custos_core::{Grant, NhiKind, NhiStatus, Role, Scope, Timestamp};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
-use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat,
+    SchemaType, Type,
+};
 
 /// The text form of a grant, as a JSON-schema pattern (documentation and fuzzing).
 pub const GRANT_PATTERN: &str =
     r"^[a-z0-9][a-z0-9._-]{0,63}:(\*|[A-Za-z0-9._/-]{1,64})(:[!-~]{1,512})?$";
 pub const SLUG_PATTERN: &str = r"^[a-z0-9][a-z0-9._-]{0,63}$";
+/// The operation of a grant in object form.
+pub const GRANT_OPERATION_PATTERN: &str = r"^(\*|[A-Za-z0-9._/-]{1,64})$";
+/// The resource glob of a grant in object form.
+pub const GRANT_RESOURCE_PATTERN: &str = r"^[!-~]{1,512}$";
+
+/// Characters `custos_core::validate` calls control characters (Unicode `Cc`).
+macro_rules! control {
+    () => {
+        r"\u0000-\u001f\u007f-\u009f"
+    };
+}
+/// Characters Rust's `str::trim` removes that are not control characters (Unicode
+/// `White_Space`).
+macro_rules! space {
+    () => {
+        r"\u0020\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    };
+}
+
+/// Human-facing text (names, contacts, purposes), as `custos_core::validate::text` accepts it:
+/// not blank, no control characters, no leading or trailing whitespace.
+pub const TEXT_PATTERN: &str = concat!(
+    "^[^",
+    control!(),
+    space!(),
+    "]([^",
+    control!(),
+    "]*[^",
+    control!(),
+    space!(),
+    "])?$"
+);
+/// A tag or external id value: no control characters.
+pub const LABEL_VALUE_PATTERN: &str = concat!("^[^", control!(), "]*$");
+/// An entity tag as this server sends it: the record's version in double quotes.
+pub const ETAG_PATTERN: &str = r#"^"[0-9]+"$"#;
+/// A pagination cursor as this server issues it (unpadded URL-safe base64).
+pub const CURSOR_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
 
 fn enum_schema(values: impl IntoIterator<Item = &'static str>) -> ObjectBuilder {
     ObjectBuilder::new()
@@ -31,6 +72,7 @@ pub fn status_schema() -> ObjectBuilder {
 pub fn roles_schema() -> ArrayBuilder {
     ArrayBuilder::new().items(role_schema()).min_items(Some(1))
 }
+/// A scope as the server writes it: grants in text form.
 pub fn scope_schema() -> ArrayBuilder {
     ArrayBuilder::new()
         .items(
@@ -39,6 +81,61 @@ pub fn scope_schema() -> ArrayBuilder {
                 .pattern(Some(GRANT_PATTERN)),
         )
         .max_items(Some(custos_core::scope::MAX_GRANTS))
+}
+/// A scope as the server reads it: each grant in text form (`"crm:read:customers/*"`) or as an
+/// object (`{"service": "crm", "operation": "read", "resource": "customers/*"}`).
+pub fn scope_input_schema() -> ArrayBuilder {
+    let object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "service",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(SLUG_PATTERN)),
+        )
+        .property(
+            "operation",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(GRANT_OPERATION_PATTERN)),
+        )
+        .property(
+            "resource",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .pattern(Some(GRANT_RESOURCE_PATTERN)),
+        )
+        .required("service")
+        .required("operation")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    ArrayBuilder::new()
+        .items(
+            OneOfBuilder::new()
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(GRANT_PATTERN)),
+                )
+                .item(object),
+        )
+        .max_items(Some(custos_core::scope::MAX_GRANTS))
+}
+pub fn cursor_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(CURSOR_PATTERN))
+        .description(Some("The `next_cursor` of the previous page."))
+}
+pub fn tag_filter_schema() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[^:]")),
+        )
+        .description(Some(
+            "`key` (has the tag) or `key:value`; repeat for several.",
+        ))
 }
 pub fn timestamp_schema() -> ObjectBuilder {
     ObjectBuilder::new()
@@ -64,9 +161,41 @@ pub fn labels_schema() -> ObjectBuilder {
         .additional_properties(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .max_length(Some(256)),
+                .max_length(Some(256))
+                .pattern(Some(LABEL_VALUE_PATTERN)),
         ))
         .max_properties(Some(custos_core::validate::MAX_TAGS))
+}
+
+fn text(max: usize) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(TEXT_PATTERN))
+}
+fn nullable_text(max: usize) -> ObjectBuilder {
+    text(max).schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+pub fn text_100() -> ObjectBuilder {
+    text(100)
+}
+pub fn text_200() -> ObjectBuilder {
+    text(200)
+}
+pub fn team_contact_schema() -> ObjectBuilder {
+    text(320).description(Some(
+        "Where to reach the team: an email address, a chat channel, a pager rota.",
+    ))
+}
+pub fn text_2000() -> ObjectBuilder {
+    text(2000)
+}
+pub fn nullable_text_200() -> ObjectBuilder {
+    nullable_text(200)
+}
+pub fn nullable_text_320() -> ObjectBuilder {
+    nullable_text(320)
 }
 
 /// Deserialises a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
@@ -76,15 +205,39 @@ pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Deserialises a field that may be absent but is never `null`: in a merge patch `null` would
+/// mean "remove", which only `expires_at` allows.
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Deserialises a scope, refusing more than [`custos_core::scope::MAX_GRANTS`] entries as sent
+/// (before duplicates are merged), as the document's `maxItems` says.
+pub fn bounded_scope<'de, D: Deserializer<'de>>(d: D) -> Result<Scope, D::Error> {
+    let grants = Vec::<Grant>::deserialize(d)?;
+    if grants.len() > custos_core::scope::MAX_GRANTS {
+        return Err(serde::de::Error::custom(format!(
+            "a scope holds at most {} grants",
+            custos_core::scope::MAX_GRANTS
+        )));
+    }
+    Scope::new(grants).map_err(serde::de::Error::custom)
+}
+
+fn present_bounded_scope<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Scope>, D::Error> {
+    bounded_scope(d).map(Some)
+}
+
 // ---- teams ----
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = text_100)]
     pub name: String,
-    /// Where to reach the team: an email address, a chat channel, a pager rota.
-    #[schema(min_length = 1, max_length = 320)]
+    #[schema(schema_with = team_contact_schema)]
     pub contact: String,
 }
 
@@ -119,7 +272,7 @@ pub struct TeamList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOperator {
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = text_100)]
     pub name: String,
     #[schema(schema_with = roles_schema)]
     pub roles: Vec<Role>,
@@ -167,16 +320,16 @@ pub struct OwnerInput {
     /// The owner team's name or id.
     #[schema(min_length = 1)]
     pub team: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = nullable_text_200)]
     pub application: Option<String>,
-    #[schema(min_length = 1, max_length = 320)]
+    #[schema(schema_with = nullable_text_320)]
     pub contact: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNhi {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = text_200)]
     pub name: String,
     #[schema(schema_with = kind_schema)]
     pub kind: NhiKind,
@@ -185,14 +338,14 @@ pub struct CreateNhi {
     #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub environment: String,
     pub owner: OwnerInput,
-    #[schema(min_length = 1, max_length = 2000)]
+    #[schema(schema_with = text_2000)]
     pub purpose: String,
     #[serde(default)]
-    #[schema(schema_with = timestamp_schema)]
+    #[schema(schema_with = nullable_timestamp_schema)]
     pub expires_at: Option<Timestamp>,
     /// The most this NHI may hold without a human saying yes.
-    #[serde(default)]
-    #[schema(schema_with = scope_schema)]
+    #[serde(default, deserialize_with = "bounded_scope")]
+    #[schema(schema_with = scope_input_schema)]
     pub scope_ceiling: Scope,
     #[serde(default)]
     #[schema(schema_with = labels_schema)]
@@ -208,24 +361,34 @@ pub struct CreateNhi {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateNhi {
-    #[schema(min_length = 1, max_length = 200)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = text_200)]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = kind_schema)]
     pub kind: Option<NhiKind>,
-    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub platform: Option<String>,
-    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub environment: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub owner: Option<OwnerInput>,
-    #[schema(min_length = 1, max_length = 2000)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = text_2000)]
     pub purpose: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = nullable_timestamp_schema)]
     pub expires_at: Option<Option<Timestamp>>,
-    #[schema(schema_with = scope_schema)]
+    #[serde(default, deserialize_with = "present_bounded_scope")]
+    #[schema(schema_with = scope_input_schema)]
     pub scope_ceiling: Option<Scope>,
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = labels_schema)]
     pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = labels_schema)]
     pub external_ids: Option<BTreeMap<String, String>>,
 }
@@ -272,7 +435,7 @@ pub struct NhiView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NhiList {
     pub items: Vec<NhiView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -10,6 +10,9 @@ use crate::error::ApiError;
 /// The largest request body accepted on the API.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// The longest `{id}` path segment, in characters; longer ones name nothing (404).
+pub const MAX_ID_LEN: usize = 128;
+
 /// A JSON request body: `application/json` (or any `+json` type), at most
 /// [`MAX_BODY_BYTES`], and deserialised strictly: unknown fields are refused by the types.
 pub struct JsonBody<T>(pub T);
@@ -25,56 +28,96 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+fn content_type(req: &Request) -> &str {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the request body must be JSON (content-type: application/json)",
+    )
+}
+
+async fn read_body(req: Request) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+            )
+        })
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !is_json(content_type) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be JSON (content-type: application/json)",
-            ));
+        if !is_json(content_type(&req)) {
+            return Err(unsupported_media_type());
         }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
-                )
-            })?;
+        let bytes = read_body(req).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
+/// A JSON request body that may be left out: an empty body reads as `T::default()`. A body
+/// that is sent follows the rules of [`JsonBody`]; `null` is not the same as no body.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(content_type(&req));
+        let bytes = read_body(req).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        if !json {
+            return Err(unsupported_media_type());
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+fn malformed_json(error: &serde_json::Error) -> ApiError {
+    ApiError::bad_request(
+        "malformed_json",
+        format!("the request body is not valid JSON: {error}"),
+    )
+}
+
+/// Parses a whole body as one JSON value of type `T`: a body that is not JSON (including
+/// anything after the value) is 400 `malformed_json`; JSON of the wrong shape is 422
+/// `invalid_body`, naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
-                let mut errors = custos_core::validate::ValidationErrors::default();
-                errors.push(field, inner.to_string());
-                ApiError {
-                    code: "invalid_body",
-                    ..ApiError::validation(errors)
-                }
-            }
-            _ => ApiError::bad_request(
-                "malformed_json",
-                format!("the request body is not valid JSON: {inner}"),
-            ),
+        // Whether the body is JSON at all is decided on the bytes alone: serde_json reports
+        // some wrong types as syntax errors (an enum given `null` or a number "expected
+        // value"), and a type error may come before a syntax error further on.
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return malformed_json(&syntax);
         }
-    })
+        let field = if path == "." { "body".to_owned() } else { path };
+        let mut errors = custos_core::validate::ValidationErrors::default();
+        errors.push(field, inner.to_string());
+        ApiError {
+            code: "invalid_body",
+            ..ApiError::validation(errors)
+        }
+    })?;
+    deserializer.end().map_err(|e| malformed_json(&e))?;
+    Ok(value)
 }
 
 /// The `{id}` segment of a path.
@@ -87,7 +130,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
-        if id.is_empty() || id.len() > 128 {
+        // Characters, not bytes: a team is named by up to 100 characters of any script.
+        if id.is_empty() || id.chars().count() > MAX_ID_LEN {
             return Err(ApiError::not_found("resource"));
         }
         Ok(IdPath(id))

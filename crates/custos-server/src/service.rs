@@ -509,13 +509,13 @@ where
 {
     for _ in 0..5 {
         let current = visible_nhi(state, who, id).await?;
-        if let Some(expected) = if_match {
-            if expected != current.version {
-                return Err(StoreError::VersionMismatch {
-                    current: current.version,
-                }
-                .into());
+        if let Some(expected) = if_match
+            && expected != current.version
+        {
+            return Err(StoreError::VersionMismatch {
+                current: current.version,
             }
+            .into());
         }
         let Some((next, event)) = change(&current)? else {
             return Ok(current);
@@ -577,13 +577,31 @@ pub async fn update_nhi(
     view_nhi(state, nhi).await
 }
 
-pub async fn suspend_nhi(state: &AppState, who: &Principal, id: &str, reason: Option<String>) -> ApiResult<NhiView> {
+pub async fn suspend_nhi(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    reason: Option<String>,
+) -> ApiResult<NhiView> {
     let nhi = visible_nhi(state, who, id).await?;
     who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
-    change_status(state, who, id, reason, Nhi::suspend, EventKind::NhiSuspended).await
+    change_status(
+        state,
+        who,
+        id,
+        reason,
+        Nhi::suspend,
+        EventKind::NhiSuspended,
+    )
+    .await
 }
 
-pub async fn resume_nhi(state: &AppState, who: &Principal, id: &str, reason: Option<String>) -> ApiResult<NhiView> {
+pub async fn resume_nhi(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    reason: Option<String>,
+) -> ApiResult<NhiView> {
     who.require(&[Role::Admin])?;
     change_status(state, who, id, reason, Nhi::resume, EventKind::NhiResumed).await
 }
@@ -599,7 +617,8 @@ async fn change_status(
 ) -> ApiResult<NhiView> {
     let now = state.now();
     let nhi = change_nhi(state, who, id, None, |current| {
-        let next = transition(current, now).map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
+        let next = transition(current, now)
+            .map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
         Ok(next.map(|next| {
             let mut event = state.event(kind, who.actor(), format!("nhi:{}", current.id));
             if let Some(reason) = &reason {

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::*;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{IdPath, JsonBody, QueryPairs, parse_json};
+use crate::extract::{IdPath, JsonBody, OptionalJsonBody, QueryPairs};
 use crate::service::{self, AppState, decode_cursor};
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -78,8 +78,9 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     }
     text.strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
-        .and_then(|t| t.parse::<i64>().ok())
-        .map(Some)
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        // A tag too large for any version is well-formed but matches none: 412, not 400.
+        .map(|t| Some(t.parse::<i64>().unwrap_or(-1)))
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_if_match",
@@ -90,7 +91,7 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
 
 /// Registers an NHI (admin). Owner team and purpose are required.
 #[utoipa::path(post, path = "/v1/nhis", tag = "nhis", request_body = CreateNhi,
-    responses((status = 201, body = NhiView, headers(("etag" = String))),
+    responses((status = 201, body = NhiView, headers(("etag" = String), ("location" = String, description = "the new NHI's path, /v1/nhis/{id}"))),
               (status = 409, description = "name taken on this platform", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create_nhi(
     State(state): State<AppState>,
@@ -121,7 +122,7 @@ pub struct NhiListParams {
     environment: Option<String>,
     /// Owner team name or id.
     team: Option<String>,
-    /// `key` (has the tag) or `key:value`; repeat for several.
+    #[param(schema_with = tag_filter_schema)]
     tag: Option<Vec<String>>,
     #[param(schema_with = timestamp_schema)]
     expires_before: Option<String>,
@@ -133,6 +134,7 @@ pub struct NhiListParams {
     q: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    #[param(schema_with = cursor_schema)]
     cursor: Option<String>,
 }
 
@@ -219,7 +221,9 @@ pub async fn get_nhi(
 
 /// Changes an NHI (admin): a JSON merge patch. With `If-Match`, a stale write gets 412.
 #[utoipa::path(patch, path = "/v1/nhis/{id}", tag = "nhis",
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "the ETag read earlier")),
+    params(("id" = String, Path),
+           ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]+")$"#,
+            description = "the ETag read earlier, or `*` for any version")),
     request_body(content = UpdateNhi, content_type = "application/merge-patch+json"),
     responses((status = 200, body = NhiView, headers(("etag" = String))),
               (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -246,26 +250,8 @@ pub struct StatusChange {
     reason: Option<String>,
 }
 
-/// A body that may be left out entirely.
-fn optional_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<StatusChange> {
-    if body.is_empty() {
-        return Ok(StatusChange::default());
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("application/json")
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the request body must be JSON",
-        ));
-    }
-    let change: StatusChange = parse_json(body)?;
+/// The reason, if any, of a status change, checked.
+fn reason(change: StatusChange) -> ApiResult<Option<String>> {
     if change
         .reason
         .as_ref()
@@ -278,82 +264,60 @@ fn optional_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<StatusChange> {
             ),
         ));
     }
-    Ok(change)
+    Ok(change.reason)
 }
 
 /// Suspends an NHI (admin, or a reviewer of its owner team). Idempotent.
 #[utoipa::path(post, path = "/v1/nhis/{id}/suspend", tag = "nhis", params(("id" = String, Path)),
     request_body(content = Option<StatusChange>, content_type = "application/json"),
-    responses((status = 200, body = NhiView),
+    responses((status = 200, body = NhiView, headers(("etag" = String))),
               (status = 409, description = "not possible from the current status", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn suspend_nhi(
     State(state): State<AppState>,
     who: Principal,
     IdPath(id): IdPath,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJsonBody(change): OptionalJsonBody<StatusChange>,
 ) -> ApiResult<Response> {
-    let change = optional_body(&headers, &body)?;
+    let reason = reason(change)?;
     Ok(with_etag(
         StatusCode::OK,
-        service::suspend_nhi(&state, &who, &id, change.reason).await?,
+        service::suspend_nhi(&state, &who, &id, reason).await?,
     ))
 }
 
 /// Resumes a suspended NHI (admin). Idempotent.
 #[utoipa::path(post, path = "/v1/nhis/{id}/resume", tag = "nhis", params(("id" = String, Path)),
     request_body(content = Option<StatusChange>, content_type = "application/json"),
-    responses((status = 200, body = NhiView),
+    responses((status = 200, body = NhiView, headers(("etag" = String))),
               (status = 409, description = "not possible from the current status", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn resume_nhi(
     State(state): State<AppState>,
     who: Principal,
     IdPath(id): IdPath,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJsonBody(change): OptionalJsonBody<StatusChange>,
 ) -> ApiResult<Response> {
-    let change = optional_body(&headers, &body)?;
+    let reason = reason(change)?;
     Ok(with_etag(
         StatusCode::OK,
-        service::resume_nhi(&state, &who, &id, change.reason).await?,
+        service::resume_nhi(&state, &who, &id, reason).await?,
     ))
 }
 
 /// Issues a static key for an NHI (admin). The secret is in this response only.
 #[utoipa::path(post, path = "/v1/nhis/{id}/credentials", tag = "credentials", params(("id" = String, Path)),
     request_body(content = Option<IssueStaticKey>, content_type = "application/json"),
-    responses((status = 201, body = StaticKeyIssued),
+    responses((status = 201, body = StaticKeyIssued, headers(("cache-control" = String, description = "`no-store`: the secret must not be kept in any cache"))),
               (status = 409, description = "the NHI is not active", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn issue_static_key(
     State(state): State<AppState>,
     who: Principal,
     IdPath(id): IdPath,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJsonBody(input): OptionalJsonBody<IssueStaticKey>,
 ) -> ApiResult<(
     StatusCode,
     [(header::HeaderName, HeaderValue); 1],
     Json<StaticKeyIssued>,
 )> {
-    let input = if body.is_empty() {
-        IssueStaticKey::default()
-    } else {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !content_type
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be JSON",
-            ));
-        }
-        parse_json(&body)?
-    };
     let issued = service::issue_static_key(&state, &who, &id, input).await?;
     Ok((
         StatusCode::CREATED,
@@ -369,6 +333,7 @@ pub struct CredentialListParams {
     nhi_id: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    #[param(schema_with = cursor_schema)]
     cursor: Option<String>,
 }
 
@@ -410,6 +375,7 @@ pub struct EventListParams {
     actor: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    #[param(schema_with = cursor_schema)]
     cursor: Option<String>,
 }
 

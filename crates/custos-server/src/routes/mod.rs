@@ -15,6 +15,7 @@ use crate::service::AppState;
 
 /// The whole application: every route, documented as it is registered.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let limits = state.limits.clone();
     let (api, openapi) = OpenApiRouter::with_openapi(crate::openapi::base())
         .routes(routes!(plumbing::healthz))
         .routes(routes!(plumbing::readyz))
@@ -35,7 +36,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(inventory::list_events))
         .with_state(state)
         .split_for_parts();
-    let openapi = crate::openapi::finish(openapi);
+    let openapi = crate::openapi::finish(openapi, &limits);
     let document = serde_json::to_vec(&openapi).unwrap_or_default();
     let app = api
         .route(

@@ -1,0 +1,316 @@
+//! The role matrix: every route × every kind of caller, with the status each must get.
+//! Deny by default: anything not listed as allowed must be refused.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::support::{ADMIN_TOKEN, Backend, TestServer, nhi_body};
+
+both_backends!(
+    every_route_checks_every_caller,
+    reviewers_see_only_their_teams
+);
+
+/// The callers, in the column order of the matrix below.
+const CALLERS: [&str; 6] = ["none", "admin", "reviewer", "auditor", "revoked", "nhi"];
+
+/// A route, a body, and the expected status for each caller.
+struct Row {
+    method: Method,
+    path: &'static str,
+    body: Option<fn(usize) -> Value>,
+    expect: [u16; 6],
+}
+
+fn row(
+    method: Method,
+    path: &'static str,
+    body: Option<fn(usize) -> Value>,
+    expect: [u16; 6],
+) -> Row {
+    Row {
+        method,
+        path,
+        body,
+        expect,
+    }
+}
+
+async fn every_route_checks_every_caller(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.team("alpha").await;
+    let alpha = server
+        .admin(Method::GET, "/v1/teams/alpha", None, StatusCode::OK)
+        .await;
+    let agent = server.nhi("matrix-agent", "alpha").await;
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    let nhi_key = server.static_key(&agent_id).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, reviewer) = server.operator("rita", &["reviewer"], &["alpha"]).await;
+    let (auditor_id, auditor) = server.operator("otto", &["auditor"], &[]).await;
+    let (revoked_id, revoked) = server.operator("gone", &["admin"], &[]).await;
+    server
+        .admin(
+            Method::POST,
+            &format!("/v1/operators/{revoked_id}/revoke"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let tokens: [Option<&str>; 6] = [
+        None,
+        Some(ADMIN_TOKEN),
+        Some(&reviewer),
+        Some(&auditor),
+        Some(&revoked),
+        Some(&nhi_key),
+    ];
+
+    use Method as M;
+    let team_body: fn(usize) -> Value =
+        |i| json!({"name": format!("team-{i}"), "contact": "c@example.com"});
+    let operator_body: fn(usize) -> Value =
+        |i| json!({"name": format!("op-{i}"), "roles": ["auditor"]});
+    let nhi_create: fn(usize) -> Value = |i| nhi_body(&format!("bot-{i}"), "alpha");
+    let patch: fn(usize) -> Value = |i| json!({"purpose": format!("purpose {i}")});
+    let empty: fn(usize) -> Value = |_| json!({});
+    // {team}, {operator}, {nhi}: fixtures that stay; {fresh_*}: made anew for each call, so
+    // one caller's success cannot change what the next caller meets.
+    let matrix = [
+        row(M::GET, "/healthz", None, [200; 6]),
+        row(M::GET, "/readyz", None, [200; 6]),
+        row(M::GET, "/metrics", None, [200; 6]),
+        row(M::GET, "/openapi.json", None, [200; 6]),
+        row(M::GET, "/v1/whoami", None, [401, 200, 200, 200, 401, 200]),
+        row(
+            M::POST,
+            "/v1/teams",
+            Some(team_body),
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(M::GET, "/v1/teams", None, [401, 200, 200, 200, 401, 403]),
+        row(
+            M::GET,
+            "/v1/teams/{team}",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/operators",
+            Some(operator_body),
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/operators",
+            None,
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/operators/{operator}",
+            None,
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/operators/{fresh_operator}/revoke",
+            None,
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/nhis",
+            Some(nhi_create),
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(M::GET, "/v1/nhis", None, [401, 200, 200, 200, 401, 403]),
+        row(
+            M::GET,
+            "/v1/nhis/{nhi}",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::PATCH,
+            "/v1/nhis/{nhi}",
+            Some(patch),
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/nhis/{fresh_nhi}/suspend",
+            None,
+            [401, 200, 200, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/nhis/{fresh_suspended_nhi}/resume",
+            None,
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/nhis/{fresh_nhi}/credentials",
+            Some(empty),
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/credentials",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/credentials/{fresh_credential}/revoke",
+            None,
+            [401, 200, 200, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/audit/events",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+    ];
+
+    let mut serial = 0;
+    let mut failures = Vec::new();
+    for row in &matrix {
+        for (caller, token) in tokens.iter().enumerate() {
+            serial += 1;
+            let mut path = row
+                .path
+                .replace("{team}", alpha["id"].as_str().unwrap())
+                .replace("{operator}", &auditor_id)
+                .replace("{nhi}", &agent_id);
+            if path.contains("{fresh_operator}") {
+                let (id, _) = server
+                    .operator(&format!("victim-{serial}"), &["auditor"], &[])
+                    .await;
+                path = path.replace("{fresh_operator}", &id);
+            }
+            if path.contains("{fresh_nhi}")
+                || path.contains("{fresh_suspended_nhi}")
+                || path.contains("{fresh_credential}")
+            {
+                let fresh = server.nhi(&format!("fresh-{serial}"), "alpha").await;
+                let id = fresh["id"].as_str().unwrap().to_owned();
+                if path.contains("{fresh_suspended_nhi}") {
+                    server
+                        .admin(
+                            M::POST,
+                            &format!("/v1/nhis/{id}/suspend"),
+                            None,
+                            StatusCode::OK,
+                        )
+                        .await;
+                }
+                if path.contains("{fresh_credential}") {
+                    let key = server.static_key(&id).await;
+                    path = path.replace("{fresh_credential}", key["id"].as_str().unwrap());
+                }
+                path = path
+                    .replace("{fresh_nhi}", &id)
+                    .replace("{fresh_suspended_nhi}", &id);
+            }
+            let body = row.body.map(|make| make(serial));
+            let (status, value) = server.call(row.method.clone(), &path, *token, body).await;
+            if status.as_u16() != row.expect[caller] {
+                failures.push(format!(
+                    "{} {} as {}: expected {}, got {} {}",
+                    row.method, row.path, CALLERS[caller], row.expect[caller], status, value
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "role matrix mismatches:\n{}",
+        failures.join("\n")
+    );
+
+    // An NHI credential is told plainly why it cannot use an operator route.
+    let (status, problem) = server.call(M::GET, "/v1/nhis", Some(&nhi_key), None).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("operator_required"))
+    );
+    // A revoked token is refused as such, not as missing.
+    let (_, problem) = server
+        .call(M::GET, "/v1/whoami", Some(&revoked), None)
+        .await;
+    assert_eq!(problem["code"], "invalid_token");
+    server.stop().await;
+}
+
+async fn reviewers_see_only_their_teams(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.team("alpha").await;
+    server.team("beta").await;
+    let mine = server.nhi("mine", "alpha").await;
+    let theirs = server.nhi("theirs", "beta").await;
+    let (_, reviewer) = server.operator("rita", &["reviewer"], &["alpha"]).await;
+    let token = Some(reviewer.as_str());
+
+    let (status, list) = server.call(Method::GET, "/v1/nhis", token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine"]);
+    let (_, list) = server
+        .call(Method::GET, "/v1/nhis?team=beta", token, None)
+        .await;
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "asking for another team widens nothing"
+    );
+
+    let theirs_id = theirs["id"].as_str().unwrap();
+    let (status, _) = server
+        .call(Method::GET, &format!("/v1/nhis/{theirs_id}"), token, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/v1/nhis/{theirs_id}/suspend"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let theirs_now = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{theirs_id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(theirs_now["status"], "active");
+
+    let mine_id = mine["id"].as_str().unwrap();
+    let (status, suspended) = server
+        .call(
+            Method::POST,
+            &format!("/v1/nhis/{mine_id}/suspend"),
+            token,
+            Some(json!({"reason": "leaked key"})),
+        )
+        .await;
+    assert_eq!(
+        (status, suspended["status"].as_str()),
+        (StatusCode::OK, Some("suspended"))
+    );
+    server.stop().await;
+}

@@ -1,0 +1,8 @@
+//! Feature tests of the server over real HTTP on a real socket, against SQLite and
+//! PostgreSQL, plus tests that run the `custos` binary itself.
+
+mod support;
+
+mod access;
+mod inventory;
+mod process;

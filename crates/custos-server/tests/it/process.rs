@@ -1,0 +1,469 @@
+//! The `custos` binary as a user runs it: first start, configuration precedence, signals,
+//! JSON logs, the admin CLI, and no secret in the clear on disk or in the logs.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_custos");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(cmd: &mut Command) -> Server {
+    // Logs go nowhere: an unread pipe would fill and block the server.
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Server { child, port: 0 }
+}
+
+/// Waits until something answers /readyz on `port`.
+fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if raw::blocking_get(&format!("http://127.0.0.1:{port}/readyz"))
+            .is_ok_and(|status| status == 200)
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("server on port {port} never became ready");
+}
+
+mod raw {
+    /// A tiny blocking GET over a raw socket, so these tests need no second HTTP client.
+    pub fn blocking_get(url: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut stream = std::net::TcpStream::connect(host)?;
+        write!(
+            stream,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+fn custos(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("CUSTOS_ADMIN_TOKEN")
+        .env_remove("CUSTOS_LISTEN")
+        .env_remove("CUSTOS_DATA_DIR")
+        .env_remove("CUSTOS_DATABASE_URL")
+        .env_remove("CUSTOS_CONFIG")
+        .env_remove("CUSTOS_MASTER_KEY")
+        .env_remove("CUSTOS_TOKEN")
+        .env_remove("CUSTOS_URL")
+        .current_dir(dir);
+    cmd
+}
+
+fn cli(dir: &Path, url: &str, token: &str, args: &[&str]) -> Output {
+    custos(dir)
+        .env("CUSTOS_URL", url)
+        .env("CUSTOS_TOKEN", token)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn first_start_writes_a_private_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let mut server = serve(custos(dir.path()).args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        "data",
+    ]));
+    server.port = port;
+    wait_ready(port);
+    let token_file = data.join("admin-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("custos_op_"));
+    let who = cli(
+        dir.path(),
+        &server.url(),
+        &token,
+        &["whoami", "--output", "json"],
+    );
+    assert!(who.status.success(), "{who:?}");
+    let who: Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(who["roles"], serde_json::json!(["admin"]));
+
+    // SIGTERM: a graceful exit with status 0, and its stdout says where the token is.
+    let pid = server.child.id();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    server
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        out.contains(
+            &token_file
+                .display()
+                .to_string()
+                .replace(&format!("{}/", dir.path().display()), "")
+        ),
+        "{out}"
+    );
+
+    // A restart keeps the same admin and does not mint another token.
+    let port2 = free_port();
+    let mut again = serve(custos(dir.path()).args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port2}"),
+        "--data-dir",
+        "data",
+    ]));
+    again.port = port2;
+    wait_ready(port2);
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+    assert!(
+        cli(dir.path(), &again.url(), &token, &["whoami"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn configuration_precedence_is_file_then_env_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.path().join("custos.toml"),
+        format!("listen = \"127.0.0.1:{file_port}\"\ndata_dir = \"from-file\"\n"),
+    )
+    .unwrap();
+    for (env, flag, expected) in [
+        (None, None, file_port),
+        (Some(env_port), None, env_port),
+        (Some(env_port), Some(flag_port), flag_port),
+    ] {
+        let mut cmd = custos(dir.path());
+        cmd.args(["serve", "--config", "custos.toml"])
+            .env("CUSTOS_ADMIN_TOKEN", "preset-admin-token-for-tests-0001");
+        if let Some(p) = env {
+            cmd.env("CUSTOS_LISTEN", format!("127.0.0.1:{p}"));
+        }
+        if let Some(p) = flag {
+            cmd.args(["--listen", &format!("127.0.0.1:{p}")]);
+        }
+        let mut server = serve(&mut cmd);
+        server.port = expected;
+        wait_ready(expected);
+        // The preset token is the admin's.
+        assert!(
+            cli(
+                dir.path(),
+                &server.url(),
+                "preset-admin-token-for-tests-0001",
+                &["whoami"]
+            )
+            .status
+            .success()
+        );
+    }
+    assert!(
+        dir.path().join("from-file/custos.db").exists(),
+        "data_dir came from the file"
+    );
+
+    std::fs::write(dir.path().join("bad.toml"), "listen = 5\n").unwrap();
+    let out = custos(dir.path())
+        .args(["serve", "--config", "bad.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.toml"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_cli_round_trip_keeps_no_secret_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = serve(custos(dir.path()).args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        "data",
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+    ]));
+    server.port = port;
+    wait_ready(port);
+    let admin = std::fs::read_to_string(dir.path().join("data/admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let url = server.url();
+    let run = |args: &[&str]| {
+        let out = cli(dir.path(), &url, &admin, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    run(&["team", "create", "payments", "--contact", "pay@example.com"]);
+    let op: Value = serde_json::from_str(&run(&[
+        "operator", "create", "--name", "rita", "--role", "reviewer", "--team", "payments",
+        "--output", "json",
+    ]))
+    .unwrap();
+    let nhi: Value = serde_json::from_str(&run(&[
+        "nhi",
+        "create",
+        "--name",
+        "invoice-bot",
+        "--kind",
+        "ai_agent",
+        "--platform",
+        "openai",
+        "--environment",
+        "production",
+        "--team",
+        "payments",
+        "--purpose",
+        "reconciles invoices",
+        "--scope",
+        "erp:read",
+        "--tag",
+        "tier=gold",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let nhi_id = nhi["id"].as_str().unwrap();
+    // A static key, through the API (the CLI for credentials arrives with their lifecycle).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let key: Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/nhis/{nhi_id}/credentials"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let secrets = vec![
+        admin.clone(),
+        op["token"].as_str().unwrap().to_owned(),
+        key["secret"].as_str().unwrap().to_owned(),
+    ];
+    // Use each secret once so it passes through the request path and its logging.
+    for s in &secrets {
+        let _ = cli(dir.path(), &url, s, &["whoami"]);
+    }
+
+    let listed = run(&[
+        "nhi",
+        "list",
+        "--team",
+        "payments",
+        "--tag",
+        "tier:gold",
+        "--output",
+        "json",
+    ]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let table = run(&["nhi", "list"]);
+    assert!(
+        table.contains("invoice-bot") && table.contains("NAME"),
+        "{table}"
+    );
+    let updated = run(&[
+        "nhi",
+        "update",
+        nhi_id,
+        "--purpose",
+        "pays invoices",
+        "--output",
+        "json",
+    ]);
+    assert!(updated.contains("pays invoices"));
+    assert!(run(&["nhi", "suspend", nhi_id, "--reason", "test"]).contains("suspended"));
+    let bad = cli(
+        dir.path(),
+        &url,
+        &admin,
+        &[
+            "nhi",
+            "create",
+            "--name",
+            "x",
+            "--kind",
+            "robot",
+            "--platform",
+            "p",
+            "--environment",
+            "e",
+            "--team",
+            "payments",
+            "--purpose",
+            "p",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("422"),
+        "{bad:?}"
+    );
+
+    drop(server);
+    let mut database = Vec::new();
+    for name in ["custos.db", "custos.db-wal"] {
+        if let Ok(bytes) = std::fs::read(dir.path().join("data").join(name)) {
+            database.extend(bytes);
+        }
+    }
+    for secret in &secrets {
+        assert!(
+            !contains(&database, secret.as_bytes()),
+            "a secret is stored in the clear"
+        );
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn logs_are_json_lines_and_carry_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = custos(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            "data",
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the logs as they come, so the pipe never fills.
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    });
+    wait_ready(port);
+    let admin = std::fs::read_to_string(dir.path().join("data/admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        cli(
+            dir.path(),
+            &format!("http://127.0.0.1:{port}"),
+            &admin,
+            &["team", "list"]
+        )
+        .status
+        .success()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut lines = 0;
+    for line in reader.join().unwrap() {
+        let parsed: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(parsed["level"].is_string());
+        assert!(!line.contains(&admin), "a token reached the logs: {line}");
+        lines += 1;
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(lines > 3, "the server logged something");
+}

@@ -1,0 +1,231 @@
+use custos_server::config::{Config, LogFormat};
+use custos_server::{RunningServer, start};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+pub fn postgres_base_url() -> String {
+    std::env::var("CUSTOS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh schema in the test database, as a URL whose connections use it.
+pub async fn postgres_schema_url() -> String {
+    let base = postgres_base_url();
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {base} is unreachable ({e}); the PostgreSQL tests need it")
+        });
+    sqlx::query("SELECT pg_advisory_lock(727)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_unlock(727)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub http: reqwest::Client,
+    /// Kept alive for the server's lifetime.
+    pub _data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres_schema_url().await),
+        };
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            database_url,
+            log_format: LogFormat::Text,
+            log_level: "warn".into(),
+            admin_token: Some(ADMIN_TOKEN.into()),
+            master_key: None,
+            static_key_max_age_seconds: 90 * 24 * 3600,
+        };
+        let server = start(config).await.unwrap();
+        let base = format!("http://{}", server.addr);
+        Self {
+            server: Some(server),
+            base,
+            http: reqwest::Client::new(),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// Sends a request; `token` None means no Authorization header.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (status, _, value) = self.call_full(method, path, token, body, &[]).await;
+        (status, value)
+    }
+
+    pub async fn call_full(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_client_error() || status.is_server_error() {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            assert_eq!(
+                content_type, "application/problem+json",
+                "errors are problem documents: {value}"
+            );
+            assert!(
+                value["code"].is_string(),
+                "every problem has a code: {value}"
+            );
+        }
+        assert!(
+            !status.is_server_error(),
+            "no input may yield a 5xx: {path} -> {status} {value}"
+        );
+        (status, headers, value)
+    }
+
+    /// Calls as the admin and insists on `expected`.
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        expected: StatusCode,
+    ) -> Value {
+        let (status, value) = self.call(method, path, Some(ADMIN_TOKEN), body).await;
+        assert_eq!(status, expected, "{path}: {value}");
+        value
+    }
+
+    pub async fn team(&self, name: &str) -> Value {
+        self.admin(
+            Method::POST,
+            "/v1/teams",
+            Some(json!({"name": name, "contact": format!("{name}@example.com")})),
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    pub async fn nhi(&self, name: &str, team: &str) -> Value {
+        self.admin(
+            Method::POST,
+            "/v1/nhis",
+            Some(nhi_body(name, team)),
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    pub async fn operator(&self, name: &str, roles: &[&str], teams: &[&str]) -> (String, String) {
+        let created = self
+            .admin(
+                Method::POST,
+                "/v1/operators",
+                Some(json!({"name": name, "roles": roles, "teams": teams})),
+                StatusCode::CREATED,
+            )
+            .await;
+        (
+            created["id"].as_str().unwrap().to_owned(),
+            created["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn static_key(&self, nhi_id: &str) -> Value {
+        self.admin(
+            Method::POST,
+            &format!("/v1/nhis/{nhi_id}/credentials"),
+            Some(json!({})),
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap();
+        }
+    }
+}
+
+pub fn nhi_body(name: &str, team: &str) -> Value {
+    json!({
+        "name": name,
+        "kind": "ai_agent",
+        "platform": "openai",
+        "environment": "production",
+        "owner": {"team": team, "application": "billing", "contact": "ops@example.com"},
+        "purpose": "reconciles invoices",
+        "scope_ceiling": ["erp:read:invoices/*", "mail:send"],
+        "tags": {"tier": "gold"}
+    })
+}
+
+/// Runs an async test body against both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::support::Backend::Sqlite).await })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::support::Backend::Postgres).await })+
+        }
+    };
+}
