@@ -467,3 +467,76 @@ fn logs_are_json_lines_and_carry_no_token() {
     assert!(child.wait().unwrap().success());
     assert!(lines > 3, "the server logged something");
 }
+
+#[test]
+fn an_acknowledged_write_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |port: u16| {
+        let mut server = serve(custos(dir.path()).args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            "data",
+        ]));
+        server.port = port;
+        wait_ready(port);
+        server
+    };
+    let mut first = start(free_port());
+    let admin = std::fs::read_to_string(dir.path().join("data/admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let url = first.url();
+    let team = cli(
+        dir.path(),
+        &url,
+        &admin,
+        &["team", "create", "durable", "--contact", "d@example.com"],
+    );
+    assert!(team.status.success());
+    let created = cli(
+        dir.path(),
+        &url,
+        &admin,
+        &[
+            "nhi",
+            "create",
+            "--name",
+            "survivor",
+            "--kind",
+            "workload",
+            "--platform",
+            "kubernetes",
+            "--environment",
+            "production",
+            "--team",
+            "durable",
+            "--purpose",
+            "outlives its server",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let id = serde_json::from_slice::<Value>(&created.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // SIGKILL: no shutdown path runs, only what was made durable before the answer survives.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let second = start(free_port());
+    let found = cli(
+        dir.path(),
+        &second.url(),
+        &admin,
+        &["nhi", "get", &id, "--output", "json"],
+    );
+    assert!(found.status.success(), "{found:?}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&found.stdout).unwrap()["name"],
+        "survivor"
+    );
+}

@@ -1,0 +1,1515 @@
+//! Inventory at scale, the Foundation bar: "1M NHIs in one store; start-up ≤ 60 s; a filtered
+//! inventory page ≤ 50 ms" (DESIGN.md §5).
+//!
+//! For each backend this fills a fresh store with realistic NHIs through `Store::create_nhis`,
+//! exactly as the server writes them (each with its `nhi.registered` event, in the same
+//! transaction), then starts the real `custos` binary on that store and measures:
+//!
+//! - the bulk insert rate (1,000 NHIs per `create_nhis` call, one transaction each) and the
+//!   single-NHI rate (one NHI per call, one durable transaction each);
+//! - start-up: from spawning `custos serve` to the first 200 on `/readyz`;
+//! - `GET /v1/nhis` pages (`limit=50`) for a dozen realistic filters over one keep-alive HTTP
+//!   connection: latency of the first request, then median and p99 of the timed requests;
+//! - the server's resident memory (VmRSS, VmHWM) after those requests.
+//!
+//! It prints one markdown table per backend, ready for `docs/benchmarks.md`.
+//!
+//! The server runs as a separate process, so build it first:
+//!
+//! ```text
+//! export CARGO_TARGET_DIR=/var/tmp/custos-target
+//! cargo build --release -p custos-server --bin custos
+//! cargo bench -p custos-server --bench inventory_scale
+//! CUSTOS_BENCH_NHIS=2000 cargo bench -p custos-server --bench inventory_scale   # a smoke run
+//! ```
+//!
+//! Environment:
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `CUSTOS_BENCH_NHIS` | `1_000_000` | NHIs in the store (`_` separators allowed) |
+//! | `CUSTOS_BENCH_BACKENDS` | `sqlite,postgres` | which stores to measure, in order |
+//! | `CUSTOS_TEST_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/test` | PostgreSQL server; each run gets a fresh schema, dropped at the end |
+//! | `CUSTOS_BIN` | `release/custos` in this bench's target directory | the server binary |
+//! | `CUSTOS_BENCH_REQUESTS` | `200` | timed requests per filter |
+//! | `CUSTOS_BENCH_BUDGET_SECS` | `60` | time limit per filter; fewer requests are timed if it runs out |
+//! | `CUSTOS_BENCH_SINGLE` | `2000` | single-NHI `create_nhis` calls |
+//! | `CUSTOS_BENCH_DIR` | the system temp dir | where the SQLite data directory is made |
+//! | `CUSTOS_BENCH_KEEP` | unset | `1` keeps the filled SQLite file and PostgreSQL schema (for EXPLAIN) |
+//! | `CUSTOS_ADMIN_TOKEN` | a fresh token | the admin token the server is bootstrapped with |
+//!
+//! `cargo test --benches` runs bench targets without `--bench`; this one then does nothing.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use custos_core::token::SecretKind;
+use custos_core::{
+    Actor, DomainEvent, EventKind, Nhi, NhiKind, NhiStatus, Owner, Scope, Team, Timestamp,
+};
+use custos_server::secrets::{self, Keys};
+use custos_server::service::{Clock, SystemClock, encode_cursor, new_id};
+use custos_store::{PostgresStore, SqliteStore, Store};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// A fixed master key: the server writes its check value into `meta` on the first start, and
+/// every later start (after the fill) must present the same key.
+const MASTER_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const TEAMS: usize = 200;
+const BATCH: usize = 1_000;
+const PAGE_LIMIT: &str = "50";
+const BAR_MS: f64 = 50.0;
+const WARMUP_REQUESTS: usize = 2;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn main() -> ExitCode {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "inventory_scale: skipped (run it with `cargo bench`; it starts servers and fills stores)"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("inventory_scale: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("inventory_scale: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---- configuration ----
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn title(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+struct Config {
+    nhis: usize,
+    backends: Vec<Backend>,
+    pg_url: String,
+    bin: PathBuf,
+    requests: usize,
+    budget: Duration,
+    single: usize,
+    dir: PathBuf,
+    keep: bool,
+    admin_token: String,
+}
+
+fn env_number(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(text) if !text.trim().is_empty() => text
+            .trim()
+            .replace('_', "")
+            .parse()
+            .with_context(|| format!("{name}={text:?} is not a whole number")),
+        _ => Ok(default),
+    }
+}
+
+/// `release/custos` beside this bench: cargo puts bench executables in `TARGET/release/deps`.
+fn default_bin() -> PathBuf {
+    let from_exe = std::env::current_exe().ok().and_then(|exe| {
+        let release = exe.parent()?.parent()?;
+        Some(release.join("custos"))
+    });
+    from_exe.unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
+        Path::new(&target).join("release").join("custos")
+    })
+}
+
+impl Config {
+    fn from_env() -> Result<Self> {
+        let backends = std::env::var("CUSTOS_BENCH_BACKENDS")
+            .unwrap_or_else(|_| "sqlite,postgres".to_owned())
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s {
+                "sqlite" => Ok(Backend::Sqlite),
+                "postgres" | "postgresql" => Ok(Backend::Postgres),
+                other => {
+                    bail!("CUSTOS_BENCH_BACKENDS: unknown backend {other:?} (sqlite, postgres)")
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let nhis = env_number("CUSTOS_BENCH_NHIS", 1_000_000)?;
+        if nhis < BATCH {
+            bail!("CUSTOS_BENCH_NHIS must be at least {BATCH}");
+        }
+        let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Ok(Self {
+            nhis,
+            backends,
+            pg_url: non_empty("CUSTOS_TEST_DATABASE_URL").unwrap_or_else(|| DEFAULT_PG_URL.into()),
+            bin: non_empty("CUSTOS_BIN").map_or_else(default_bin, PathBuf::from),
+            requests: env_number("CUSTOS_BENCH_REQUESTS", 200)?.max(1),
+            budget: Duration::from_secs(env_number("CUSTOS_BENCH_BUDGET_SECS", 60)? as u64),
+            single: env_number("CUSTOS_BENCH_SINGLE", 2_000)?,
+            dir: non_empty("CUSTOS_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
+            keep: non_empty("CUSTOS_BENCH_KEEP").is_some_and(|v| v != "0"),
+            admin_token: non_empty("CUSTOS_ADMIN_TOKEN")
+                .unwrap_or_else(|| secrets::mint(SecretKind::Operator)),
+        })
+    }
+}
+
+// ---- the run ----
+
+async fn run() -> Result<()> {
+    let cfg = Config::from_env()?;
+    if !cfg.bin.is_file() {
+        bail!(
+            "no server binary at {} — build it first with \
+             `cargo build --release -p custos-server --bin custos` (same CARGO_TARGET_DIR), \
+             or point CUSTOS_BIN at one",
+            cfg.bin.display()
+        );
+    }
+    let built = std::fs::metadata(&cfg.bin)?
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map_or_else(String::new, |age| {
+            format!(" (built {} min ago)", age.as_secs() / 60)
+        });
+    eprintln!(
+        "inventory_scale: {} NHIs on {:?}, server {}{built}",
+        thousands(cfg.nhis as u64),
+        cfg.backends,
+        cfg.bin.display()
+    );
+    println!("Machine: {}", machine());
+    println!(
+        "Command: `CUSTOS_BENCH_NHIS={} CUSTOS_BENCH_BACKENDS={} cargo bench -p custos-server --bench inventory_scale`\n",
+        cfg.nhis,
+        cfg.backends
+            .iter()
+            .map(|b| match b {
+                Backend::Sqlite => "sqlite",
+                Backend::Postgres => "postgres",
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for backend in cfg.backends.clone() {
+        let report = bench_backend(&cfg, backend)
+            .await
+            .with_context(|| format!("{} run failed", backend.title()))?;
+        println!("{}", report.markdown(&cfg));
+    }
+    Ok(())
+}
+
+async fn bench_backend(cfg: &Config, backend: Backend) -> Result<Report> {
+    std::fs::create_dir_all(&cfg.dir)?;
+    let work = tempfile::Builder::new()
+        .prefix("custos-bench-")
+        .tempdir_in(&cfg.dir)
+        .with_context(|| format!("cannot make a directory in {}", cfg.dir.display()))?;
+    let schema = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(PgSchema::create(&cfg.pg_url).await?),
+    };
+    let result = measure(cfg, backend, work.path(), schema.as_ref()).await;
+    if cfg.keep {
+        let path = work.keep();
+        eprintln!("kept the data directory {}", path.display());
+        if let Some(schema) = &schema {
+            eprintln!("kept the PostgreSQL schema {}", schema.name);
+        }
+    } else if let Some(schema) = schema
+        && let Err(e) = schema.drop().await
+    {
+        eprintln!("could not drop the benchmark schema: {e:#}");
+    }
+    result
+}
+
+async fn measure(
+    cfg: &Config,
+    backend: Backend,
+    work: &Path,
+    schema: Option<&PgSchema>,
+) -> Result<Report> {
+    let data_dir = work.join("data");
+    let database_url = schema.map(PgSchema::server_url);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .pool_max_idle_per_host(1)
+        .build()?;
+
+    // 1. The server makes the store: migrations, the master-key check, the first admin.
+    eprintln!("[{}] creating the store with custos serve", backend.title());
+    let first = Server::start(cfg, work, &data_dir, database_url.as_deref(), &http).await?;
+    let first_start = first.startup;
+    first.stop().await?;
+
+    // 2. Open the same store in process and fill it.
+    let store: Arc<dyn Store> = match schema {
+        None => Arc::new(SqliteStore::open(&data_dir.join("custos.db")).await?),
+        Some(schema) => Arc::new(PostgresStore::connect_with(schema.options()?).await?),
+    };
+    let keys = Keys::from_master(
+        &hex::decode(MASTER_KEY_HEX)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the master key is not 32 bytes"))?,
+    );
+    let stored_check = store.meta_get("master_key_check").await?;
+    if stored_check.as_deref() != Some(keys.check_value()) {
+        bail!("the store's master_key_check does not match the benchmark's master key");
+    }
+    let (admin, _) = store
+        .find_operator_by_token(&keys.secret_hash(&cfg.admin_token))
+        .await?
+        .context("the server did not bootstrap the admin with CUSTOS_ADMIN_TOKEN")?;
+
+    let mut generator = Generator::new(admin.id.clone(), cfg.nhis);
+    for team in generator.make_teams() {
+        let event = DomainEvent::new(
+            new_id(),
+            EventKind::TeamCreated,
+            Actor::Operator(admin.id.clone()),
+            format!("team:{}", team.id),
+            team.created_at,
+        )
+        .with("name", &team.name);
+        store.create_team(&team, &event).await?;
+    }
+
+    let fill = fill(cfg, backend, store.as_ref(), &mut generator).await?;
+    let single = single_inserts(cfg, backend, store.as_ref(), &mut generator).await?;
+    drop(store);
+
+    let mut maintenance = None;
+    if let Some(schema) = schema {
+        // Autovacuum would have vacuumed and analysed these insert-only tables by now; doing it
+        // here makes the plans (and so the figures) independent of its timing.
+        let started = Instant::now();
+        schema.vacuum_analyze().await?;
+        maintenance = Some(started.elapsed());
+    }
+    let store_bytes = match schema {
+        None => sqlite_size(&data_dir),
+        Some(schema) => schema.size().await.ok(),
+    };
+    let version = match schema {
+        None => sqlite_version().await?,
+        Some(schema) => schema.version().await?,
+    };
+    // Let the in-process pools finish closing before the server opens the store.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 3. Start-up on the full store, then the pages, then memory.
+    eprintln!(
+        "[{}] starting custos serve on the full store",
+        backend.title()
+    );
+    let server = Server::start(cfg, work, &data_dir, database_url.as_deref(), &http).await?;
+    let base = format!("http://{}", server.addr);
+    let load_before = loadavg();
+    let mut probes = Vec::new();
+    for probe in generator.probes(cfg.nhis) {
+        let result = run_probe(cfg, &http, &base, &probe).await?;
+        eprintln!(
+            "[{}] {:<44} rows {:>3}{}  first {:>8.2} ms  median {:>8.2} ms  p99 {:>8.2} ms  (n={})",
+            backend.title(),
+            probe.label,
+            result.rows,
+            if result.more { "+" } else { " " },
+            result.first_ms,
+            result.median_ms,
+            result.p99_ms,
+            result.n
+        );
+        probes.push(result);
+    }
+    let load = format!("{load_before} → {}", loadavg());
+    let memory = server.memory()?;
+    let startup = server.startup;
+    server.stop().await?;
+
+    Ok(Report {
+        backend,
+        version,
+        nhis: cfg.nhis,
+        fill,
+        single,
+        maintenance,
+        first_start,
+        startup,
+        memory,
+        store_bytes,
+        load,
+        probes,
+    })
+}
+
+// ---- filling ----
+
+struct FillResult {
+    elapsed: Duration,
+}
+
+async fn fill(
+    cfg: &Config,
+    backend: Backend,
+    store: &dyn Store,
+    generator: &mut Generator,
+) -> Result<FillResult> {
+    let total = cfg.nhis as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} {per_sec} eta {eta}",
+        )?);
+        bar.set_prefix(format!("filling {}", backend.title()));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut next_report = cfg.nhis / 10;
+    let mut serial = 0;
+    while serial < cfg.nhis {
+        let end = (serial + BATCH).min(cfg.nhis);
+        let batch: Vec<_> = (serial..end).map(|i| generator.nhi(i)).collect();
+        store
+            .create_nhis(&batch)
+            .await
+            .with_context(|| format!("create_nhis of NHIs {serial}..{end}"))?;
+        bar.inc((end - serial) as u64);
+        serial = end;
+        if bar.is_hidden() && serial >= next_report {
+            eprintln!(
+                "[{}] filled {} of {} NHIs in {:.1} s",
+                backend.title(),
+                thousands(serial as u64),
+                thousands(total),
+                started.elapsed().as_secs_f64()
+            );
+            next_report += cfg.nhis / 10;
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    eprintln!(
+        "[{}] bulk insert: {} NHIs in {:.1} s = {} NHIs/s",
+        backend.title(),
+        thousands(total),
+        elapsed.as_secs_f64(),
+        thousands(rate(cfg.nhis, elapsed))
+    );
+    Ok(FillResult { elapsed })
+}
+
+struct SingleResult {
+    calls: usize,
+    elapsed: Duration,
+    median_ms: f64,
+    p99_ms: f64,
+}
+
+/// The path of `POST /v1/nhis`: one NHI, one transaction, committed durably before returning.
+async fn single_inserts(
+    cfg: &Config,
+    backend: Backend,
+    store: &dyn Store,
+    generator: &mut Generator,
+) -> Result<SingleResult> {
+    let mut latencies = Vec::with_capacity(cfg.single);
+    let started = Instant::now();
+    for i in 0..cfg.single {
+        let one = [generator.nhi(cfg.nhis + i)];
+        let t = Instant::now();
+        store.create_nhis(&one).await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let (median_ms, p99_ms) = percentiles(&mut latencies);
+    eprintln!(
+        "[{}] single insert: {} calls in {:.2} s = {} NHIs/s (median {median_ms:.2} ms, p99 {p99_ms:.2} ms)",
+        backend.title(),
+        cfg.single,
+        elapsed.as_secs_f64(),
+        thousands(rate(cfg.single, elapsed))
+    );
+    Ok(SingleResult {
+        calls: cfg.single,
+        elapsed,
+        median_ms,
+        p99_ms,
+    })
+}
+
+// ---- realistic data ----
+
+/// splitmix64: a fixed seed gives the same inventory on every run and backend.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    fn weighted<T: Copy>(&mut self, items: &[(T, f64)]) -> T {
+        let total: f64 = items.iter().map(|(_, w)| w).sum();
+        let mut x = self.unit() * total;
+        for (item, weight) in items {
+            if x < *weight {
+                return *item;
+            }
+            x -= weight;
+        }
+        items[items.len() - 1].0
+    }
+
+    /// Earlier entries are more common: weight 1/(1+i).
+    fn skewed<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        let weighted: Vec<_> = items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (*s, 1.0 / (1.0 + i as f64)))
+            .collect();
+        self.weighted(&weighted)
+    }
+}
+
+const DEPARTMENTS: [&str; 20] = [
+    "payments",
+    "billing",
+    "identity",
+    "platform",
+    "data",
+    "ml",
+    "search",
+    "growth",
+    "mobile",
+    "web",
+    "security",
+    "infra",
+    "sre",
+    "finance",
+    "people",
+    "sales",
+    "support",
+    "marketing",
+    "logistics",
+    "analytics",
+];
+const SQUADS: [&str; 10] = [
+    "core",
+    "api",
+    "ops",
+    "ingest",
+    "edge",
+    "tools",
+    "risk",
+    "reporting",
+    "automation",
+    "integrations",
+];
+const APPS: [&str; 60] = [
+    "ledger",
+    "invoice",
+    "checkout",
+    "refund",
+    "payroll",
+    "crm",
+    "catalog",
+    "inventory",
+    "shipping",
+    "recommender",
+    "chatbot",
+    "fraud",
+    "kyc",
+    "onboarding",
+    "notifier",
+    "scheduler",
+    "etl",
+    "warehouse",
+    "reporting",
+    "backup",
+    "deploy",
+    "monitor",
+    "gateway",
+    "auth",
+    "sso",
+    "search",
+    "indexer",
+    "crawler",
+    "summarizer",
+    "translator",
+    "triage",
+    "helpdesk",
+    "forecast",
+    "pricing",
+    "quote",
+    "contract",
+    "audit",
+    "compliance",
+    "vault",
+    "rotation",
+    "scanner",
+    "builder",
+    "release",
+    "metrics",
+    "logging",
+    "tracing",
+    "billing",
+    "subscription",
+    "usage",
+    "quota",
+    "cdn",
+    "dns",
+    "mailer",
+    "sms",
+    "webhook",
+    "sync",
+    "importer",
+    "exporter",
+    "archive",
+    "cleanup",
+];
+
+struct KindSpec {
+    kind: NhiKind,
+    weight: f64,
+    /// The middle word of the name: `billing-agent-123456`.
+    word: &'static str,
+    platforms: &'static [&'static str],
+    /// Share with an expiry date.
+    expiring: f64,
+    does: &'static str,
+}
+
+const KINDS: [KindSpec; 6] = [
+    KindSpec {
+        kind: NhiKind::ServiceAccount,
+        weight: 0.35,
+        word: "sa",
+        platforms: &[
+            "aws",
+            "gcp",
+            "azure",
+            "kubernetes",
+            "snowflake",
+            "salesforce",
+        ],
+        expiring: 0.15,
+        does: "Reads and writes",
+    },
+    KindSpec {
+        kind: NhiKind::Workload,
+        weight: 0.22,
+        word: "svc",
+        platforms: &["kubernetes", "aws", "gcp", "azure", "nomad"],
+        expiring: 0.10,
+        does: "Serves",
+    },
+    KindSpec {
+        kind: NhiKind::ApiKey,
+        weight: 0.15,
+        word: "key",
+        platforms: &[
+            "stripe", "github", "datadog", "twilio", "openai", "sendgrid",
+        ],
+        expiring: 0.60,
+        does: "Calls a vendor API for",
+    },
+    KindSpec {
+        kind: NhiKind::AiAgent,
+        weight: 0.12,
+        word: "agent",
+        platforms: &[
+            "openai",
+            "anthropic",
+            "bedrock",
+            "vertex",
+            "azure-openai",
+            "langgraph",
+        ],
+        expiring: 0.40,
+        does: "Answers questions about",
+    },
+    KindSpec {
+        kind: NhiKind::Automation,
+        weight: 0.10,
+        word: "bot",
+        platforms: &["github", "gitlab", "jenkins", "airflow", "zapier"],
+        expiring: 0.20,
+        does: "Automates",
+    },
+    KindSpec {
+        kind: NhiKind::OauthApp,
+        weight: 0.06,
+        word: "app",
+        platforms: &["okta", "entra", "google-workspace", "slack", "salesforce"],
+        expiring: 0.50,
+        does: "Integrates",
+    },
+];
+
+struct TeamInfo {
+    id: String,
+    name: String,
+    apps: [&'static str; 3],
+}
+
+struct Generator {
+    rng: Rng,
+    admin: String,
+    teams: Vec<TeamInfo>,
+    /// Cumulative team weights: team `i` has weight 1/(1 + i/20), so sizes differ ~11×.
+    team_cdf: Vec<f64>,
+    now: Timestamp,
+    /// The NHI in the middle of the id range: the deep page starts after it.
+    middle_serial: usize,
+    middle_id: Option<String>,
+}
+
+impl Generator {
+    fn new(admin: String, nhis: usize) -> Self {
+        Self {
+            rng: Rng(0x00C0_5705_BE4C_0001),
+            admin,
+            teams: Vec::new(),
+            team_cdf: Vec::new(),
+            now: SystemClock.now(),
+            middle_serial: nhis / 2,
+            middle_id: None,
+        }
+    }
+
+    fn make_teams(&mut self) -> Vec<Team> {
+        let now = SystemClock.now();
+        let mut total = 0.0;
+        let mut teams = Vec::with_capacity(TEAMS);
+        for i in 0..TEAMS {
+            let name = format!("{}-{}", DEPARTMENTS[i % 20], SQUADS[i / 20]);
+            let apps = [
+                APPS[self.rng.below(APPS.len())],
+                APPS[self.rng.below(APPS.len())],
+                APPS[self.rng.below(APPS.len())],
+            ];
+            let team = Team::new(new_id(), name.clone(), format!("{name}@example.com"), now)
+                .expect("generated team names are valid");
+            total += 1.0 / (1.0 + i as f64 / 20.0);
+            self.team_cdf.push(total);
+            self.teams.push(TeamInfo {
+                id: team.id.clone(),
+                name,
+                apps,
+            });
+            teams.push(team);
+        }
+        teams
+    }
+
+    fn pick_team(&mut self) -> usize {
+        let x = self.rng.unit() * self.team_cdf[self.team_cdf.len() - 1];
+        self.team_cdf.partition_point(|c| *c <= x).min(TEAMS - 1)
+    }
+
+    fn hex(&mut self, digits: usize) -> String {
+        let mut text = String::with_capacity(digits);
+        while text.len() < digits {
+            text.push_str(&format!("{:016x}", self.rng.next()));
+        }
+        text.truncate(digits);
+        text
+    }
+
+    /// NHI number `serial`, with the event the server would write for it.
+    fn nhi(&mut self, serial: usize) -> (Nhi, DomainEvent) {
+        if serial.is_multiple_of(BATCH) {
+            self.now = SystemClock.now();
+        }
+        let now = self.now;
+        let team_index = self.pick_team();
+        let app = self.teams[team_index].apps[self.rng.below(3)];
+        let team_id = self.teams[team_index].id.clone();
+        let team_name = self.teams[team_index].name.clone();
+        let spec = &KINDS[self.rng.weighted(&[
+            (0usize, KINDS[0].weight),
+            (1, KINDS[1].weight),
+            (2, KINDS[2].weight),
+            (3, KINDS[3].weight),
+            (4, KINDS[4].weight),
+            (5, KINDS[5].weight),
+        ])];
+        let platform = self.rng.skewed(spec.platforms).to_owned();
+        let environment = self.rng.weighted(&[
+            ("production", 0.40),
+            ("staging", 0.25),
+            ("development", 0.25),
+            ("sandbox", 0.10),
+        ]);
+        let status = self.rng.weighted(&[
+            (NhiStatus::Active, 0.90),
+            (NhiStatus::Suspended, 0.07),
+            (NhiStatus::Decommissioned, 0.03),
+        ]);
+        let name = format!("{app}-{}-{serial:06}", spec.word);
+
+        let mut tags = BTreeMap::new();
+        if let Some(tier) = self.rng.weighted(&[
+            (Some("gold"), 0.20),
+            (Some("silver"), 0.35),
+            (Some("bronze"), 0.30),
+            (None, 0.15),
+        ]) {
+            tags.insert("tier".to_owned(), tier.to_owned());
+        }
+        if self.rng.chance(0.60) {
+            let center = 1000 + self.rng.below(100);
+            tags.insert("cost-center".to_owned(), format!("cc-{center}"));
+        }
+        if self.rng.chance(0.70) {
+            let tool = self.rng.skewed(&["terraform", "helm", "manual", "pulumi"]);
+            tags.insert("managed-by".to_owned(), tool.to_owned());
+        }
+        if self.rng.chance(0.50) {
+            let class = self
+                .rng
+                .skewed(&["internal", "confidential", "public", "restricted"]);
+            tags.insert("data-class".to_owned(), class.to_owned());
+        }
+        if self.rng.chance(0.03) {
+            let regime = self.rng.skewed(&["sox", "pci", "hipaa"]);
+            tags.insert("compliance".to_owned(), regime.to_owned());
+        }
+
+        let mut external_ids = BTreeMap::new();
+        match platform.as_str() {
+            "aws" | "bedrock" => {
+                let account = 100_000_000_000u64 + team_index as u64 * 7_919;
+                external_ids.insert(
+                    "aws_role_arn".to_owned(),
+                    format!("arn:aws:iam::{account:012}:role/{name}"),
+                );
+            }
+            "gcp" | "vertex" => {
+                external_ids.insert(
+                    "gcp_service_account".to_owned(),
+                    format!("{name}@{team_name}-prod.iam.gserviceaccount.com"),
+                );
+            }
+            "kubernetes" => {
+                external_ids.insert(
+                    "k8s_service_account".to_owned(),
+                    format!("system:serviceaccount:{team_name}:{name}"),
+                );
+            }
+            "azure" | "entra" | "azure-openai" => {
+                let id = self.hex(32);
+                external_ids.insert(
+                    "azure_object_id".to_owned(),
+                    format!(
+                        "{}-{}-{}-{}-{}",
+                        &id[..8],
+                        &id[8..12],
+                        &id[12..16],
+                        &id[16..20],
+                        &id[20..]
+                    ),
+                );
+            }
+            "github" | "gitlab" => {
+                let app_id = 100_000 + self.rng.below(900_000);
+                external_ids.insert("app_id".to_owned(), app_id.to_string());
+            }
+            _ => {
+                let id = self.hex(20);
+                external_ids.insert("vendor_id".to_owned(), id);
+            }
+        }
+
+        let mut grants = vec![format!("{app}:read")];
+        if self.rng.chance(0.5) {
+            grants.push(format!("{app}:write:{environment}/*"));
+        }
+        if spec.kind == NhiKind::AiAgent {
+            grants.push("mail:send".to_owned());
+            grants.push(format!("crm:read:customers/{team_name}/*"));
+        }
+        let scope_ceiling = Scope::parse(&grants).expect("generated grants are valid");
+
+        let expires_at = self
+            .rng
+            .chance(spec.expiring)
+            .then(|| now.plus_seconds(86_400 + self.rng.below(729 * 86_400) as i64));
+        let last_used_at = if self.rng.chance(0.75) {
+            let ago = self.rng.below(180 * DAY_MS as usize) as i64;
+            Timestamp::from_unix_millis(now.unix_millis() - ago)
+        } else {
+            None
+        };
+
+        let nhi = Nhi {
+            id: new_id(),
+            name,
+            kind: spec.kind,
+            platform,
+            environment: environment.to_owned(),
+            status,
+            owner: Owner {
+                team_id,
+                application: Some(app.to_owned()),
+                contact: self
+                    .rng
+                    .chance(0.5)
+                    .then(|| format!("{app}-oncall@example.com")),
+            },
+            purpose: format!(
+                "{} {app} data for the {team_name} team ({environment})",
+                spec.does
+            ),
+            scope_ceiling,
+            tags,
+            external_ids,
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            last_used_at,
+            version: if status == NhiStatus::Active { 1 } else { 2 },
+        };
+        if serial == self.middle_serial {
+            self.middle_id = Some(nhi.id.clone());
+        }
+        let event = DomainEvent::new(
+            new_id(),
+            EventKind::NhiRegistered,
+            Actor::Operator(self.admin.clone()),
+            format!("nhi:{}", nhi.id),
+            now,
+        )
+        .with("name", &nhi.name)
+        .with("kind", nhi.kind.as_str())
+        .with("platform", &nhi.platform)
+        .with("owner_team", &nhi.owner.team_id)
+        .with("scope_ceiling", nhi.scope_ceiling.to_strings().join(" "));
+        (nhi, event)
+    }
+}
+
+// ---- the pages ----
+
+struct Probe {
+    label: &'static str,
+    params: Vec<(&'static str, String)>,
+}
+
+impl Generator {
+    /// The filters an operator uses, with values that exist in the generated inventory.
+    fn probes(&self, nhis: usize) -> Vec<Probe> {
+        let now = SystemClock.now();
+        let team = &self.teams[10];
+        let rare_name = format!("{:06}", nhis * 37 / 100 + 123);
+        let probe = |label, params: &[(&'static str, &str)]| Probe {
+            label,
+            params: params.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        };
+        let middle = encode_cursor(self.middle_id.as_deref().unwrap_or(""));
+        let soon = now.plus_seconds(30 * 86_400).to_rfc3339();
+        let idle = now.plus_seconds(-90 * 86_400).to_rfc3339();
+        vec![
+            probe("unfiltered, first page", &[]),
+            probe(
+                "unfiltered, deep page (cursor mid-way)",
+                &[("cursor", &middle)],
+            ),
+            probe("team (one of the larger teams)", &[("team", &team.name)]),
+            probe("status=suspended", &[("status", "suspended")]),
+            probe(
+                "kind + environment",
+                &[("kind", "ai_agent"), ("environment", "production")],
+            ),
+            probe("tag key:value, common (20 %)", &[("tag", "tier:gold")]),
+            probe(
+                "tag key:value, rare (0.6 %)",
+                &[("tag", "cost-center:cc-1042")],
+            ),
+            probe(
+                "expires_before (next 30 days)",
+                &[("expires_before", &soon)],
+            ),
+            probe("unused_since (90 days ago)", &[("unused_since", &idle)]),
+            probe("q, common term (12 %)", &[("q", "agent")]),
+            probe("q, rare term (one NHI)", &[("q", &rare_name)]),
+            // The team owns the app named in `q`, so the two filters are correlated, as they
+            // are in a real inventory (a reviewer searching for one of their team's apps).
+            probe("team + q", &[("team", &team.name), ("q", team.apps[0])]),
+            probe(
+                "team + kind + q",
+                &[
+                    ("team", &team.name),
+                    ("kind", "service_account"),
+                    ("q", team.apps[0]),
+                ],
+            ),
+        ]
+    }
+}
+
+struct ProbeResult {
+    label: &'static str,
+    query: String,
+    rows: usize,
+    more: bool,
+    first_ms: f64,
+    median_ms: f64,
+    p99_ms: f64,
+    n: usize,
+}
+
+async fn get_page(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    token: &str,
+) -> Result<(Duration, Vec<u8>)> {
+    let started = Instant::now();
+    let response = http.get(url.clone()).bearer_auth(token).send().await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    let elapsed = started.elapsed();
+    if !status.is_success() {
+        bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok((elapsed, body.to_vec()))
+}
+
+async fn run_probe(
+    cfg: &Config,
+    http: &reqwest::Client,
+    base: &str,
+    probe: &Probe,
+) -> Result<ProbeResult> {
+    let mut pairs: Vec<(&str, &str)> = probe.params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pairs.push(("limit", PAGE_LIMIT));
+    let url = reqwest::Url::parse_with_params(&format!("{base}/v1/nhis"), &pairs)?;
+    let (first, body) = get_page(http, &url, &cfg.admin_token).await?;
+    let page: serde_json::Value = serde_json::from_slice(&body)?;
+    let rows = page["items"].as_array().map_or(0, Vec::len);
+    let more = !page["next_cursor"].is_null();
+    for _ in 0..WARMUP_REQUESTS {
+        get_page(http, &url, &cfg.admin_token).await?;
+    }
+    let mut samples = Vec::with_capacity(cfg.requests);
+    let started = Instant::now();
+    while samples.len() < cfg.requests && (samples.is_empty() || started.elapsed() < cfg.budget) {
+        samples.push(get_page(http, &url, &cfg.admin_token).await?.0);
+    }
+    let (median_ms, p99_ms) = percentiles(&mut samples);
+    Ok(ProbeResult {
+        label: probe.label,
+        query: pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&"),
+        rows,
+        more,
+        first_ms: millis(first),
+        median_ms,
+        p99_ms,
+        n: samples.len(),
+    })
+}
+
+// ---- the server process ----
+
+struct Memory {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+struct Server {
+    child: tokio::process::Child,
+    pid: u32,
+    addr: String,
+    /// From spawn to the first 200 on /readyz.
+    startup: Duration,
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+impl Server {
+    async fn start(
+        cfg: &Config,
+        work: &Path,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        http: &reqwest::Client,
+    ) -> Result<Self> {
+        let log_path = work.join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut command = tokio::process::Command::new(&cfg.bin);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .arg("--data-dir")
+            .arg(data_dir);
+        if let Some(url) = database_url {
+            command.arg("--database-url").arg(url);
+        }
+        for inherited in [
+            "CUSTOS_LISTEN",
+            "CUSTOS_DATA_DIR",
+            "CUSTOS_DATABASE_URL",
+            "CUSTOS_CONFIG",
+            "CUSTOS_LOG_FORMAT",
+            "CUSTOS_LOG_LEVEL",
+        ] {
+            command.env_remove(inherited);
+        }
+        command
+            .env("CUSTOS_MASTER_KEY", MASTER_KEY_HEX)
+            .env("CUSTOS_ADMIN_TOKEN", &cfg.admin_token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot run {}", cfg.bin.display()))?;
+        let pid = child.id().context("custos serve has no pid")?;
+        let stdout = child.stdout.take().context("custos serve has no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+                .await
+                .context("custos serve did not start listening within 10 minutes")??;
+            let Some(line) = line else {
+                let status = child.wait().await?;
+                bail!(
+                    "custos serve exited ({status}) before listening; its log:\n{}",
+                    log_tail(&log_path)
+                );
+            };
+            if let Some(addr) = line.strip_prefix("custos: listening on http://") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so that the server can never block on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let ready = format!("http://{addr}/readyz");
+        loop {
+            if let Ok(response) = http.get(&ready).send().await
+                && response.status().is_success()
+            {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                bail!("custos serve was not ready within 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let startup = started.elapsed();
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            startup,
+        })
+    }
+
+    fn memory(&self) -> Result<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .with_context(|| format!("no {name} in /proc/{}/status", self.pid))
+        };
+        Ok(Memory {
+            rss_kib: field("VmRSS:")?,
+            hwm_kib: field("VmHWM:")?,
+        })
+    }
+
+    /// SIGTERM, as an operator would stop it, then wait for the drain.
+    async fn stop(mut self) -> Result<()> {
+        let signalled = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()?;
+        if !signalled.success() {
+            bail!("kill -TERM {} failed", self.pid);
+        }
+        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("custos serve exited with {status}");
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("custos serve did not stop within 60 s of SIGTERM")
+            }
+        }
+    }
+}
+
+// ---- PostgreSQL schema ----
+
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl PgSchema {
+    async fn create(url: &str) -> Result<Self> {
+        let name = format!("bench_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect(url).await.with_context(|| {
+            format!(
+                "PostgreSQL at {} is unreachable (set CUSTOS_TEST_DATABASE_URL or \
+                 CUSTOS_BENCH_BACKENDS=sqlite)",
+                custos_store::redact_url(url)
+            )
+        })?;
+        // pg_trgm is database-wide: create it under the lock the store tests use.
+        sqlx::query("SELECT pg_advisory_lock(727)")
+            .execute(&mut admin)
+            .await?;
+        let extension = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
+            .execute(&mut admin)
+            .await;
+        sqlx::query("SELECT pg_advisory_unlock(727)")
+            .execute(&mut admin)
+            .await?;
+        extension?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut admin)
+            .await?;
+        Ok(Self {
+            url: url.to_owned(),
+            name,
+        })
+    }
+
+    fn options(&self) -> Result<PgConnectOptions> {
+        Ok(PgConnectOptions::from_str(&self.url)?.options([("search_path", &self.name)]))
+    }
+
+    /// The URL for `custos serve --database-url`: the schema in libpq's `options` parameter.
+    fn server_url(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            self.url, self.name
+        )
+    }
+
+    async fn connect(&self) -> Result<PgConnection> {
+        Ok(PgConnection::connect_with(&self.options()?).await?)
+    }
+
+    async fn vacuum_analyze(&self) -> Result<()> {
+        let mut conn = self.connect().await?;
+        sqlx::query("VACUUM (ANALYZE) nhis, nhi_tags, events, teams, operators")
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn size(&self) -> Result<u64> {
+        let mut conn = self.connect().await?;
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind = 'r'",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
+    async fn version(&self) -> Result<String> {
+        let mut conn = self.connect().await?;
+        Ok(sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await?)
+    }
+
+    async fn drop(self) -> Result<()> {
+        let mut conn = PgConnection::connect(&self.url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn sqlite_version() -> Result<String> {
+    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await?;
+    Ok(sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(&mut conn)
+        .await?)
+}
+
+fn sqlite_size(data_dir: &Path) -> Option<u64> {
+    let db = data_dir.join("custos.db");
+    let wal = data_dir.join("custos.db-wal");
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    Some(size(&db) + size(&wal)).filter(|n| *n > 0)
+}
+
+// ---- the report ----
+
+struct Report {
+    backend: Backend,
+    version: String,
+    nhis: usize,
+    fill: FillResult,
+    single: SingleResult,
+    maintenance: Option<Duration>,
+    first_start: Duration,
+    startup: Duration,
+    memory: Memory,
+    store_bytes: Option<u64>,
+    /// The machine's load average before and after the pages (other work on the box).
+    load: String,
+    probes: Vec<ProbeResult>,
+}
+
+impl Report {
+    fn markdown(&self, cfg: &Config) -> String {
+        let mut out = vec![
+            format!(
+                "#### {} {}, {} NHIs in {TEAMS} teams",
+                self.backend.title(),
+                self.version,
+                thousands(self.nhis as u64)
+            ),
+            String::new(),
+            "| measure | result |".to_owned(),
+            "| --- | --- |".to_owned(),
+            format!(
+                "| bulk insert: `create_nhis`, {} NHIs + events per transaction | **{} NHIs/s** ({} NHIs in {:.1} s) |",
+                thousands(BATCH as u64),
+                thousands(rate(self.nhis, self.fill.elapsed)),
+                thousands(self.nhis as u64),
+                self.fill.elapsed.as_secs_f64()
+            ),
+            format!(
+                "| single insert: `create_nhis`, 1 NHI + event per durable transaction | **{} NHIs/s** ({} calls in {:.2} s; per call median {:.2} ms, p99 {:.2} ms) |",
+                thousands(rate(self.single.calls, self.single.elapsed)),
+                thousands(self.single.calls as u64),
+                self.single.elapsed.as_secs_f64(),
+                self.single.median_ms,
+                self.single.p99_ms
+            ),
+        ];
+        if let Some(maintenance) = self.maintenance {
+            out.push(format!(
+                "| `VACUUM (ANALYZE)` after the fill (what autovacuum does in the background) | {:.1} s |",
+                maintenance.as_secs_f64()
+            ));
+        }
+        out.push(format!(
+            "| start-up on the full store: spawn → first 200 on `/readyz` | **{:.3} s** (on the empty store: {:.3} s) |",
+            self.startup.as_secs_f64(),
+            self.first_start.as_secs_f64()
+        ));
+        out.push(format!(
+            "| server resident memory after the pages below | **VmRSS {:.1} MiB** (peak VmHWM {:.1} MiB) |",
+            self.memory.rss_kib as f64 / 1024.0,
+            self.memory.hwm_kib as f64 / 1024.0
+        ));
+        if let Some(bytes) = self.store_bytes {
+            out.push(format!(
+                "| store size | {:.2} GiB |",
+                bytes as f64 / (1024.0 * 1024.0 * 1024.0)
+            ));
+        }
+        out.push(format!(
+            "| load average (1, 5, 15 min) before → after the pages | {} |",
+            self.load
+        ));
+        out.push(String::new());
+        out.push(format!(
+            "| page: `GET /v1/nhis?…&limit={PAGE_LIMIT}` | query | rows | first ms | median ms | p99 ms | n | p99 ≤ {BAR_MS} ms |"
+        ));
+        out.push("| --- | --- | ---: | ---: | ---: | ---: | ---: | :---: |".to_owned());
+        for p in &self.probes {
+            let query = if p.query.len() > 90 {
+                format!("{}…", &p.query[..p.query.floor_char_boundary(90)])
+            } else {
+                p.query.clone()
+            };
+            out.push(format!(
+                "| {} | `{}` | {}{} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                p.label,
+                query,
+                p.rows,
+                if p.more { "+" } else { "" },
+                p.first_ms,
+                p.median_ms,
+                p.p99_ms,
+                p.n,
+                if p.p99_ms <= BAR_MS { "yes" } else { "**no**" }
+            ));
+        }
+        out.push(String::new());
+        let missed: Vec<_> = self
+            .probes
+            .iter()
+            .filter(|p| p.p99_ms > BAR_MS)
+            .map(|p| {
+                format!(
+                    "{} (median {:.1} ms, p99 {:.1} ms)",
+                    p.label, p.median_ms, p.p99_ms
+                )
+            })
+            .collect();
+        out.push(if missed.is_empty() {
+            format!(
+                "Bar, a filtered page ≤ {BAR_MS} ms: **met** by all {} pages at p99.",
+                self.probes.len()
+            )
+        } else {
+            format!(
+                "Bar, a filtered page ≤ {BAR_MS} ms: **missed** by {} of {} pages at p99: {}.",
+                missed.len(),
+                self.probes.len(),
+                missed.join("; ")
+            )
+        });
+        out.push(format!(
+            "(`rows` is the size of the first page, `+` when there is a next page; `first` is the first request of that query after start-up; then {WARMUP_REQUESTS} untimed requests and up to {} timed ones, `n`, within {} s.)\n",
+            cfg.requests,
+            cfg.budget.as_secs()
+        ));
+        out.join("\n")
+    }
+}
+
+// ---- helpers ----
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Nearest-rank median and p99 in milliseconds: exact, from every sample (a few thousand at
+/// most, so a histogram would only add rounding).
+fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0);
+    }
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let rank = (q * samples.len() as f64).ceil() as usize;
+        millis(samples[rank.clamp(1, samples.len()) - 1])
+    };
+    (at(0.50), at(0.99))
+}
+
+fn rate(count: usize, elapsed: Duration) -> u64 {
+    (count as f64 / elapsed.as_secs_f64().max(1e-9)).round() as u64
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, v)| v.trim())
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    format!(
+        "{cores} cores ({cpu}), {:.1} GiB memory",
+        mem_kib as f64 / (1024.0 * 1024.0)
+    )
+}
