@@ -143,6 +143,10 @@ fn like_pattern(needle: &str) -> String {
     pattern
 }
 
+/// How many rows that pass a listing's other filters a name search looks at before it falls
+/// back to searching them all.
+const SEARCH_WINDOW: i64 = 2000;
+
 const NHI_COLUMNS: &str = "id, name, kind, platform, environment, status, owner_team_id, \
     owner_application, owner_contact, purpose, scope_ceiling, tags, external_ids, created_at, \
     updated_at, expires_at, last_used_at, version";
@@ -321,6 +325,54 @@ macro_rules! sql_store {
                     .bind(nhi.expires_at.map(Timestamp::unix_millis))
                     .bind(nhi.last_used_at.map(Timestamp::unix_millis))
                     .bind(nhi.version)
+            }
+
+            /// The filters of a listing, except the name search, and the page's cursor.
+            fn push_filters(q: &mut QueryBuilder<$db>, filter: &NhiFilter, after: Option<&String>) {
+                if let Some(status) = filter.status {
+                    q.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(kind) = filter.kind {
+                    q.push(" AND kind = ").push_bind(kind.as_str());
+                }
+                if let Some(platform) = &filter.platform {
+                    q.push(" AND platform = ").push_bind(platform.clone());
+                }
+                if let Some(environment) = &filter.environment {
+                    q.push(" AND environment = ").push_bind(environment.clone());
+                }
+                if let Some(teams) = &filter.owner_teams {
+                    q.push(" AND owner_team_id IN (");
+                    let mut list = q.separated(", ");
+                    for team in teams {
+                        list.push_bind(team.clone());
+                    }
+                    q.push(")");
+                }
+                for (key, value) in &filter.tags {
+                    q.push(" AND EXISTS (SELECT 1 FROM nhi_tags t WHERE t.nhi_id = nhis.id AND t.key = ")
+                        .push_bind(key.clone());
+                    if let Some(value) = value {
+                        q.push(" AND t.value = ").push_bind(value.clone());
+                    }
+                    q.push(")");
+                }
+                if let Some(before) = filter.expires_before {
+                    q.push(" AND expires_at < ").push_bind(before.unix_millis());
+                }
+                if let Some(since) = filter.unused_since {
+                    q.push(" AND (last_used_at IS NULL OR last_used_at < ")
+                        .push_bind(since.unix_millis())
+                        .push(")");
+                }
+                if let Some(after) = after {
+                    q.push(" AND id > ").push_bind(after.clone());
+                }
+            }
+
+            async fn fetch_ids(mut q: QueryBuilder<$db>, pool: &sqlx::Pool<$db>) -> Result<Vec<String>> {
+                let rows = q.build().fetch_all(pool).await?;
+                rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
             }
 
             async fn write_tags(tx: &mut sqlx::Transaction<'_, $db>, nhi: &Nhi) -> Result<()> {
@@ -589,53 +641,44 @@ macro_rules! sql_store {
             }
 
             async fn list_nhis(&self, filter: &NhiFilter, page: &Page) -> Result<Vec<Nhi>> {
-                let mut q = QueryBuilder::<$db>::new(format!("SELECT {NHI_COLUMNS} FROM nhis WHERE 1 = 1"));
-                if let Some(status) = filter.status {
-                    q.push(" AND status = ").push_bind(status.as_str());
+                if filter.owner_teams.as_ref().is_some_and(Vec::is_empty) {
+                    return Ok(Vec::new());
                 }
-                if let Some(kind) = filter.kind {
-                    q.push(" AND kind = ").push_bind(kind.as_str());
-                }
-                if let Some(platform) = &filter.platform {
-                    q.push(" AND platform = ").push_bind(platform.clone());
-                }
-                if let Some(environment) = &filter.environment {
-                    q.push(" AND environment = ").push_bind(environment.clone());
-                }
-                if let Some(teams) = &filter.owner_teams {
-                    if teams.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    q.push(" AND owner_team_id IN (");
-                    let mut list = q.separated(", ");
-                    for team in teams {
-                        list.push_bind(team.clone());
-                    }
-                    q.push(")");
-                }
-                for (key, value) in &filter.tags {
-                    q.push(" AND EXISTS (SELECT 1 FROM nhi_tags t WHERE t.nhi_id = nhis.id AND t.key = ")
-                        .push_bind(key.clone());
-                    if let Some(value) = value {
-                        q.push(" AND t.value = ").push_bind(value.clone());
-                    }
-                    q.push(")");
-                }
-                if let Some(before) = filter.expires_before {
-                    q.push(" AND expires_at < ").push_bind(before.unix_millis());
-                }
-                if let Some(since) = filter.unused_since {
-                    q.push(" AND (last_used_at IS NULL OR last_used_at < ")
-                        .push_bind(since.unix_millis())
-                        .push(")");
-                }
+                let limit = i64::from(page.limit);
+                let mut ids = Vec::new();
                 if let Some(needle) = &filter.name_contains {
-                    q.push(" AND LOWER(name) LIKE ").push_bind(like_pattern(needle)).push(" ESCAPE '\\'");
+                    // First the term within the first rows that pass the other filters, in id
+                    // order: a full page there is exactly the answer, found by a bounded scan
+                    // whatever the planner guesses about how the term and the filters correlate.
+                    let mut q = QueryBuilder::<$db>::new("SELECT id FROM (SELECT id, name FROM nhis WHERE 1 = 1");
+                    Self::push_filters(&mut q, filter, page.after.as_ref());
+                    q.push(" ORDER BY id LIMIT ").push_bind(SEARCH_WINDOW);
+                    q.push(") w WHERE LOWER(name) LIKE ")
+                        .push_bind(like_pattern(needle))
+                        .push(" ESCAPE '\\' ORDER BY id LIMIT ")
+                        .push_bind(limit);
+                    ids = Self::fetch_ids(q, self.reader()).await?;
                 }
-                if let Some(after) = &page.after {
-                    q.push(" AND id > ").push_bind(after.clone());
+                if filter.name_contains.is_none() || (ids.len() as i64) < limit {
+                    let mut q = QueryBuilder::<$db>::new("SELECT id FROM nhis WHERE 1 = 1");
+                    Self::push_filters(&mut q, filter, page.after.as_ref());
+                    if let Some(needle) = &filter.name_contains {
+                        q.push(" AND LOWER(name) LIKE ").push_bind(like_pattern(needle)).push(" ESCAPE '\\'");
+                    }
+                    q.push(" ORDER BY id LIMIT ").push_bind(limit);
+                    ids = Self::fetch_ids(q, self.reader()).await?;
                 }
-                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Whole rows only for the page: the queries above can then be answered from
+                // indexes, without reading and sorting every matching row.
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {NHI_COLUMNS} FROM nhis WHERE id IN ("));
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(id);
+                }
+                q.push(") ORDER BY id");
                 let rows = q.build().fetch_all(self.reader()).await?;
                 rows.iter().map(Self::nhi_from_row).collect()
             }

@@ -19,6 +19,7 @@ conformance!(
     list_filters_combine,
     pagination_visits_every_nhi_once,
     name_search_treats_wildcards_literally,
+    name_search_pages_within_and_beyond_its_window,
     credentials_revoke_once,
     events_follow_every_change,
     meta_init_keeps_the_first_value,
@@ -630,4 +631,66 @@ async fn meta_init_keeps_the_first_value(store: &dyn Store) {
     assert_eq!(store.meta_init("k", "second").await.unwrap(), "first");
     assert_eq!(store.meta_get("k").await.unwrap().as_deref(), Some("first"));
     store.ping().await.unwrap();
+}
+
+async fn name_search_pages_within_and_beyond_its_window(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    // 2,100 rows that do not match, then matches: more than the first look at a search covers.
+    let mut batch: Vec<_> = (0..2100)
+        .map(|i| {
+            (
+                nhi(&format!("filler-{i:04}"), &owners),
+                event(EventKind::NhiRegistered, "x"),
+            )
+        })
+        .collect();
+    for i in 0..7 {
+        batch.push((
+            nhi(&format!("needle-{i}"), &owners),
+            event(EventKind::NhiRegistered, "x"),
+        ));
+    }
+    // Matches among the early rows too, so pages come from both strategies.
+    for i in 0..6 {
+        let n = nhi(&format!("early-needle-{i}"), &owners);
+        batch.insert(i * 2, (n, event(EventKind::NhiRegistered, "x")));
+    }
+    // Ids must increase in batch order for the expected order to hold.
+    let mut ids: Vec<String> = batch.iter().map(|(n, _)| n.id.clone()).collect();
+    ids.sort();
+    for ((n, _), id) in batch.iter_mut().zip(ids) {
+        n.id = id;
+    }
+    let expected: Vec<String> = batch
+        .iter()
+        .filter(|(n, _)| n.name.contains("needle"))
+        .map(|(n, _)| n.id.clone())
+        .collect();
+    assert_eq!(expected.len(), 13);
+    store.create_nhis(&batch).await.unwrap();
+    let filter = NhiFilter {
+        name_contains: Some("NEEDLE".into()),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let found = store
+            .list_nhis(
+                &filter,
+                &Page {
+                    after: after.clone(),
+                    limit: 4,
+                },
+            )
+            .await
+            .unwrap();
+        if found.is_empty() {
+            break;
+        }
+        assert!(found.iter().all(|n| n.name.contains("needle")));
+        after = found.last().map(|n| n.id.clone());
+        seen.extend(found.into_iter().map(|n| n.id));
+    }
+    assert_eq!(seen, expected);
 }
