@@ -241,9 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Team { command, client } => team(&client, command).await,
         Command::Operator { command, client } => operator(&client, command).await,
         Command::Whoami { client } => {
-            let me = request(&client, Method::GET, "/v1/whoami", None, &[])
-                .await?
-                .1;
+            let me = get(&client, "/v1/whoami").await?;
             print_one(&client, &me, &["kind", "id", "name", "roles", "teams"])
         }
     }
@@ -292,6 +290,11 @@ async fn request(
         bail!("{} {code}: {detail}", status.as_u16());
     }
     Ok((headers, value))
+}
+
+/// A GET whose response body is all the caller needs.
+async fn get(client: &Client, path: &str) -> anyhow::Result<Value> {
+    Ok(request(client, Method::GET, path, None, &[]).await?.1)
 }
 
 fn cell(value: &Value) -> String {
@@ -449,15 +452,7 @@ async fn nhi(client: &Client, command: NhiCommand) -> anyhow::Result<()> {
                 if let Some(c) = &next {
                     params.push(format!("cursor={}", enc(c)));
                 }
-                let page = request(
-                    client,
-                    Method::GET,
-                    &format!("/v1/nhis?{}", params.join("&")),
-                    None,
-                    &[],
-                )
-                .await?
-                .1;
+                let page = get(client, &format!("/v1/nhis?{}", params.join("&"))).await?;
                 items.extend(page["items"].as_array().cloned().unwrap_or_default());
                 next = page["next_cursor"].as_str().map(str::to_owned);
                 if !all || next.is_none() {
@@ -483,15 +478,7 @@ async fn nhi(client: &Client, command: NhiCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NhiCommand::Get { id } => {
-            let found = request(
-                client,
-                Method::GET,
-                &format!("/v1/nhis/{}", enc(&id)),
-                None,
-                &[],
-            )
-            .await?
-            .1;
+            let found = get(client, &format!("/v1/nhis/{}", enc(&id))).await?;
             print_one(client, &found, NHI_FIELDS)
         }
         NhiCommand::Update {
@@ -582,9 +569,7 @@ async fn team(client: &Client, command: TeamCommand) -> anyhow::Result<()> {
             print_one(client, &created, &["id", "name", "contact", "created_at"])
         }
         TeamCommand::List => {
-            let list = request(client, Method::GET, "/v1/teams", None, &[])
-                .await?
-                .1;
+            let list = get(client, "/v1/teams").await?;
             print_list(
                 client,
                 list["items"].as_array().map_or(&[], Vec::as_slice),
@@ -592,15 +577,7 @@ async fn team(client: &Client, command: TeamCommand) -> anyhow::Result<()> {
             )
         }
         TeamCommand::Get { id } => {
-            let found = request(
-                client,
-                Method::GET,
-                &format!("/v1/teams/{}", enc(&id)),
-                None,
-                &[],
-            )
-            .await?
-            .1;
+            let found = get(client, &format!("/v1/teams/{}", enc(&id))).await?;
             if client.output == Output::Json {
                 return print_one(client, &found, &[]);
             }
@@ -638,9 +615,7 @@ async fn operator(client: &Client, command: OperatorCommand) -> anyhow::Result<(
             Ok(())
         }
         OperatorCommand::List => {
-            let list = request(client, Method::GET, "/v1/operators", None, &[])
-                .await?
-                .1;
+            let list = get(client, "/v1/operators").await?;
             print_list(
                 client,
                 list["items"].as_array().map_or(&[], Vec::as_slice),
@@ -648,15 +623,7 @@ async fn operator(client: &Client, command: OperatorCommand) -> anyhow::Result<(
             )
         }
         OperatorCommand::Get { id } => {
-            let found = request(
-                client,
-                Method::GET,
-                &format!("/v1/operators/{}", enc(&id)),
-                None,
-                &[],
-            )
-            .await?
-            .1;
+            let found = get(client, &format!("/v1/operators/{}", enc(&id))).await?;
             print_one(client, &found, FIELDS)
         }
         OperatorCommand::Revoke { id } => {
