@@ -485,14 +485,16 @@ pub async fn list_nhis(
     Ok(NhiList { items, next_cursor })
 }
 
-/// Resolves an owner team for a filter; an unknown team matches nothing rather than erroring,
-/// so a listing never reveals which team names exist to those who may not list teams.
-pub async fn team_filter(state: &AppState, id_or_name: &str) -> ApiResult<String> {
+/// Resolves an owner team for a filter. An unknown team is an empty list, which matches
+/// nothing, rather than an error: a listing never reveals which team names exist.
+pub async fn team_filter(state: &AppState, id_or_name: &str) -> ApiResult<Vec<String>> {
     Ok(state
         .store
         .get_team(id_or_name)
         .await?
-        .map_or_else(|| format!("unknown:{id_or_name}"), |t| t.id))
+        .map(|t| t.id)
+        .into_iter()
+        .collect())
 }
 
 /// Writes a new state of an NHI, retrying on a concurrent change unless the caller pinned a

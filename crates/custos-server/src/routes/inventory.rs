@@ -198,7 +198,7 @@ pub async fn list_nhis(
         filter.tags.push((key.to_owned(), value));
     }
     if let Some(team) = query.one("team")? {
-        filter.owner_teams = Some(vec![service::team_filter(&state, team).await?]);
+        filter.owner_teams = Some(service::team_filter(&state, team).await?);
     }
     Ok(Json(
         service::list_nhis(&state, &who, filter, page(&query)?).await?,
