@@ -62,7 +62,68 @@ impl SqliteStore {
     }
 }
 
+/// A name search term that matches at most this many NHIs is answered from the SQLite trigram
+/// index; a more common one is cheaper to answer by walking the other filters' index in id order.
+const INDEXED_SEARCH_MAX_MATCHES: i64 = 10_000;
+
+impl SqliteStore {
+    /// The page of a name search answered from the trigram index, or `None` when the index
+    /// cannot help: terms shorter than a trigram, and terms so common that the walk in id order
+    /// finds a page sooner.
+    async fn indexed_name_matches(
+        &self,
+        needle: &str,
+        filter: &NhiFilter,
+        page: &Page,
+    ) -> Result<Option<Vec<String>>> {
+        if needle.chars().count() < 3 {
+            return Ok(None);
+        }
+        // A quoted FTS5 string is matched as a substring by the trigram tokenizer; quotes in
+        // the term are doubled, so the user's text is never parsed as query syntax.
+        let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
+        let matches: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT rowid FROM nhi_name_search \
+             WHERE nhi_name_search MATCH $1 LIMIT $2)",
+        )
+        .bind(&phrase)
+        .bind(INDEXED_SEARCH_MAX_MATCHES + 1)
+        .fetch_one(self.reader())
+        .await?;
+        if matches > INDEXED_SEARCH_MAX_MATCHES {
+            return Ok(None);
+        }
+        // The index finds candidates; the same LIKE as the other paths then decides, so every
+        // path gives the same answer (the index folds case more widely than LOWER does).
+        // CROSS JOIN makes the few index matches the outer loop; left to itself, the planner
+        // may walk a filter's index over most of the table and test each row against them.
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT id FROM (SELECT rowid AS search_key FROM nhi_name_search \
+             WHERE nhi_name_search MATCH ",
+        );
+        q.push_bind(phrase)
+            .push(") m CROSS JOIN nhis ON nhis.search_key = m.search_key WHERE 1 = 1");
+        Self::push_filters(&mut q, filter, page.after.as_ref());
+        q.push(" AND LOWER(name) LIKE ")
+            .push_bind(like_pattern(needle))
+            .push(" ESCAPE '\\' ORDER BY id LIMIT ")
+            .push_bind(i64::from(page.limit));
+        Self::fetch_ids(q, self.reader()).await.map(Some)
+    }
+}
+
 impl PostgresStore {
+    /// PostgreSQL answers every name search from its trigram index (`pg_trgm`), in the plan of
+    /// the ordinary query; no separate path is needed.
+    async fn indexed_name_matches(
+        &self,
+        _needle: &str,
+        _filter: &NhiFilter,
+        _page: &Page,
+    ) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("invalid postgres url: {e}")))?;
@@ -659,7 +720,12 @@ macro_rules! sql_store {
                         .push_bind(limit);
                     ids = Self::fetch_ids(q, self.reader()).await?;
                 }
-                if filter.name_contains.is_none() || (ids.len() as i64) < limit {
+                if let Some(needle) = &filter.name_contains
+                    && (ids.len() as i64) < limit
+                    && let Some(matches) = self.indexed_name_matches(needle, filter, page).await?
+                {
+                    ids = matches;
+                } else if filter.name_contains.is_none() || (ids.len() as i64) < limit {
                     let mut q = QueryBuilder::<$db>::new("SELECT id FROM nhis WHERE 1 = 1");
                     Self::push_filters(&mut q, filter, page.after.as_ref());
                     if let Some(needle) = &filter.name_contains {

@@ -20,6 +20,7 @@ conformance!(
     pagination_visits_every_nhi_once,
     name_search_treats_wildcards_literally,
     name_search_pages_within_and_beyond_its_window,
+    name_search_follows_renames_and_takes_any_text,
     credentials_revoke_once,
     events_follow_every_change,
     meta_init_keeps_the_first_value,
@@ -693,4 +694,52 @@ async fn name_search_pages_within_and_beyond_its_window(store: &dyn Store) {
         seen.extend(found.into_iter().map(|n| n.id));
     }
     assert_eq!(seen, expected);
+}
+
+async fn name_search_follows_renames_and_takes_any_text(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let original = nhi("alpha-exporter", &owners);
+    register(store, &original).await;
+    register(store, &nhi("say \"hi\" bot", &owners)).await;
+    register(store, &nhi("Mixed-Case-Runner", &owners)).await;
+    let mut renamed = original.clone();
+    renamed.name = "omega-exporter".into();
+    renamed.version = 2;
+    store
+        .update_nhi(&renamed, 1, &event(EventKind::NhiUpdated, "x"))
+        .await
+        .unwrap();
+    let search = |needle: &str| NhiFilter {
+        name_contains: Some(needle.into()),
+        ..Default::default()
+    };
+    let names = |found: Vec<custos_core::Nhi>| -> Vec<String> {
+        found.into_iter().map(|n| n.name).collect()
+    };
+    let found = store.list_nhis(&search("omega"), &page(10)).await.unwrap();
+    assert_eq!(names(found), ["omega-exporter"]);
+    let found = store.list_nhis(&search("alpha"), &page(10)).await.unwrap();
+    assert!(found.is_empty(), "the old name must leave the index");
+    // Text that would be query syntax to a full-text engine is only text here.
+    for needle in ["\"hi\"", "y \"h", "hi\" OR \"x", "NEAR(a b)", "*", "-case-"] {
+        let found = store.list_nhis(&search(needle), &page(10)).await.unwrap();
+        let expected: Vec<&str> = ["omega-exporter", "say \"hi\" bot", "Mixed-Case-Runner"]
+            .into_iter()
+            .filter(|name| name.to_lowercase().contains(&needle.to_lowercase()))
+            .collect();
+        assert_eq!(names(found), expected, "search for {needle:?}");
+    }
+    // Other filters still apply to the matches the index finds.
+    let filter = NhiFilter {
+        name_contains: Some("exporter".into()),
+        status: Some(NhiStatus::Suspended),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .list_nhis(&filter, &page(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
