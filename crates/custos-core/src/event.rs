@@ -45,10 +45,18 @@ pub enum EventKind {
     NhiResumed,
     CredentialIssued,
     CredentialRevoked,
+    CredentialRotated,
+    TaskRequested,
+    TaskActivated,
+    TaskEnded,
+    ApprovalRequested,
+    ApprovalDecided,
+    SigningKeyCreated,
+    SigningKeyRetired,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::OperatorCreated,
@@ -59,6 +67,14 @@ impl EventKind {
         EventKind::NhiResumed,
         EventKind::CredentialIssued,
         EventKind::CredentialRevoked,
+        EventKind::CredentialRotated,
+        EventKind::TaskRequested,
+        EventKind::TaskActivated,
+        EventKind::TaskEnded,
+        EventKind::ApprovalRequested,
+        EventKind::ApprovalDecided,
+        EventKind::SigningKeyCreated,
+        EventKind::SigningKeyRetired,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -74,6 +90,14 @@ impl EventKind {
             EventKind::NhiResumed => "nhi.resumed",
             EventKind::CredentialIssued => "credential.issued",
             EventKind::CredentialRevoked => "credential.revoked",
+            EventKind::CredentialRotated => "credential.rotated",
+            EventKind::TaskRequested => "task.requested",
+            EventKind::TaskActivated => "task.activated",
+            EventKind::TaskEnded => "task.ended",
+            EventKind::ApprovalRequested => "approval.requested",
+            EventKind::ApprovalDecided => "approval.decided",
+            EventKind::SigningKeyCreated => "signing_key.created",
+            EventKind::SigningKeyRetired => "signing_key.retired",
         }
     }
 

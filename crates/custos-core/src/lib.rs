@@ -3,7 +3,11 @@
 //! Everything here is pure: no I/O, no clock, no randomness. Timestamps and random bytes are
 //! passed in by the caller, which keeps the decision logic deterministic, fast and easy to test.
 
+pub mod checkpoint;
 pub mod event;
+pub mod issuance;
+pub mod jose;
+pub mod merkle;
 pub mod model;
 pub mod scope;
 pub mod time;

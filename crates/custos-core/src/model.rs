@@ -3,16 +3,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::validate::{self, ValidationErrors};
 use crate::{Scope, Timestamp};
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
+        pub enum $name { $($(#[$vmeta])* #[serde(rename = $text)] $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -33,6 +33,8 @@ macro_rules! string_enum {
         }
     };
 }
+
+pub(crate) use string_enum;
 
 string_enum!(
     /// What an operator may do. Reviewers act only for their teams.
@@ -58,7 +60,14 @@ string_enum!(
 
 string_enum!(
     /// The kinds of stored credential.
-    CredentialKind { StaticKey => "static_key" }
+    CredentialKind {
+        /// A long-lived secret for legacy and bootstrap use; its keyed hash is stored.
+        StaticKey => "static_key",
+        /// A short-lived signed access token (a JWT); its keyed hash and claims are stored.
+        AccessToken => "access_token",
+        /// A public key the NHI signs client assertions with (RFC 7523 `private_key_jwt`).
+        ClientKey => "client_key",
+    }
 );
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -336,6 +345,17 @@ pub struct Credential {
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub created_by: String,
+    /// What an access token may do; `None` for static keys and client keys, which carry the
+    /// NHI's ceiling only as a limit on what they can ask for.
+    pub scope: Option<Scope>,
+    /// The task an access token was issued for.
+    pub task_id: Option<String>,
+    /// The credential this one was derived from by delegation: revoking the parent revokes it.
+    pub parent_id: Option<String>,
+    /// How many delegations separate this credential from one issued directly (0).
+    pub depth: u32,
+    /// The public JWK of a client key, as registered.
+    pub public_jwk: Option<String>,
 }
 
 impl Credential {

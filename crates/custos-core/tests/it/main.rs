@@ -4,6 +4,10 @@
 //! One binary for the whole crate (see `[[test]] name = "it"` in Cargo.toml), so the crate and
 //! its dev-dependencies are linked once.
 
+mod checkpoint;
+mod jose;
+mod merkle;
+
 /// Generators of realistic grants, scopes and actions. Services and operations come from small
 /// alphabets and resource text from a handful of characters, so that collisions, containments
 /// and near misses are common rather than astronomically rare.

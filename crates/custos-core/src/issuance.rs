@@ -1,0 +1,748 @@
+//! Per-task issuance, approvals and delegation: what may be issued, to whom, for how long, and
+//! when a human must say yes first.
+//!
+//! Every rule here is a pure function of the NHI, the request, the configured limits and the
+//! time passed in; the server only loads the inputs and stores the outcome.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+use crate::model::string_enum;
+use crate::{Grant, Nhi, NhiStatus, Scope, Timestamp};
+
+/// Lifetimes and depths the operator configures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuanceLimits {
+    /// The lifetime of a task credential when the request names none.
+    pub default_ttl_seconds: u32,
+    /// No task credential lives longer, whatever is asked.
+    pub max_ttl_seconds: u32,
+    /// How many times a credential may be handed down (1 = a sub-agent, but not its own).
+    pub max_delegation_depth: u32,
+}
+
+impl Default for IssuanceLimits {
+    fn default() -> Self {
+        Self {
+            default_ttl_seconds: 15 * 60,
+            max_ttl_seconds: 60 * 60,
+            max_delegation_depth: 3,
+        }
+    }
+}
+
+/// A request's lifetime can be anything from a second to a year; beyond that it is a mistake,
+/// not a wish to be capped.
+pub const MAX_REQUESTED_TTL_SECONDS: u32 = 366 * 24 * 3600;
+
+string_enum!(
+    /// Where a task is. A task past its lifetime is `ended` whatever is stored.
+    TaskState {
+        Active => "active",
+        PendingApproval => "pending_approval",
+        Denied => "denied",
+        Ended => "ended",
+    }
+);
+
+string_enum!(
+    /// Where an approval request is.
+    ApprovalState {
+        Pending => "pending",
+        Approved => "approved",
+        Denied => "denied",
+        Expired => "expired",
+    }
+);
+
+/// Why something cannot be issued or decided. Each has a stable code for the API.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum IssuanceError {
+    #[error("nhi {id} is {status}")]
+    NhiNotActive { id: String, status: NhiStatus },
+    #[error("nhi {0} has expired")]
+    NhiExpired(String),
+    #[error("the scope asked for is empty")]
+    EmptyScope,
+    #[error("ttl_seconds must be between 1 and {MAX_REQUESTED_TTL_SECONDS}")]
+    TtlOutOfRange,
+    #[error("the scope asked for is broader than the {what}: {excess}")]
+    ScopeTooBroad { what: &'static str, excess: String },
+    #[error("delegation depth {depth} is over the configured maximum of {max}")]
+    TooDeep { depth: u32, max: u32 },
+    #[error("the parent credential has expired or been revoked")]
+    ParentNotLive,
+    #[error("approval request is {0}, not pending")]
+    NotPending(ApprovalState),
+    #[error("an approval may only narrow the request: {0}")]
+    NotNarrower(String),
+    #[error("nobody may decide a request they made")]
+    OwnRequest,
+}
+
+impl IssuanceError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            IssuanceError::NhiNotActive { .. } => "nhi_not_active",
+            IssuanceError::NhiExpired(_) => "nhi_expired",
+            IssuanceError::EmptyScope => "empty_scope",
+            IssuanceError::TtlOutOfRange => "invalid_ttl",
+            IssuanceError::ScopeTooBroad { .. } => "scope_too_broad",
+            IssuanceError::TooDeep { .. } => "delegation_too_deep",
+            IssuanceError::ParentNotLive => "parent_not_live",
+            IssuanceError::NotPending(_) => "approval_not_pending",
+            IssuanceError::NotNarrower(_) => "not_narrower",
+            IssuanceError::OwnRequest => "own_request",
+        }
+    }
+}
+
+fn joined(grants: impl IntoIterator<Item = impl fmt::Display>) -> String {
+    grants
+        .into_iter()
+        .map(|g| g.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An NHI that may hold a new credential at `now`.
+pub fn ensure_usable(nhi: &Nhi, now: Timestamp) -> Result<(), IssuanceError> {
+    if nhi.status != NhiStatus::Active {
+        return Err(IssuanceError::NhiNotActive {
+            id: nhi.id.clone(),
+            status: nhi.status,
+        });
+    }
+    if nhi.expires_at.is_some_and(|e| e <= now) {
+        return Err(IssuanceError::NhiExpired(nhi.id.clone()));
+    }
+    Ok(())
+}
+
+/// The lifetime a request gets: what it asked (or the default), capped by the configuration.
+pub fn granted_ttl(requested: Option<u32>, limits: &IssuanceLimits) -> Result<u32, IssuanceError> {
+    let ttl = requested.unwrap_or(limits.default_ttl_seconds);
+    if ttl == 0 || ttl > MAX_REQUESTED_TTL_SECONDS {
+        return Err(IssuanceError::TtlOutOfRange);
+    }
+    Ok(ttl.min(limits.max_ttl_seconds))
+}
+
+/// When a credential starting at `start` for `ttl_seconds` ends: never after the NHI itself.
+pub fn expiry(nhi: &Nhi, start: Timestamp, ttl_seconds: u32) -> Timestamp {
+    let end = start.plus_seconds(i64::from(ttl_seconds));
+    nhi.expires_at.map_or(end, |e| e.min(end))
+}
+
+/// What a task request gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskPlan {
+    /// Within the ceiling: issue at once for `ttl_seconds`.
+    Issue { ttl_seconds: u32 },
+    /// Beyond the ceiling: a human decides. `excess` is what the ceiling does not cover.
+    NeedsApproval {
+        ttl_seconds: u32,
+        excess: Vec<Grant>,
+    },
+}
+
+/// Decides a task request by the NHI itself. Requests made by a person on an NHI's behalf
+/// always need a second person, and go through [`plan_requested_by_operator`].
+pub fn plan_task(
+    nhi: &Nhi,
+    scope: &Scope,
+    ttl_seconds: Option<u32>,
+    limits: &IssuanceLimits,
+    now: Timestamp,
+) -> Result<TaskPlan, IssuanceError> {
+    ensure_usable(nhi, now)?;
+    if scope.is_empty() {
+        return Err(IssuanceError::EmptyScope);
+    }
+    let ttl_seconds = granted_ttl(ttl_seconds, limits)?;
+    let excess: Vec<Grant> = scope.excess_over(&nhi.scope_ceiling).cloned().collect();
+    Ok(if excess.is_empty() {
+        TaskPlan::Issue { ttl_seconds }
+    } else {
+        TaskPlan::NeedsApproval {
+            ttl_seconds,
+            excess,
+        }
+    })
+}
+
+/// A request an operator makes for an NHI: always an approval, never an instant credential.
+pub fn plan_requested_by_operator(
+    nhi: &Nhi,
+    scope: &Scope,
+    ttl_seconds: Option<u32>,
+    limits: &IssuanceLimits,
+    now: Timestamp,
+) -> Result<TaskPlan, IssuanceError> {
+    Ok(match plan_task(nhi, scope, ttl_seconds, limits, now)? {
+        TaskPlan::Issue { ttl_seconds } => TaskPlan::NeedsApproval {
+            ttl_seconds,
+            excess: Vec::new(),
+        },
+        plan => plan,
+    })
+}
+
+/// One unit of work an agent asked a credential for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub nhi_id: String,
+    pub purpose: String,
+    pub scope: Scope,
+    pub ttl_seconds: u32,
+    pub state: TaskState,
+    /// The actor (`nhi:…` or `operator:…`) who asked.
+    pub requested_by: String,
+    pub created_at: Timestamp,
+    pub approval_id: Option<String>,
+    /// When it became active: its credential's lifetime starts here.
+    pub activated_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// The task's one credential, once minted.
+    pub credential_id: Option<String>,
+}
+
+impl Task {
+    /// The state as of `now`: an active task past its lifetime has ended by itself.
+    pub fn state_at(&self, now: Timestamp) -> TaskState {
+        match (self.state, self.expires_at) {
+            (TaskState::Active, Some(end)) if end <= now => TaskState::Ended,
+            (state, _) => state,
+        }
+    }
+}
+
+/// A request for a human to say yes to something an NHI may not do on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub id: String,
+    pub nhi_id: String,
+    pub task_id: String,
+    pub requested_by: String,
+    pub purpose: String,
+    pub requested_scope: Scope,
+    /// The grants beyond the NHI's ceiling when it was asked.
+    pub excess: Vec<String>,
+    pub requested_ttl_seconds: u32,
+    pub state: ApprovalState,
+    pub created_at: Timestamp,
+    pub decided_at: Option<Timestamp>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub granted_scope: Option<Scope>,
+    pub granted_ttl_seconds: Option<u32>,
+}
+
+/// A reviewer's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Yes, optionally to less than was asked.
+    Approve {
+        reason: String,
+        scope: Option<Scope>,
+        ttl_seconds: Option<u32>,
+    },
+    Deny {
+        reason: String,
+    },
+}
+
+impl Approval {
+    /// Applies a decision by `decider` (an actor string). Only a pending request can be
+    /// decided, never by whoever asked, and an approval can only narrow what was asked.
+    pub fn decide(
+        &self,
+        decision: Decision,
+        decider: &str,
+        now: Timestamp,
+    ) -> Result<Approval, IssuanceError> {
+        if self.state != ApprovalState::Pending {
+            return Err(IssuanceError::NotPending(self.state));
+        }
+        if decider == self.requested_by {
+            return Err(IssuanceError::OwnRequest);
+        }
+        let mut next = self.clone();
+        next.decided_at = Some(now);
+        next.decided_by = Some(decider.to_owned());
+        match decision {
+            Decision::Deny { reason } => {
+                next.state = ApprovalState::Denied;
+                next.reason = Some(reason);
+            }
+            Decision::Approve {
+                reason,
+                scope,
+                ttl_seconds,
+            } => {
+                let scope = scope.unwrap_or_else(|| self.requested_scope.clone());
+                if scope.is_empty() {
+                    return Err(IssuanceError::EmptyScope);
+                }
+                if !scope.is_subset_of(&self.requested_scope) {
+                    return Err(IssuanceError::NotNarrower(format!(
+                        "{} was not asked for",
+                        joined(scope.excess_over(&self.requested_scope))
+                    )));
+                }
+                let ttl = ttl_seconds.unwrap_or(self.requested_ttl_seconds);
+                if ttl == 0 || ttl > self.requested_ttl_seconds {
+                    return Err(IssuanceError::NotNarrower(format!(
+                        "ttl_seconds must be between 1 and the {} asked for",
+                        self.requested_ttl_seconds
+                    )));
+                }
+                next.state = ApprovalState::Approved;
+                next.reason = Some(reason);
+                next.granted_scope = Some(scope);
+                next.granted_ttl_seconds = Some(ttl);
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// The credential a delegation hands down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delegation {
+    pub scope: Scope,
+    pub expires_at: Timestamp,
+    pub depth: u32,
+}
+
+/// What the parent credential brings to a delegation.
+#[derive(Clone, Copy, Debug)]
+pub struct Parent<'a> {
+    pub scope: &'a Scope,
+    pub expires_at: Timestamp,
+    pub depth: u32,
+    pub live: bool,
+}
+
+/// Hands a credential down to `child`: the scope only narrows (and stays within the child's own
+/// ceiling), the lifetime never outlives the parent, and the chain is never deeper than the
+/// configuration allows.
+pub fn plan_delegation(
+    parent: Parent<'_>,
+    child: &Nhi,
+    requested_scope: Option<&Scope>,
+    ttl_seconds: Option<u32>,
+    limits: &IssuanceLimits,
+    now: Timestamp,
+) -> Result<Delegation, IssuanceError> {
+    if !parent.live || parent.expires_at <= now {
+        return Err(IssuanceError::ParentNotLive);
+    }
+    ensure_usable(child, now)?;
+    let depth = parent.depth + 1;
+    if depth > limits.max_delegation_depth {
+        return Err(IssuanceError::TooDeep {
+            depth,
+            max: limits.max_delegation_depth,
+        });
+    }
+    let scope = requested_scope.unwrap_or(parent.scope).clone();
+    if scope.is_empty() {
+        return Err(IssuanceError::EmptyScope);
+    }
+    if !scope.is_subset_of(parent.scope) {
+        return Err(IssuanceError::ScopeTooBroad {
+            what: "parent credential",
+            excess: joined(scope.excess_over(parent.scope)),
+        });
+    }
+    if !scope.is_subset_of(&child.scope_ceiling) {
+        return Err(IssuanceError::ScopeTooBroad {
+            what: "sub-agent's ceiling",
+            excess: joined(scope.excess_over(&child.scope_ceiling)),
+        });
+    }
+    let ttl = granted_ttl(ttl_seconds, limits)?;
+    Ok(Delegation {
+        scope,
+        expires_at: expiry(child, now, ttl).min(parent.expires_at),
+        depth,
+    })
+}
+
+/// The claims of an RFC 9068 access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessTokenClaims {
+    pub issuer: String,
+    pub audience: Vec<String>,
+    /// The NHI on whose authority the token acts: the root of a delegation chain.
+    pub subject: String,
+    /// The NHI the token was issued to and that presents it.
+    pub client_id: String,
+    pub jti: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub scope: Scope,
+    pub task_id: Option<String>,
+    /// RFC 8693 `act`: the current actor outermost, earlier actors nested inside.
+    pub act: Option<Value>,
+}
+
+impl AccessTokenClaims {
+    /// The JSON claims set. `scope` is the space-separated grants (RFC 6749 §3.3);
+    /// `authorization_details` (RFC 9396) carries the same grants in structured form.
+    pub fn to_json(&self) -> Value {
+        let mut claims = Map::new();
+        claims.insert("iss".into(), json!(self.issuer));
+        claims.insert("sub".into(), json!(self.subject));
+        claims.insert(
+            "aud".into(),
+            match self.audience.as_slice() {
+                [one] => json!(one),
+                many => json!(many),
+            },
+        );
+        claims.insert("exp".into(), json!(self.expires_at.unix_millis() / 1000));
+        claims.insert("iat".into(), json!(self.issued_at.unix_millis() / 1000));
+        claims.insert("nbf".into(), json!(self.issued_at.unix_millis() / 1000));
+        claims.insert("jti".into(), json!(self.jti));
+        claims.insert("client_id".into(), json!(self.client_id));
+        claims.insert("scope".into(), json!(self.scope.to_strings().join(" ")));
+        claims.insert(
+            "authorization_details".into(),
+            authorization_details(&self.scope),
+        );
+        if let Some(task) = &self.task_id {
+            claims.insert("task_id".into(), json!(task));
+        }
+        if let Some(act) = &self.act {
+            claims.insert("act".into(), act.clone());
+        }
+        Value::Object(claims)
+    }
+}
+
+/// The RFC 9396 type name of a Custos grant.
+pub const AUTHORIZATION_DETAILS_TYPE: &str = "urn:custos:grant";
+
+/// Each grant as an RFC 9396 authorization details object: the service, the operation as its one
+/// action, and the resource pattern (absent for every resource of the service).
+pub fn authorization_details(scope: &Scope) -> Value {
+    Value::Array(
+        scope
+            .grants()
+            .iter()
+            .map(|g| {
+                let mut detail = json!({
+                    "type": AUTHORIZATION_DETAILS_TYPE,
+                    "service": g.service(),
+                    "actions": [g.operation()],
+                });
+                if let Some(resource) = g.resource() {
+                    detail["identifier"] = json!(resource);
+                }
+                detail
+            })
+            .collect(),
+    )
+}
+
+/// The `act` claim of a token delegated to `actor` from a parent token whose own `act` was
+/// `parent_act` (RFC 8693 §4.1: the newest actor is outermost).
+pub fn delegated_act(actor: &str, parent_act: Option<&Value>) -> Value {
+    let mut act = Map::new();
+    act.insert("sub".into(), json!(actor));
+    if let Some(parent) = parent_act {
+        act.insert("act".into(), parent.clone());
+    }
+    Value::Object(act)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{NhiKind, Owner};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_millis(seconds * 1000).unwrap()
+    }
+
+    fn scope(grants: &[&str]) -> Scope {
+        Scope::parse(grants).unwrap()
+    }
+
+    fn agent(ceiling: &[&str]) -> Nhi {
+        Nhi {
+            id: "n1".into(),
+            name: "bot".into(),
+            kind: NhiKind::AiAgent,
+            platform: "openai".into(),
+            environment: "production".into(),
+            status: NhiStatus::Active,
+            owner: Owner {
+                team_id: "t1".into(),
+                application: None,
+                contact: None,
+            },
+            purpose: "p".into(),
+            scope_ceiling: scope(ceiling),
+            tags: BTreeMap::new(),
+            external_ids: BTreeMap::new(),
+            created_at: at(0),
+            updated_at: at(0),
+            expires_at: None,
+            last_used_at: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn tasks_within_the_ceiling_issue_at_once_and_are_capped() {
+        let nhi = agent(&["crm:*"]);
+        let limits = IssuanceLimits::default();
+        let plan = plan_task(&nhi, &scope(&["crm:read"]), Some(7200), &limits, at(10)).unwrap();
+        assert_eq!(plan, TaskPlan::Issue { ttl_seconds: 3600 });
+        let plan = plan_task(&nhi, &scope(&["crm:read"]), None, &limits, at(10)).unwrap();
+        assert_eq!(plan, TaskPlan::Issue { ttl_seconds: 900 });
+    }
+
+    #[test]
+    fn tasks_beyond_the_ceiling_wait_with_the_excess() {
+        let nhi = agent(&["crm:read"]);
+        let plan = plan_task(
+            &nhi,
+            &scope(&["crm:read:a", "mail:send"]),
+            Some(60),
+            &IssuanceLimits::default(),
+            at(10),
+        )
+        .unwrap();
+        assert_eq!(
+            plan,
+            TaskPlan::NeedsApproval {
+                ttl_seconds: 60,
+                excess: scope(&["mail:send"]).grants().to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn operator_requests_always_wait() {
+        let nhi = agent(&["crm:*"]);
+        let plan = plan_requested_by_operator(
+            &nhi,
+            &scope(&["crm:read"]),
+            Some(60),
+            &IssuanceLimits::default(),
+            at(1),
+        )
+        .unwrap();
+        assert!(matches!(plan, TaskPlan::NeedsApproval { excess, .. } if excess.is_empty()));
+    }
+
+    #[test]
+    fn suspended_expired_empty_and_absurd_requests_are_refused() {
+        let limits = IssuanceLimits::default();
+        let mut nhi = agent(&["crm:*"]);
+        let s = scope(&["crm:read"]);
+        assert_eq!(
+            plan_task(&nhi, &Scope::default(), None, &limits, at(1)),
+            Err(IssuanceError::EmptyScope)
+        );
+        assert_eq!(
+            plan_task(&nhi, &s, Some(0), &limits, at(1)),
+            Err(IssuanceError::TtlOutOfRange)
+        );
+        nhi.expires_at = Some(at(5));
+        assert_eq!(
+            plan_task(&nhi, &s, None, &limits, at(5))
+                .unwrap_err()
+                .code(),
+            "nhi_expired"
+        );
+        assert_eq!(expiry(&nhi, at(1), 900), at(5));
+        nhi.status = NhiStatus::Suspended;
+        assert_eq!(
+            plan_task(&nhi, &s, None, &limits, at(1))
+                .unwrap_err()
+                .code(),
+            "nhi_not_active"
+        );
+    }
+
+    fn pending() -> Approval {
+        Approval {
+            id: "a1".into(),
+            nhi_id: "n1".into(),
+            task_id: "t1".into(),
+            requested_by: "nhi:n1".into(),
+            purpose: "p".into(),
+            requested_scope: scope(&["crm:read", "mail:send"]),
+            excess: vec!["mail:send".into()],
+            requested_ttl_seconds: 600,
+            state: ApprovalState::Pending,
+            created_at: at(1),
+            decided_at: None,
+            decided_by: None,
+            reason: None,
+            granted_scope: None,
+            granted_ttl_seconds: None,
+        }
+    }
+
+    #[test]
+    fn approvals_only_narrow_and_happen_once() {
+        let approve = |scope: Option<Scope>, ttl| Decision::Approve {
+            reason: "ok".into(),
+            scope,
+            ttl_seconds: ttl,
+        };
+        let narrower = pending()
+            .decide(
+                approve(Some(scope(&["mail:send"])), Some(60)),
+                "operator:o",
+                at(2),
+            )
+            .unwrap();
+        assert_eq!(narrower.state, ApprovalState::Approved);
+        assert_eq!(narrower.granted_scope, Some(scope(&["mail:send"])));
+        assert_eq!(narrower.granted_ttl_seconds, Some(60));
+        assert_eq!(
+            narrower.decide(approve(None, None), "operator:o", at(3)),
+            Err(IssuanceError::NotPending(ApprovalState::Approved))
+        );
+        assert_eq!(
+            pending()
+                .decide(approve(Some(scope(&["mail:*"])), None), "operator:o", at(2))
+                .unwrap_err()
+                .code(),
+            "not_narrower"
+        );
+        assert_eq!(
+            pending()
+                .decide(approve(None, Some(601)), "operator:o", at(2))
+                .unwrap_err()
+                .code(),
+            "not_narrower"
+        );
+        assert_eq!(
+            pending().decide(approve(None, None), "nhi:n1", at(2)),
+            Err(IssuanceError::OwnRequest)
+        );
+    }
+
+    #[test]
+    fn delegation_narrows_shortens_and_stops_at_the_cap() {
+        let limits = IssuanceLimits {
+            max_delegation_depth: 2,
+            ..Default::default()
+        };
+        let parent_scope = scope(&["crm:read", "mail:send"]);
+        let parent = Parent {
+            scope: &parent_scope,
+            expires_at: at(100),
+            depth: 1,
+            live: true,
+        };
+        let child = agent(&["crm:*"]);
+        let d = plan_delegation(
+            parent,
+            &child,
+            Some(&scope(&["crm:read"])),
+            None,
+            &limits,
+            at(10),
+        )
+        .unwrap();
+        assert_eq!((d.depth, d.expires_at), (2, at(100)));
+        let wider = plan_delegation(
+            parent,
+            &child,
+            Some(&scope(&["crm:*"])),
+            None,
+            &limits,
+            at(10),
+        );
+        assert!(matches!(
+            wider,
+            Err(IssuanceError::ScopeTooBroad {
+                what: "parent credential",
+                ..
+            })
+        ));
+        let beyond_child = plan_delegation(parent, &child, None, None, &limits, at(10));
+        assert!(matches!(
+            beyond_child,
+            Err(IssuanceError::ScopeTooBroad {
+                what: "sub-agent's ceiling",
+                ..
+            })
+        ));
+        let deep = Parent { depth: 2, ..parent };
+        assert_eq!(
+            plan_delegation(
+                deep,
+                &child,
+                Some(&scope(&["crm:read"])),
+                None,
+                &limits,
+                at(10)
+            ),
+            Err(IssuanceError::TooDeep { depth: 3, max: 2 })
+        );
+        let dead = Parent {
+            live: false,
+            ..parent
+        };
+        assert_eq!(
+            plan_delegation(
+                dead,
+                &child,
+                Some(&scope(&["crm:read"])),
+                None,
+                &limits,
+                at(10)
+            ),
+            Err(IssuanceError::ParentNotLive)
+        );
+    }
+
+    #[test]
+    fn claims_carry_rfc_9068_and_9396_fields() {
+        let claims = AccessTokenClaims {
+            issuer: "https://custos.example".into(),
+            audience: vec!["custos".into()],
+            subject: "n0".into(),
+            client_id: "n1".into(),
+            jti: "j1".into(),
+            issued_at: at(10),
+            expires_at: at(70),
+            scope: scope(&["crm:read:customers/*", "mail:send"]),
+            task_id: Some("t1".into()),
+            act: Some(delegated_act("n1", None)),
+        }
+        .to_json();
+        assert_eq!(claims["scope"], "crm:read:customers/* mail:send");
+        assert_eq!(claims["aud"], "custos");
+        assert_eq!(
+            (claims["iat"].as_i64(), claims["exp"].as_i64()),
+            (Some(10), Some(70))
+        );
+        assert_eq!(claims["act"], json!({"sub": "n1"}));
+        assert_eq!(
+            claims["authorization_details"][0],
+            json!({"type": "urn:custos:grant", "service": "crm", "actions": ["read"], "identifier": "customers/*"})
+        );
+        assert_eq!(
+            delegated_act("n2", Some(&json!({"sub": "n1"}))),
+            json!({"sub": "n2", "act": {"sub": "n1"}})
+        );
+    }
+}
