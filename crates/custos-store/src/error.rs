@@ -7,6 +7,10 @@ pub enum StoreError {
     Conflict,
     #[error("stale write: the record is at version {current}")]
     VersionMismatch { current: i64 },
+    /// The write's precondition no longer holds (an approval already decided, a parent
+    /// credential revoked meanwhile); nothing was written.
+    #[error("{0}")]
+    Precondition(&'static str),
     #[error("refusing to revoke the last active admin")]
     LastAdmin,
     /// A referenced record (say, a team) does not exist.

@@ -10,6 +10,7 @@ mod sql;
 
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
+use custos_core::issuance::{Approval, ApprovalState, Task};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 
 pub use error::StoreError;
@@ -25,6 +26,47 @@ pub struct EventQuery {
     pub subject: Option<String>,
     pub kind: Option<String>,
     pub actor: Option<String>,
+}
+
+/// What a revocation reaches; every credential delegated from what it names goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation<'a> {
+    Credential(&'a str),
+    /// Every credential issued for a task.
+    Task(&'a str),
+    /// Every secret-bearing credential of an NHI: static keys and access tokens. Registered
+    /// client keys are public keys and stay, so a resumed NHI can authenticate again.
+    Nhi(&'a str),
+}
+
+/// Which approval requests to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApprovalFilter {
+    pub state: Option<ApprovalState>,
+    pub nhi_id: Option<String>,
+    /// Only requests about NHIs of these teams (a reviewer's view).
+    pub owner_teams: Option<Vec<String>>,
+}
+
+/// A token-signing key as stored: the private half sealed by the key-encryption key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub sealed_key: Vec<u8>,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+    /// A retired key is published until the last token it signed has expired.
+    pub publish_until: Option<Timestamp>,
+}
+
+/// The key a rotation retires, and until when it must still be published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retirement<'a> {
+    pub kid: &'a str,
+    pub at: Timestamp,
+    pub publish_until: Timestamp,
 }
 
 #[async_trait]
@@ -83,13 +125,87 @@ pub trait Store: Send + Sync + 'static {
     /// One page of NHIs matching `filter`, in id (creation) order.
     async fn list_nhis(&self, filter: &NhiFilter, page: &Page) -> Result<Vec<Nhi>>;
 
+    /// Stores a credential. One delegated from a parent is refused (`Conflict`) if the parent
+    /// is revoked by the time it is written, so a revocation cannot miss a child being born.
     async fn create_credential(&self, credential: &Credential, event: &DomainEvent) -> Result<()>;
     async fn get_credential(&self, id: &str) -> Result<Option<Credential>>;
     async fn find_credential_by_hash(&self, secret_hash: &[u8]) -> Result<Option<Credential>>;
     async fn list_credentials(&self, nhi_id: Option<&str>, page: &Page) -> Result<Vec<Credential>>;
-    /// Revokes a credential; `false` (and no event) if it was already revoked.
-    async fn revoke_credential(&self, id: &str, at: Timestamp, event: &DomainEvent)
-    -> Result<bool>;
+    /// The credential, then its parent, grandparent and so on to the root of its delegation.
+    async fn credential_chain(&self, id: &str) -> Result<Vec<Credential>>;
+    /// Revokes what `target` names and every credential delegated from it, at any depth.
+    /// Returns the ids revoked now (already revoked ones are left as they were); the event is
+    /// written only if something was revoked. `NotFound` if a named credential or task does
+    /// not exist.
+    async fn revoke_credentials(
+        &self,
+        target: Revocation<'_>,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<Vec<String>>;
+    /// Issues `new` and shortens the life of `old_id` to `old_expires_at`, together.
+    async fn rotate_credential(
+        &self,
+        old_id: &str,
+        old_expires_at: Timestamp,
+        new: &Credential,
+        event: &DomainEvent,
+    ) -> Result<()>;
+
+    /// Records a task with its approval request or its credential, and their events.
+    async fn create_task(
+        &self,
+        task: &Task,
+        approval: Option<&Approval>,
+        credential: Option<&Credential>,
+        events: &[DomainEvent],
+    ) -> Result<()>;
+    async fn get_task(&self, id: &str) -> Result<Option<Task>>;
+    /// Mints a task's one credential. `false`, writing nothing, if the task already has one or
+    /// is no longer active: an approval yields one credential, once.
+    async fn mint_task_credential(
+        &self,
+        task_id: &str,
+        credential: &Credential,
+        event: &DomainEvent,
+    ) -> Result<bool>;
+    /// Ends a task and revokes its credentials (with their descendants); returns those revoked.
+    async fn end_task(
+        &self,
+        task_id: &str,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<Vec<String>>;
+
+    async fn get_approval(&self, id: &str) -> Result<Option<Approval>>;
+    async fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> Result<Vec<Approval>>;
+    /// Stores a decided approval and the task it changes, if the approval is still pending;
+    /// `Conflict` otherwise, so two reviewers cannot both decide it.
+    async fn decide_approval(
+        &self,
+        approval: &Approval,
+        task: &Task,
+        event: &DomainEvent,
+    ) -> Result<()>;
+
+    /// Adds a signing key, retiring another in the same transaction.
+    async fn add_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        retire: Option<Retirement<'_>>,
+        event: &DomainEvent,
+    ) -> Result<()>;
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+
+    /// Remembers a client assertion's `jti` until it expires. `false` if it was seen before:
+    /// the assertion is being replayed. Forgets assertions that expired before `now`.
+    async fn use_client_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
+use custos_core::issuance::{Approval, ApprovalState, Task, TaskState};
 use custos_core::{
     Actor, Credential, CredentialKind, DomainEvent, EventKind, Nhi, NhiFilter, NhiKind, NhiStatus,
     Operator, Owner, Page, Role, Team, Timestamp,
@@ -17,7 +18,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
-use crate::{EventQuery, Result, Store, StoreError};
+use crate::{
+    ApprovalFilter, EventQuery, Result, Retirement, Revocation, SigningKeyRecord, Store, StoreError,
+};
 
 /// The embedded store: one SQLite file in WAL mode. Writes go through a single connection, so
 /// they never contend for SQLite's write lock; reads use a small pool beside it.
@@ -171,6 +174,14 @@ fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(corrupt)
 }
 
+fn small(value: i64, what: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| corrupt(format!("{what} {value}")))
+}
+
+fn opt_json<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>> {
+    text.as_deref().map(json).transpose()
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
@@ -213,13 +224,20 @@ const NHI_COLUMNS: &str = "id, name, kind, platform, environment, status, owner_
     updated_at, expires_at, last_used_at, version";
 const OPERATOR_COLUMNS: &str =
     "id, name, roles, token_hash, token_hint, created_at, created_by, revoked_at";
-const CREDENTIAL_COLUMNS: &str =
-    "id, nhi_id, kind, secret_hash, fingerprint, created_at, expires_at, revoked_at, created_by";
+const CREDENTIAL_COLUMNS: &str = "id, nhi_id, kind, secret_hash, fingerprint, created_at, \
+    expires_at, revoked_at, created_by, scope, task_id, parent_id, depth, public_jwk";
+const TASK_COLUMNS: &str = "id, nhi_id, purpose, scope, ttl_seconds, state, requested_by, \
+    created_at, approval_id, activated_at, expires_at, ended_at, credential_id";
+const APPROVAL_COLUMNS: &str = "id, nhi_id, task_id, requested_by, purpose, requested_scope, \
+    excess, requested_ttl_seconds, state, created_at, decided_at, decided_by, reason, \
+    granted_scope, granted_ttl_seconds";
+const SIGNING_KEY_COLUMNS: &str =
+    "kid, alg, public_jwk, sealed_key, created_at, retired_at, publish_until";
 const TEAM_COLUMNS: &str = "id, name, contact, created_at";
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $row:ty, name = $name:literal, lock_operators = $lock_operators:expr) => {
+    ($store:ty, $db:ty, $row:ty, name = $name:literal, lock_operators = $lock_operators:expr, lock_row = $lock_row:expr) => {
         impl $store {
             fn team_from_row(row: &$row) -> Result<Team> {
                 Ok(Team {
@@ -286,7 +304,171 @@ macro_rules! sql_store {
                     expires_at: opt_ts(row.try_get("expires_at")?)?,
                     revoked_at: opt_ts(row.try_get("revoked_at")?)?,
                     created_by: row.try_get("created_by")?,
+                    scope: opt_json(row.try_get("scope")?)?,
+                    task_id: row.try_get("task_id")?,
+                    parent_id: row.try_get("parent_id")?,
+                    depth: small(row.try_get("depth")?, "depth")?,
+                    public_jwk: row.try_get("public_jwk")?,
                 })
+            }
+
+            fn task_from_row(row: &$row) -> Result<Task> {
+                Ok(Task {
+                    id: row.try_get("id")?,
+                    nhi_id: row.try_get("nhi_id")?,
+                    purpose: row.try_get("purpose")?,
+                    scope: json(&row.try_get::<String, _>("scope")?)?,
+                    ttl_seconds: small(row.try_get("ttl_seconds")?, "ttl")?,
+                    state: parse_enum(TaskState::parse, row.try_get("state")?)?,
+                    requested_by: row.try_get("requested_by")?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    approval_id: row.try_get("approval_id")?,
+                    activated_at: opt_ts(row.try_get("activated_at")?)?,
+                    expires_at: opt_ts(row.try_get("expires_at")?)?,
+                    ended_at: opt_ts(row.try_get("ended_at")?)?,
+                    credential_id: row.try_get("credential_id")?,
+                })
+            }
+
+            fn approval_from_row(row: &$row) -> Result<Approval> {
+                Ok(Approval {
+                    id: row.try_get("id")?,
+                    nhi_id: row.try_get("nhi_id")?,
+                    task_id: row.try_get("task_id")?,
+                    requested_by: row.try_get("requested_by")?,
+                    purpose: row.try_get("purpose")?,
+                    requested_scope: json(&row.try_get::<String, _>("requested_scope")?)?,
+                    excess: json(&row.try_get::<String, _>("excess")?)?,
+                    requested_ttl_seconds: small(row.try_get("requested_ttl_seconds")?, "ttl")?,
+                    state: parse_enum(ApprovalState::parse, row.try_get("state")?)?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    decided_at: opt_ts(row.try_get("decided_at")?)?,
+                    decided_by: row.try_get("decided_by")?,
+                    reason: row.try_get("reason")?,
+                    granted_scope: opt_json(row.try_get("granted_scope")?)?,
+                    granted_ttl_seconds: row
+                        .try_get::<Option<i64>, _>("granted_ttl_seconds")?
+                        .map(|t| small(t, "ttl"))
+                        .transpose()?,
+                })
+            }
+
+            fn signing_key_from_row(row: &$row) -> Result<SigningKeyRecord> {
+                Ok(SigningKeyRecord {
+                    kid: row.try_get("kid")?,
+                    alg: row.try_get("alg")?,
+                    public_jwk: row.try_get("public_jwk")?,
+                    sealed_key: row.try_get("sealed_key")?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    retired_at: opt_ts(row.try_get("retired_at")?)?,
+                    publish_until: opt_ts(row.try_get("publish_until")?)?,
+                })
+            }
+
+            /// Inserts a credential; a delegated one only while its parent is unrevoked. The
+            /// parent row is locked (PostgreSQL) so a concurrent revocation either sees the
+            /// child or makes this insert fail.
+            async fn insert_credential(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                credential: &Credential,
+            ) -> Result<()> {
+                if let Some(parent) = &credential.parent_id {
+                    let lock: &'static str = $lock_row;
+                    let sql = format!("SELECT revoked_at FROM credentials WHERE id = $1{lock}");
+                    let row = sqlx::query(AssertSqlSafe(sql)).bind(parent).fetch_optional(&mut **tx).await?;
+                    let live = match row {
+                        Some(row) => row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
+                        None => false,
+                    };
+                    if !live {
+                        return Err(StoreError::Precondition("the parent credential is revoked"));
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO credentials (id, nhi_id, kind, secret_hash, fingerprint, created_at, \
+                     expires_at, revoked_at, created_by, scope, task_id, parent_id, depth, public_jwk) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                )
+                .bind(&credential.id)
+                .bind(&credential.nhi_id)
+                .bind(credential.kind.as_str())
+                .bind(&credential.secret_hash)
+                .bind(&credential.fingerprint)
+                .bind(credential.created_at.unix_millis())
+                .bind(credential.expires_at.map(Timestamp::unix_millis))
+                .bind(credential.revoked_at.map(Timestamp::unix_millis))
+                .bind(&credential.created_by)
+                .bind(credential.scope.as_ref().map(to_json))
+                .bind(&credential.task_id)
+                .bind(&credential.parent_id)
+                .bind(i64::from(credential.depth))
+                .bind(&credential.public_jwk)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            /// Revokes the credentials `roots` selects and all their descendants. Repeated
+            /// until nothing changes: on PostgreSQL a child committed while the statement ran
+            /// is outside its snapshot, and the next round catches it.
+            async fn revoke_cascade(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                roots: &str,
+                key: &str,
+                at: Timestamp,
+            ) -> Result<Vec<String>> {
+                let sql = format!(
+                    "WITH RECURSIVE doomed(id) AS (SELECT id FROM credentials WHERE {roots} \
+                     UNION SELECT c.id FROM credentials c JOIN doomed d ON c.parent_id = d.id) \
+                     UPDATE credentials SET revoked_at = $2 \
+                     WHERE id IN (SELECT id FROM doomed) AND revoked_at IS NULL RETURNING id"
+                );
+                let mut revoked = Vec::new();
+                loop {
+                    let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+                        .bind(key)
+                        .bind(at.unix_millis())
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for row in &rows {
+                        revoked.push(row.try_get("id")?);
+                    }
+                }
+                revoked.sort();
+                Ok(revoked)
+            }
+
+            async fn write_task(tx: &mut sqlx::Transaction<'_, $db>, task: &Task, insert: bool) -> Result<u64> {
+                let sql = if insert {
+                    "INSERT INTO tasks (nhi_id, purpose, scope, ttl_seconds, state, requested_by, \
+                     created_at, approval_id, activated_at, expires_at, ended_at, credential_id, id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                } else {
+                    "UPDATE tasks SET nhi_id = $1, purpose = $2, scope = $3, ttl_seconds = $4, \
+                     state = $5, requested_by = $6, created_at = $7, approval_id = $8, \
+                     activated_at = $9, expires_at = $10, ended_at = $11, credential_id = $12 \
+                     WHERE id = $13"
+                };
+                Ok(sqlx::query(sql)
+                    .bind(&task.nhi_id)
+                    .bind(&task.purpose)
+                    .bind(to_json(&task.scope))
+                    .bind(i64::from(task.ttl_seconds))
+                    .bind(task.state.as_str())
+                    .bind(&task.requested_by)
+                    .bind(task.created_at.unix_millis())
+                    .bind(&task.approval_id)
+                    .bind(task.activated_at.map(Timestamp::unix_millis))
+                    .bind(task.expires_at.map(Timestamp::unix_millis))
+                    .bind(task.ended_at.map(Timestamp::unix_millis))
+                    .bind(&task.credential_id)
+                    .bind(&task.id)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected())
             }
 
             fn event_from_row(row: &$row) -> Result<StoredEvent> {
@@ -751,21 +933,7 @@ macro_rules! sql_store {
 
             async fn create_credential(&self, credential: &Credential, event: &DomainEvent) -> Result<()> {
                 let mut tx = self.writer().begin().await?;
-                sqlx::query(
-                    "INSERT INTO credentials (id, nhi_id, kind, secret_hash, fingerprint, created_at, \
-                     expires_at, revoked_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&credential.id)
-                .bind(&credential.nhi_id)
-                .bind(credential.kind.as_str())
-                .bind(&credential.secret_hash)
-                .bind(&credential.fingerprint)
-                .bind(credential.created_at.unix_millis())
-                .bind(credential.expires_at.map(Timestamp::unix_millis))
-                .bind(credential.revoked_at.map(Timestamp::unix_millis))
-                .bind(&credential.created_by)
-                .execute(&mut *tx)
-                .await?;
+                Self::insert_credential(&mut tx, credential).await?;
                 Self::append_event(&mut tx, event).await?;
                 tx.commit().await?;
                 Ok(())
@@ -796,28 +964,318 @@ macro_rules! sql_store {
                 rows.iter().map(Self::credential_from_row).collect()
             }
 
-            async fn revoke_credential(&self, id: &str, at: Timestamp, event: &DomainEvent) -> Result<bool> {
+            async fn credential_chain(&self, id: &str) -> Result<Vec<Credential>> {
+                let mut chain = Vec::new();
+                let mut next = Some(id.to_owned());
+                // Bounded by the depth cap in practice; the bound here guards a corrupt cycle.
+                while let Some(id) = next.take() {
+                    if chain.len() > 64 {
+                        return Err(corrupt(format!("delegation chain of {id} does not end")));
+                    }
+                    match self.get_credential(&id).await? {
+                        Some(credential) => {
+                            next = credential.parent_id.clone();
+                            chain.push(credential);
+                        }
+                        None if chain.is_empty() => return Ok(chain),
+                        None => return Err(corrupt(format!("credential {id} is missing"))),
+                    }
+                }
+                Ok(chain)
+            }
+
+            async fn revoke_credentials(
+                &self,
+                target: Revocation<'_>,
+                at: Timestamp,
+                event: &DomainEvent,
+            ) -> Result<Vec<String>> {
+                let mut tx = self.writer().begin().await?;
+                let (roots, key, exists) = match target {
+                    Revocation::Credential(id) => ("id = $1", id, "SELECT 1 AS one FROM credentials WHERE id = $1"),
+                    Revocation::Task(id) => ("task_id = $1", id, "SELECT 1 AS one FROM tasks WHERE id = $1"),
+                    Revocation::Nhi(id) => ("nhi_id = $1 AND kind <> 'client_key'", id, "SELECT 1 AS one FROM nhis WHERE id = $1"),
+                };
+                if sqlx::query(exists).bind(key).fetch_optional(&mut *tx).await?.is_none() {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                }
+                let revoked = Self::revoke_cascade(&mut tx, roots, key, at).await?;
+                if revoked.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(revoked);
+                }
+                let mut event = event.clone();
+                event.details.insert("revoked".into(), revoked.join(","));
+                Self::append_event(&mut tx, &event).await?;
+                tx.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn rotate_credential(
+                &self,
+                old_id: &str,
+                old_expires_at: Timestamp,
+                new: &Credential,
+                event: &DomainEvent,
+            ) -> Result<()> {
                 let mut tx = self.writer().begin().await?;
                 let updated = sqlx::query(
-                    "UPDATE credentials SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    "UPDATE credentials SET expires_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+                     AND (expires_at IS NULL OR expires_at > $1)",
                 )
-                .bind(at.unix_millis())
-                .bind(id)
+                .bind(old_expires_at.unix_millis())
+                .bind(old_id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 if updated == 0 {
-                    let exists = sqlx::query("SELECT 1 AS one FROM credentials WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .is_some();
                     tx.rollback().await?;
-                    return if exists { Ok(false) } else { Err(StoreError::NotFound) };
+                    return Err(StoreError::Precondition("the credential is revoked, expired or already rotated"));
                 }
+                Self::insert_credential(&mut tx, new).await?;
+                Self::append_event(&mut tx, event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_task(
+                &self,
+                task: &Task,
+                approval: Option<&Approval>,
+                credential: Option<&Credential>,
+                events: &[DomainEvent],
+            ) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                Self::write_task(&mut tx, task, true).await?;
+                if let Some(a) = approval {
+                    sqlx::query(
+                        "INSERT INTO approvals (id, nhi_id, task_id, requested_by, purpose, \
+                         requested_scope, excess, requested_ttl_seconds, state, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(&a.id)
+                    .bind(&a.nhi_id)
+                    .bind(&a.task_id)
+                    .bind(&a.requested_by)
+                    .bind(&a.purpose)
+                    .bind(to_json(&a.requested_scope))
+                    .bind(to_json(&a.excess))
+                    .bind(i64::from(a.requested_ttl_seconds))
+                    .bind(a.state.as_str())
+                    .bind(a.created_at.unix_millis())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(credential) = credential {
+                    Self::insert_credential(&mut tx, credential).await?;
+                }
+                for event in events {
+                    Self::append_event(&mut tx, event).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_task(&self, id: &str) -> Result<Option<Task>> {
+                let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+                let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+                row.as_ref().map(Self::task_from_row).transpose()
+            }
+
+            async fn mint_task_credential(
+                &self,
+                task_id: &str,
+                credential: &Credential,
+                event: &DomainEvent,
+            ) -> Result<bool> {
+                let mut tx = self.writer().begin().await?;
+                let claimed = sqlx::query(
+                    "UPDATE tasks SET credential_id = $1 WHERE id = $2 AND credential_id IS NULL \
+                     AND state = 'active'",
+                )
+                .bind(&credential.id)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Self::insert_credential(&mut tx, credential).await?;
                 Self::append_event(&mut tx, event).await?;
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            async fn end_task(&self, task_id: &str, at: Timestamp, event: &DomainEvent) -> Result<Vec<String>> {
+                let mut tx = self.writer().begin().await?;
+                let ended = sqlx::query(
+                    "UPDATE tasks SET state = 'ended', ended_at = $1 \
+                     WHERE id = $2 AND state IN ('active', 'pending_approval')",
+                )
+                .bind(at.unix_millis())
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if ended == 1 {
+                    // A pending request for an ended task has nothing left to decide.
+                    sqlx::query(
+                        "UPDATE approvals SET state = 'expired', decided_at = $1, reason = 'task ended' \
+                         WHERE task_id = $2 AND state = 'pending'",
+                    )
+                    .bind(at.unix_millis())
+                    .bind(task_id)
+                    .execute(&mut *tx)
+                    .await?;
+                } else if sqlx::query("SELECT 1 AS one FROM tasks WHERE id = $1")
+                    .bind(task_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                }
+                let revoked = Self::revoke_cascade(&mut tx, "task_id = $1", task_id, at).await?;
+                if ended == 0 && revoked.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(revoked);
+                }
+                let mut event = event.clone();
+                event.details.insert("revoked".into(), revoked.join(","));
+                Self::append_event(&mut tx, &event).await?;
+                tx.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn get_approval(&self, id: &str) -> Result<Option<Approval>> {
+                let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1");
+                let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+                row.as_ref().map(Self::approval_from_row).transpose()
+            }
+
+            async fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> Result<Vec<Approval>> {
+                if filter.owner_teams.as_ref().is_some_and(Vec::is_empty) {
+                    return Ok(Vec::new());
+                }
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE 1 = 1"));
+                if let Some(state) = filter.state {
+                    q.push(" AND state = ").push_bind(state.as_str());
+                }
+                if let Some(nhi_id) = &filter.nhi_id {
+                    q.push(" AND nhi_id = ").push_bind(nhi_id.clone());
+                }
+                if let Some(teams) = &filter.owner_teams {
+                    q.push(" AND nhi_id IN (SELECT id FROM nhis WHERE owner_team_id IN (");
+                    let mut list = q.separated(", ");
+                    for team in teams {
+                        list.push_bind(team.clone());
+                    }
+                    q.push("))");
+                }
+                if let Some(after) = &page.after {
+                    q.push(" AND id > ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::approval_from_row).collect()
+            }
+
+            async fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                let decided = sqlx::query(
+                    "UPDATE approvals SET state = $1, decided_at = $2, decided_by = $3, reason = $4, \
+                     granted_scope = $5, granted_ttl_seconds = $6 WHERE id = $7 AND state = 'pending'",
+                )
+                .bind(approval.state.as_str())
+                .bind(approval.decided_at.map(Timestamp::unix_millis))
+                .bind(&approval.decided_by)
+                .bind(&approval.reason)
+                .bind(approval.granted_scope.as_ref().map(to_json))
+                .bind(approval.granted_ttl_seconds.map(i64::from))
+                .bind(&approval.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if decided == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::Precondition("the approval request is no longer pending"));
+                }
+                Self::write_task(&mut tx, task, false).await?;
+                Self::append_event(&mut tx, event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn add_signing_key(
+                &self,
+                key: &SigningKeyRecord,
+                retire: Option<Retirement<'_>>,
+                event: &DomainEvent,
+            ) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                if let Some(retire) = retire {
+                    sqlx::query(
+                        "UPDATE signing_keys SET retired_at = $1, publish_until = $2 \
+                         WHERE kid = $3 AND retired_at IS NULL",
+                    )
+                    .bind(retire.at.unix_millis())
+                    .bind(retire.publish_until.unix_millis())
+                    .bind(retire.kid)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_key, created_at, retired_at, \
+                     publish_until) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&key.kid)
+                .bind(&key.alg)
+                .bind(&key.public_jwk)
+                .bind(&key.sealed_key)
+                .bind(key.created_at.unix_millis())
+                .bind(key.retired_at.map(Timestamp::unix_millis))
+                .bind(key.publish_until.map(Timestamp::unix_millis))
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut tx, event).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+                let sql = format!("SELECT {SIGNING_KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid");
+                let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(self.reader()).await?;
+                rows.iter().map(Self::signing_key_from_row).collect()
+            }
+
+            async fn use_client_assertion(
+                &self,
+                client_id: &str,
+                jti: &str,
+                expires_at: Timestamp,
+                now: Timestamp,
+            ) -> Result<bool> {
+                let mut tx = self.writer().begin().await?;
+                sqlx::query("DELETE FROM client_assertions WHERE expires_at < $1")
+                    .bind(now.unix_millis())
+                    .execute(&mut *tx)
+                    .await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (client_id, jti) DO NOTHING",
+                )
+                .bind(client_id)
+                .bind(jti)
+                .bind(expires_at.unix_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(inserted == 1)
             }
 
             async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
@@ -845,7 +1303,8 @@ sql_store!(
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
     name = "sqlite",
-    lock_operators = ""
+    lock_operators = "",
+    lock_row = ""
 );
 sql_store!(
     PostgresStore,
@@ -853,5 +1312,7 @@ sql_store!(
     sqlx::postgres::PgRow,
     name = "postgres",
     // Two admins revoking each other at once must not leave the store with none.
-    lock_operators = "LOCK TABLE operators IN SHARE ROW EXCLUSIVE MODE"
+    lock_operators = "LOCK TABLE operators IN SHARE ROW EXCLUSIVE MODE",
+    // A delegation locks its parent so a concurrent revocation cannot miss the new child.
+    lock_row = " FOR UPDATE"
 );

@@ -1,7 +1,11 @@
+use custos_core::issuance::{Approval, ApprovalState, Decision, Task, TaskState};
 use custos_core::{
-    Credential, CredentialKind, EventKind, NhiFilter, NhiKind, NhiStatus, Page, Role, Timestamp,
+    Credential, CredentialKind, EventKind, NhiFilter, NhiKind, NhiStatus, Page, Role, Scope,
+    Timestamp,
 };
-use custos_store::{EventQuery, Store, StoreError};
+use custos_store::{
+    ApprovalFilter, EventQuery, Retirement, Revocation, SigningKeyRecord, Store, StoreError,
+};
 
 use crate::conformance;
 use crate::support::{event, id, nhi, now, operator, register, team};
@@ -22,6 +26,11 @@ conformance!(
     name_search_pages_within_and_beyond_its_window,
     name_search_follows_renames_and_takes_any_text,
     credentials_revoke_once,
+    revocation_cascades_down_the_delegation_graph,
+    rotation_shortens_the_old_key_and_issues_the_new,
+    approvals_are_decided_once_and_mint_once,
+    signing_keys_rotate_with_overlap,
+    client_assertions_are_single_use,
     events_follow_every_change,
     meta_init_keeps_the_first_value,
 );
@@ -504,21 +513,34 @@ async fn name_search_treats_wildcards_literally(store: &dyn Store) {
     assert_eq!(hits[0].name, "100%_sure");
 }
 
-async fn credentials_revoke_once(store: &dyn Store) {
-    let owners = team(store, "owners").await;
-    let n = nhi("bot", &owners);
-    register(store, &n).await;
-    let credential = Credential {
+fn credential(nhi: &custos_core::Nhi, hash: &[u8], parent: Option<&Credential>) -> Credential {
+    Credential {
         id: id(),
-        nhi_id: n.id.clone(),
-        kind: CredentialKind::StaticKey,
-        secret_hash: vec![1, 2, 3],
-        fingerprint: "fp".into(),
+        nhi_id: nhi.id.clone(),
+        kind: if parent.is_some() {
+            CredentialKind::AccessToken
+        } else {
+            CredentialKind::StaticKey
+        },
+        secret_hash: hash.to_vec(),
+        fingerprint: format!("fp_{}", hash[0]),
         created_at: now(),
         expires_at: Some(now().plus_seconds(60)),
         revoked_at: None,
         created_by: "operator:x".into(),
-    };
+        scope: parent.map(|_| Scope::parse(&["crm:read"]).unwrap()),
+        task_id: None,
+        parent_id: parent.map(|p| p.id.clone()),
+        depth: parent.map_or(0, |p| p.depth + 1),
+        public_jwk: None,
+    }
+}
+
+async fn credentials_revoke_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let credential = credential(&n, &[1, 2, 3], None);
     store
         .create_credential(&credential, &event(EventKind::CredentialIssued, "c"))
         .await
@@ -544,25 +566,19 @@ async fn credentials_revoke_once(store: &dyn Store) {
             .is_empty()
     );
     let at = now();
-    assert!(
-        store
-            .revoke_credential(
-                &credential.id,
-                at,
-                &event(EventKind::CredentialRevoked, "c")
-            )
+    let revoked_event = event(EventKind::CredentialRevoked, "c");
+    let revoke = |target| store.revoke_credentials(target, at, &revoked_event);
+    assert_eq!(
+        revoke(Revocation::Credential(&credential.id))
             .await
-            .unwrap()
+            .unwrap(),
+        std::slice::from_ref(&credential.id)
     );
     assert!(
-        !store
-            .revoke_credential(
-                &credential.id,
-                now(),
-                &event(EventKind::CredentialRevoked, "c")
-            )
+        revoke(Revocation::Credential(&credential.id))
             .await
             .unwrap()
+            .is_empty()
     );
     assert_eq!(
         store
@@ -573,11 +589,379 @@ async fn credentials_revoke_once(store: &dyn Store) {
             .revoked_at,
         Some(at)
     );
+    let err = revoke(Revocation::Credential("nope")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound));
+    let revocations = store
+        .list_events(&EventQuery {
+            kind: Some("credential.revoked".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        revocations.len(),
+        1,
+        "a revocation that changed nothing writes no event"
+    );
+}
+
+async fn revocation_cascades_down_the_delegation_graph(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let parent_nhi = nhi("parent", &owners);
+    let child_nhi = nhi("child", &owners);
+    register(store, &parent_nhi).await;
+    register(store, &child_nhi).await;
+    let issue = |c: Credential| async move {
+        store
+            .create_credential(&c, &event(EventKind::CredentialIssued, "c"))
+            .await
+            .map(|()| c)
+    };
+    let root = issue(credential(&parent_nhi, &[10], None)).await.unwrap();
+    let child = issue(credential(&child_nhi, &[11], Some(&root)))
+        .await
+        .unwrap();
+    let grandchild = issue(credential(&child_nhi, &[12], Some(&child)))
+        .await
+        .unwrap();
+    let sibling = issue(credential(&parent_nhi, &[13], None)).await.unwrap();
+    let chain: Vec<String> = store
+        .credential_chain(&grandchild.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        chain,
+        [grandchild.id.clone(), child.id.clone(), root.id.clone()]
+    );
+    assert!(store.credential_chain("nope").await.unwrap().is_empty());
+
+    let mut expected = vec![child.id.clone(), grandchild.id.clone()];
+    expected.sort();
+    let revoked = store
+        .revoke_credentials(
+            Revocation::Credential(&child.id),
+            now(),
+            &event(EventKind::CredentialRevoked, "c"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked, expected);
+    assert!(
+        store
+            .get_credential(&root.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+
+    // Nothing can be born of a revoked parent.
+    let orphan = credential(&child_nhi, &[14], Some(&child));
     let err = store
-        .revoke_credential("nope", now(), &event(EventKind::CredentialRevoked, "c"))
+        .create_credential(&orphan, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Precondition(_)), "{err:?}");
+    assert!(store.get_credential(&orphan.id).await.unwrap().is_none());
+
+    // An NHI's revocation reaches its keys and what was delegated from them, even to others.
+    let second_child = issue(credential(&child_nhi, &[15], Some(&root)))
+        .await
+        .unwrap();
+    let mut expected = vec![root.id.clone(), sibling.id.clone(), second_child.id.clone()];
+    expected.sort();
+    let revoked = store
+        .revoke_credentials(
+            Revocation::Nhi(&parent_nhi.id),
+            now(),
+            &event(EventKind::NhiSuspended, "n"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked, expected);
+}
+
+async fn rotation_shortens_the_old_key_and_issues_the_new(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let old = credential(&n, &[20], None);
+    store
+        .create_credential(&old, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap();
+    let new = credential(&n, &[21], None);
+    let grace_end = now().plus_seconds(5);
+    store
+        .rotate_credential(
+            &old.id,
+            grace_end,
+            &new,
+            &event(EventKind::CredentialRotated, "c"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_credential(&old.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        Some(grace_end)
+    );
+    assert!(store.get_credential(&new.id).await.unwrap().is_some());
+    // Rotating again cannot extend the grace period it already has.
+    let err = store
+        .rotate_credential(
+            &old.id,
+            now().plus_seconds(30),
+            &credential(&n, &[22], None),
+            &event(EventKind::CredentialRotated, "c"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Precondition(_)), "{err:?}");
+}
+
+fn task(n: &custos_core::Nhi, state: TaskState) -> Task {
+    Task {
+        id: id(),
+        nhi_id: n.id.clone(),
+        purpose: "sync crm".into(),
+        scope: Scope::parse(&["crm:read", "mail:send"]).unwrap(),
+        ttl_seconds: 600,
+        state,
+        requested_by: format!("nhi:{}", n.id),
+        created_at: now(),
+        approval_id: None,
+        activated_at: None,
+        expires_at: None,
+        ended_at: None,
+        credential_id: None,
+    }
+}
+
+async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let others = team(store, "others").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let mut pending_task = task(&n, TaskState::PendingApproval);
+    let approval = Approval {
+        id: id(),
+        nhi_id: n.id.clone(),
+        task_id: pending_task.id.clone(),
+        requested_by: pending_task.requested_by.clone(),
+        purpose: pending_task.purpose.clone(),
+        requested_scope: pending_task.scope.clone(),
+        excess: vec!["mail:send".into()],
+        requested_ttl_seconds: 600,
+        state: ApprovalState::Pending,
+        created_at: now(),
+        decided_at: None,
+        decided_by: None,
+        reason: None,
+        granted_scope: None,
+        granted_ttl_seconds: None,
+    };
+    pending_task.approval_id = Some(approval.id.clone());
+    store
+        .create_task(
+            &pending_task,
+            Some(&approval),
+            None,
+            &[
+                event(EventKind::TaskRequested, "t"),
+                event(EventKind::ApprovalRequested, "a"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_task(&pending_task.id).await.unwrap(),
+        Some(pending_task.clone())
+    );
+    assert_eq!(
+        store.get_approval(&approval.id).await.unwrap(),
+        Some(approval.clone())
+    );
+    let pending_filter = ApprovalFilter {
+        state: Some(ApprovalState::Pending),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_approvals(&pending_filter, &page(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let other_team = ApprovalFilter {
+        owner_teams: Some(vec![others.id.clone()]),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .list_approvals(&other_team, &page(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let decided = approval
+        .decide(
+            Decision::Approve {
+                reason: "ok".into(),
+                scope: Some(Scope::parse(&["mail:send"]).unwrap()),
+                ttl_seconds: Some(60),
+            },
+            "operator:r",
+            now(),
+        )
+        .unwrap();
+    let mut active = pending_task.clone();
+    active.state = TaskState::Active;
+    active.activated_at = decided.decided_at;
+    active.expires_at = Some(now().plus_seconds(60));
+    store
+        .decide_approval(&decided, &active, &event(EventKind::ApprovalDecided, "a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_approval(&approval.id).await.unwrap(),
+        Some(decided.clone())
+    );
+    assert_eq!(
+        store.get_task(&active.id).await.unwrap(),
+        Some(active.clone())
+    );
+    let err = store
+        .decide_approval(&decided, &active, &event(EventKind::ApprovalDecided, "a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Precondition(_)), "{err:?}");
+    assert!(
+        store
+            .list_approvals(&pending_filter, &page(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut token = credential(&n, &[30], None);
+    token.kind = CredentialKind::AccessToken;
+    token.task_id = Some(active.id.clone());
+    let minted = store
+        .mint_task_credential(&active.id, &token, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap();
+    assert!(minted);
+    let mut again = credential(&n, &[31], None);
+    again.task_id = Some(active.id.clone());
+    let minted = store
+        .mint_task_credential(&active.id, &again, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap();
+    assert!(!minted, "an approval mints one credential, once");
+    assert!(store.get_credential(&again.id).await.unwrap().is_none());
+
+    let revoked = store
+        .end_task(&active.id, now(), &event(EventKind::TaskEnded, "t"))
+        .await
+        .unwrap();
+    assert_eq!(revoked, [token.id.clone()]);
+    assert_eq!(
+        store.get_task(&active.id).await.unwrap().unwrap().state,
+        TaskState::Ended
+    );
+    assert!(
+        store
+            .end_task(&active.id, now(), &event(EventKind::TaskEnded, "t"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = store
+        .end_task("nope", now(), &event(EventKind::TaskEnded, "t"))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound));
+}
+
+async fn signing_keys_rotate_with_overlap(store: &dyn Store) {
+    let key = |kid: &str| SigningKeyRecord {
+        kid: kid.into(),
+        alg: "ES256".into(),
+        public_jwk: "{}".into(),
+        sealed_key: vec![1, 2, 3],
+        created_at: now(),
+        retired_at: None,
+        publish_until: None,
+    };
+    let first = key("k1");
+    store
+        .add_signing_key(&first, None, &event(EventKind::SigningKeyCreated, "k"))
+        .await
+        .unwrap();
+    let until = now().plus_seconds(3600);
+    let at = now();
+    store
+        .add_signing_key(
+            &key("k2"),
+            Some(Retirement {
+                kid: "k1",
+                at,
+                publish_until: until,
+            }),
+            &event(EventKind::SigningKeyCreated, "k"),
+        )
+        .await
+        .unwrap();
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    let retired = keys.iter().find(|k| k.kid == "k1").unwrap();
+    assert_eq!(
+        (retired.retired_at, retired.publish_until),
+        (Some(at), Some(until))
+    );
+    assert_eq!(retired.sealed_key, first.sealed_key);
+}
+
+async fn client_assertions_are_single_use(store: &dyn Store) {
+    let exp = now().plus_seconds(60);
+    assert!(
+        store
+            .use_client_assertion("c1", "j1", exp, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_client_assertion("c1", "j1", exp, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .use_client_assertion("c2", "j1", exp, now())
+            .await
+            .unwrap()
+    );
+    // Once expired it is forgotten (an expired assertion is refused before this point).
+    let later = exp.plus_seconds(1);
+    assert!(
+        store
+            .use_client_assertion("c1", "j1", later.plus_seconds(60), later)
+            .await
+            .unwrap()
+    );
 }
 
 async fn events_follow_every_change(store: &dyn Store) {
