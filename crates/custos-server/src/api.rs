@@ -520,3 +520,194 @@ pub struct WhoAmI {
 pub struct Health {
     pub status: String,
 }
+
+// ---- OAuth ----
+
+/// The form parameters of the OAuth endpoints. Which apply depends on the endpoint and grant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct OAuthForm {
+    /// `client_credentials` (token endpoint only).
+    grant_type: Option<String>,
+    /// Space-separated grants, e.g. `crm:read mail:send`.
+    scope: Option<String>,
+    /// The token to introspect or revoke.
+    token: Option<String>,
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+/// An OAuth error (RFC 6749 §5.2).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthErrorBody {
+    pub error: String,
+    pub error_description: String,
+}
+
+// ---- tasks and approvals ----
+
+/// A request for a credential for one task. By an NHI (bearer: its static key or a token) for
+/// itself; by an operator with `nhi_id` on an NHI's behalf, which always waits for a second
+/// person's approval and whose credential only the NHI can collect.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    #[schema(schema_with = text_2000)]
+    pub purpose: String,
+    #[serde(deserialize_with = "bounded_scope")]
+    #[schema(schema_with = scope_input_schema)]
+    pub scope: Scope,
+    /// Lifetime in seconds, capped by the configured maximum (default 15 minutes).
+    #[schema(minimum = 1, maximum = 31622400)]
+    pub ttl_seconds: Option<u32>,
+    /// Only for operators: the NHI the task is for.
+    pub nhi_id: Option<String>,
+}
+
+/// A task's credential. `access_token` appears once, in the response that minted it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskCredential {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    pub jti: String,
+    #[schema(schema_with = timestamp_schema)]
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskView {
+    pub id: String,
+    pub nhi_id: String,
+    pub purpose: String,
+    #[schema(schema_with = scope_schema)]
+    pub scope: Scope,
+    pub ttl_seconds: u32,
+    /// `active`, `pending_approval`, `denied` or `ended`.
+    pub state: String,
+    pub requested_by: String,
+    #[schema(schema_with = timestamp_schema)]
+    pub created_at: Timestamp,
+    pub approval_id: Option<String>,
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub activated_at: Option<Timestamp>,
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub expires_at: Option<Timestamp>,
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub ended_at: Option<Timestamp>,
+    pub credential: Option<TaskCredential>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalView {
+    pub id: String,
+    pub nhi_id: String,
+    pub task_id: String,
+    pub requested_by: String,
+    pub purpose: String,
+    #[schema(schema_with = scope_schema)]
+    pub requested_scope: Scope,
+    /// The grants beyond the NHI's scope ceiling: what the approval is really about.
+    pub excess: Vec<String>,
+    pub requested_ttl_seconds: u32,
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub state: String,
+    #[schema(schema_with = timestamp_schema)]
+    pub created_at: Timestamp,
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub decided_at: Option<Timestamp>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub granted_scope: Option<Vec<String>>,
+    pub granted_ttl_seconds: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalList {
+    pub items: Vec<ApprovalView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Approving, optionally with less than was asked.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    #[schema(schema_with = text_2000)]
+    pub reason: String,
+    /// A subset of the requested scope.
+    #[serde(default, deserialize_with = "present_bounded_scope")]
+    #[schema(schema_with = scope_input_schema)]
+    pub scope: Option<Scope>,
+    /// At most the requested lifetime.
+    #[schema(minimum = 1, maximum = 31622400)]
+    pub ttl_seconds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRequest {
+    #[schema(schema_with = text_2000)]
+    pub reason: String,
+}
+
+// ---- key management ----
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaticKeyRotated {
+    /// The new key, shown once.
+    pub key: StaticKeyIssued,
+    pub previous_id: String,
+    /// When the replaced key stops working: now plus the configured grace period.
+    #[schema(schema_with = timestamp_schema)]
+    pub previous_expires_at: Timestamp,
+}
+
+/// A public key for `private_key_jwt` client authentication (RFC 7523).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterClientKey {
+    /// A public JWK: EC P-256, OKP Ed25519 or RSA of 2048 to 4096 bits. Private members are
+    /// refused.
+    #[schema(value_type = Object)]
+    pub jwk: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKeyView {
+    pub kid: String,
+    /// `ES256`, `EdDSA` or `RS256`.
+    pub alg: String,
+    /// `active` (signs new tokens), `retired_published` (still verifies) or `retired`.
+    pub status: String,
+    #[schema(schema_with = timestamp_schema)]
+    pub created_at: Timestamp,
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub retired_at: Option<Timestamp>,
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub publish_until: Option<Timestamp>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKeyList {
+    pub items: Vec<SigningKeyView>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSigningKey {
+    /// The new key's algorithm; the active key's when absent.
+    #[schema(pattern = "^(ES256|EdDSA|RS256)$")]
+    pub alg: Option<String>,
+}

@@ -14,7 +14,7 @@ use crate::service::AppState;
 #[derive(Clone, Debug)]
 pub enum Principal {
     Operator(Operator),
-    /// An NHI presenting one of its static keys.
+    /// An NHI presenting one of its static keys or access tokens.
     Nhi {
         nhi: Box<Nhi>,
         credential: Box<Credential>,
@@ -40,8 +40,27 @@ fn bearer(parts: &Parts) -> ApiResult<&str> {
     Ok(token.trim())
 }
 
+/// A compact JWS: three base64url segments, the first a JSON object (`eyJ` is `{"`).
+fn looks_like_jwt(secret: &str) -> bool {
+    secret.starts_with("eyJ") && secret.bytes().filter(|&b| b == b'.').count() == 2
+}
+
 impl Principal {
     pub async fn authenticate(state: &AppState, secret: &str) -> ApiResult<Self> {
+        if looks_like_jwt(secret) {
+            return match crate::oauth::check_access_token(state, secret).await {
+                Ok(live) => Ok(Principal::Nhi {
+                    nhi: Box::new(live.nhi),
+                    credential: Box::new(live.credential),
+                }),
+                Err(crate::oauth::TokenRefusal::Store(e)) => Err(e.into()),
+                Err(crate::oauth::TokenRefusal::NhiNotActive(id)) => {
+                    Err(ApiError::forbidden(format!("nhi {id} is not active"))
+                        .with_code("nhi_not_active"))
+                }
+                Err(refusal) => Err(ApiError::invalid_token(refusal.to_string())),
+            };
+        }
         let kind = match token::classify(secret) {
             Ok(kind) => kind,
             // A preset admin token (CUSTOS_ADMIN_TOKEN) need not carry our prefix.

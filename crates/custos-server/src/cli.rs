@@ -71,6 +71,34 @@ enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// Static keys and client keys of NHIs
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// The server's token-signing keys
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Approval requests for tasks beyond an NHI's ceiling
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Per-task credentials
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Show who the token belongs to
     Whoami {
         #[command(flatten)]
@@ -213,6 +241,76 @@ enum OperatorCommand {
     Revoke { id: String },
 }
 
+#[derive(Subcommand)]
+enum CredentialCommand {
+    /// Issue a static key for an NHI; prints the secret once
+    Issue {
+        nhi_id: String,
+        #[arg(long)]
+        ttl_seconds: Option<i64>,
+    },
+    /// List credentials (fingerprints only)
+    List {
+        #[arg(long)]
+        nhi_id: Option<String>,
+    },
+    /// Rotate a static key: prints the new secret once; the old one works for the grace period
+    Rotate { id: String },
+    /// Revoke a credential and everything delegated from it
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List the signing keys and their state
+    List,
+    /// Replace the active signing key; the old one stays published while its tokens live
+    Rotate {
+        /// ES256, EdDSA or RS256 (default: the active key's)
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// List approval requests
+    List {
+        /// pending, approved, denied or expired
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        nhi_id: Option<String>,
+    },
+    /// Show one request, with the scope beyond the ceiling
+    Get { id: String },
+    /// Approve, optionally narrower
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// A grant to approve instead of everything asked (repeatable)
+        #[arg(long = "scope")]
+        scope: Vec<String>,
+        #[arg(long)]
+        ttl_seconds: Option<u32>,
+    },
+    /// Deny, with a reason
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Show a task
+    Get { id: String },
+    /// End a task, revoking its credentials
+    End { id: String },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -240,6 +338,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nhi { command, client } => nhi(&client, command).await,
         Command::Team { command, client } => team(&client, command).await,
         Command::Operator { command, client } => operator(&client, command).await,
+        Command::Credential { command, client } => credential(&client, command).await,
+        Command::Keys { command, client } => keys(&client, command).await,
+        Command::Approvals { command, client } => approvals(&client, command).await,
+        Command::Task { command, client } => task(&client, command).await,
         Command::Whoami { client } => {
             let me = get(&client, "/v1/whoami").await?;
             print_one(&client, &me, &["kind", "id", "name", "roles", "teams"])
@@ -639,4 +741,220 @@ async fn operator(client: &Client, command: OperatorCommand) -> anyhow::Result<(
             print_one(client, &revoked, FIELDS)
         }
     }
+}
+
+const CREDENTIAL_COLUMNS: &[&str] = &[
+    "id",
+    "nhi_id",
+    "kind",
+    "fingerprint",
+    "status",
+    "expires_at",
+];
+
+async fn credential(client: &Client, command: CredentialCommand) -> anyhow::Result<()> {
+    match command {
+        CredentialCommand::Issue {
+            nhi_id,
+            ttl_seconds,
+        } => {
+            let body = ttl_seconds.map(|t| json!({"ttl_seconds": t}));
+            let (_, key) = request(
+                client,
+                Method::POST,
+                &format!("/v1/nhis/{nhi_id}/credentials"),
+                body,
+                &[],
+            )
+            .await?;
+            print_one(
+                client,
+                &key,
+                &["id", "nhi_id", "fingerprint", "expires_at", "secret"],
+            )
+        }
+        CredentialCommand::List { nhi_id } => {
+            let path = match nhi_id {
+                Some(id) => format!("/v1/credentials?nhi_id={}", enc(&id)),
+                None => "/v1/credentials".to_owned(),
+            };
+            let page = get(client, &path).await?;
+            print_page(client, &page, CREDENTIAL_COLUMNS)
+        }
+        CredentialCommand::Rotate { id } => {
+            let (_, rotated) = request(
+                client,
+                Method::POST,
+                &format!("/v1/credentials/{}/rotate", enc(&id)),
+                None,
+                &[],
+            )
+            .await?;
+            print_one(
+                client,
+                &rotated,
+                &[
+                    "key.id",
+                    "key.fingerprint",
+                    "key.expires_at",
+                    "key.secret",
+                    "previous_id",
+                    "previous_expires_at",
+                ],
+            )
+        }
+        CredentialCommand::Revoke { id } => {
+            let (_, revoked) = request(
+                client,
+                Method::POST,
+                &format!("/v1/credentials/{}/revoke", enc(&id)),
+                None,
+                &[],
+            )
+            .await?;
+            print_one(client, &revoked, CREDENTIAL_COLUMNS)
+        }
+    }
+}
+
+const KEY_COLUMNS: &[&str] = &["kid", "alg", "status", "created_at", "publish_until"];
+
+async fn keys(client: &Client, command: KeysCommand) -> anyhow::Result<()> {
+    let list = match command {
+        KeysCommand::List => get(client, "/v1/keys").await?,
+        KeysCommand::Rotate { alg } => {
+            let body = alg.map(|alg| json!({"alg": alg}));
+            request(client, Method::POST, "/v1/keys/rotate", body, &[])
+                .await?
+                .1
+        }
+    };
+    print_page(client, &list, KEY_COLUMNS)
+}
+
+const APPROVAL_FIELDS: &[&str] = &[
+    "id",
+    "state",
+    "nhi_id",
+    "task_id",
+    "requested_by",
+    "purpose",
+    "requested_scope",
+    "excess",
+    "requested_ttl_seconds",
+    "decided_by",
+    "reason",
+    "granted_scope",
+    "granted_ttl_seconds",
+];
+
+async fn approvals(client: &Client, command: ApprovalsCommand) -> anyhow::Result<()> {
+    match command {
+        ApprovalsCommand::List { state, nhi_id } => {
+            let mut query = Vec::new();
+            if let Some(state) = state {
+                query.push(format!("state={}", enc(&state)));
+            }
+            if let Some(nhi_id) = nhi_id {
+                query.push(format!("nhi_id={}", enc(&nhi_id)));
+            }
+            let path = if query.is_empty() {
+                "/v1/approvals".to_owned()
+            } else {
+                format!("/v1/approvals?{}", query.join("&"))
+            };
+            let page = get(client, &path).await?;
+            print_page(
+                client,
+                &page,
+                &["id", "state", "nhi_id", "purpose", "excess", "created_at"],
+            )
+        }
+        ApprovalsCommand::Get { id } => {
+            let approval = get(client, &format!("/v1/approvals/{}", enc(&id))).await?;
+            print_one(client, &approval, APPROVAL_FIELDS)
+        }
+        ApprovalsCommand::Approve {
+            id,
+            reason,
+            scope,
+            ttl_seconds,
+        } => {
+            let mut body = json!({"reason": reason});
+            if !scope.is_empty() {
+                body["scope"] = json!(scope);
+            }
+            if let Some(ttl) = ttl_seconds {
+                body["ttl_seconds"] = json!(ttl);
+            }
+            let (_, approval) = request(
+                client,
+                Method::POST,
+                &format!("/v1/approvals/{}/approve", enc(&id)),
+                Some(body),
+                &[],
+            )
+            .await?;
+            print_one(client, &approval, APPROVAL_FIELDS)
+        }
+        ApprovalsCommand::Deny { id, reason } => {
+            let (_, approval) = request(
+                client,
+                Method::POST,
+                &format!("/v1/approvals/{}/deny", enc(&id)),
+                Some(json!({"reason": reason})),
+                &[],
+            )
+            .await?;
+            print_one(client, &approval, APPROVAL_FIELDS)
+        }
+    }
+}
+
+const TASK_FIELDS: &[&str] = &[
+    "id",
+    "state",
+    "nhi_id",
+    "purpose",
+    "scope",
+    "approval_id",
+    "activated_at",
+    "expires_at",
+    "ended_at",
+    "credential.jti",
+];
+
+async fn task(client: &Client, command: TaskCommand) -> anyhow::Result<()> {
+    let task = match command {
+        TaskCommand::Get { id } => get(client, &format!("/v1/tasks/{}", enc(&id))).await?,
+        TaskCommand::End { id } => {
+            request(
+                client,
+                Method::POST,
+                &format!("/v1/tasks/{}/end", enc(&id)),
+                None,
+                &[],
+            )
+            .await?
+            .1
+        }
+    };
+    print_one(client, &task, TASK_FIELDS)
+}
+
+/// Prints the `items` of a listing; `next_cursor`, if any, under the table.
+fn print_page(client: &Client, page: &Value, columns: &[&str]) -> anyhow::Result<()> {
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(page)?);
+        return Ok(());
+    }
+    print_list(
+        client,
+        page["items"].as_array().map_or(&[], Vec::as_slice),
+        columns,
+    )?;
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        println!("next page: --cursor {cursor}");
+    }
+    Ok(())
 }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use custos_core::issuance::IssuanceLimits;
+use custos_core::jose::SigningAlg;
 use serde::Deserialize;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -29,7 +31,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CUSTOS_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// A TOML file with any of: listen, data_dir, database_url, log_format, log_level,
-    /// static_key_max_age_seconds
+    /// public_url, signing_alg, static_key_max_age_seconds, static_key_rotation_grace_seconds,
+    /// task_ttl_default_seconds, task_ttl_max_seconds, max_delegation_depth
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -38,6 +41,13 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or custos_server=debug [default: info]
     #[arg(long, env = "CUSTOS_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// The URL clients reach this server at: the OAuth issuer [default: http://LISTEN]
+    #[arg(long, env = "CUSTOS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Algorithm of the token-signing key created on first start: ES256, EdDSA or RS256
+    /// [default: ES256]
+    #[arg(long, env = "CUSTOS_SIGNING_ALG")]
+    pub signing_alg: Option<SigningAlg>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +59,12 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     static_key_max_age_seconds: Option<i64>,
+    public_url: Option<String>,
+    signing_alg: Option<SigningAlg>,
+    static_key_rotation_grace_seconds: Option<i64>,
+    task_ttl_default_seconds: Option<u32>,
+    task_ttl_max_seconds: Option<u32>,
+    max_delegation_depth: Option<u32>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -62,6 +78,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub master_key: Option<String>,
     pub static_key_max_age_seconds: i64,
+    pub static_key_rotation_grace_seconds: i64,
+    /// The OAuth issuer identifier, without a trailing slash; `None` means `http://` and the
+    /// address the server bound.
+    pub public_url: Option<String>,
+    pub signing_alg: SigningAlg,
+    pub issuance: IssuanceLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +97,16 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("static_key_max_age_seconds must be between 60 and 31536000")]
     KeyAge,
+    #[error("static_key_rotation_grace_seconds must be between 0 and 2592000")]
+    RotationGrace,
+    #[error(
+        "task ttls must satisfy 1 <= task_ttl_default_seconds <= task_ttl_max_seconds <= 86400"
+    )]
+    TaskTtl,
+    #[error("max_delegation_depth must be between 0 and 16")]
+    DelegationDepth,
+    #[error("public_url must be an http(s) URL without query or fragment")]
+    PublicUrl,
 }
 
 impl Config {
@@ -89,12 +121,50 @@ impl Config {
         if !(60..=31_536_000).contains(&key_age) {
             return Err(ConfigError::KeyAge);
         }
+        let grace = file.static_key_rotation_grace_seconds.unwrap_or(24 * 3600);
+        if !(0..=30 * 24 * 3600).contains(&grace) {
+            return Err(ConfigError::RotationGrace);
+        }
+        let defaults = IssuanceLimits::default();
+        let issuance = IssuanceLimits {
+            default_ttl_seconds: file
+                .task_ttl_default_seconds
+                .unwrap_or(defaults.default_ttl_seconds),
+            max_ttl_seconds: file
+                .task_ttl_max_seconds
+                .unwrap_or(defaults.max_ttl_seconds),
+            max_delegation_depth: file
+                .max_delegation_depth
+                .unwrap_or(defaults.max_delegation_depth),
+        };
+        if !(1 <= issuance.default_ttl_seconds
+            && issuance.default_ttl_seconds <= issuance.max_ttl_seconds
+            && issuance.max_ttl_seconds <= 86_400)
+        {
+            return Err(ConfigError::TaskTtl);
+        }
+        if issuance.max_delegation_depth > 16 {
+            return Err(ConfigError::DelegationDepth);
+        }
         let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let public_url = match args.public_url.clone().or(file.public_url) {
+            None => None,
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_owned();
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || url.contains(['?', '#', ' '])
+                {
+                    return Err(ConfigError::PublicUrl);
+                }
+                Some(url)
+            }
+        };
         Ok(Self {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen,
             data_dir: args
                 .data_dir
                 .clone()
@@ -110,6 +180,13 @@ impl Config {
             admin_token: non_empty("CUSTOS_ADMIN_TOKEN"),
             master_key: non_empty("CUSTOS_MASTER_KEY"),
             static_key_max_age_seconds: key_age,
+            static_key_rotation_grace_seconds: grace,
+            public_url,
+            signing_alg: args
+                .signing_alg
+                .or(file.signing_alg)
+                .unwrap_or(SigningAlg::Es256),
+            issuance,
         })
     }
 

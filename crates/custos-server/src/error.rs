@@ -114,6 +114,24 @@ impl From<ValidationErrors> for ApiError {
     }
 }
 
+impl From<custos_core::issuance::IssuanceError> for ApiError {
+    fn from(error: custos_core::issuance::IssuanceError) -> Self {
+        use custos_core::issuance::IssuanceError as E;
+        let status = match error {
+            E::NhiNotActive { .. } | E::NhiExpired(_) | E::NotPending(_) | E::ParentNotLive => {
+                StatusCode::CONFLICT
+            }
+            E::OwnRequest => StatusCode::FORBIDDEN,
+            E::EmptyScope
+            | E::TtlOutOfRange
+            | E::ScopeTooBroad { .. }
+            | E::TooDeep { .. }
+            | E::NotNarrower(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::new(status, error.code(), error.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
@@ -127,6 +145,7 @@ impl From<StoreError> for ApiError {
                 "precondition_failed",
                 format!("the record changed since it was read; it is now at version {current}"),
             ),
+            StoreError::Precondition(reason) => Self::conflict("state_changed", reason),
             StoreError::LastAdmin => {
                 Self::conflict("last_admin", "refusing to revoke the last active admin")
             }

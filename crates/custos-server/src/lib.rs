@@ -7,11 +7,14 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod keyring;
 pub mod metrics;
+pub mod oauth;
 pub mod openapi;
 pub mod routes;
 pub mod secrets;
 pub mod serve;
 pub mod service;
+pub mod tasks;
 
 pub use serve::{RunningServer, start};

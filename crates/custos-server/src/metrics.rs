@@ -48,8 +48,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
+use custos_core::issuance::{Approval, Task};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
-use custos_store::{EventQuery, Result as StoreResult, Store};
+use custos_store::{
+    ApprovalFilter, EventQuery, Result as StoreResult, Retirement, Revocation, SigningKeyRecord,
+    Store,
+};
 
 /// A store that times every call into `custos_store_duration_seconds{op}`.
 pub struct MeteredStore(pub Arc<dyn Store>);
@@ -95,6 +99,18 @@ metered! {
     fn get_credential(&self, id: &str) -> StoreResult<Option<Credential>>;
     fn find_credential_by_hash(&self, secret_hash: &[u8]) -> StoreResult<Option<Credential>>;
     fn list_credentials(&self, nhi_id: Option<&str>, page: &Page) -> StoreResult<Vec<Credential>>;
-    fn revoke_credential(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
+    fn credential_chain(&self, id: &str) -> StoreResult<Vec<Credential>>;
+    fn revoke_credentials(&self, target: Revocation<'_>, at: Timestamp, event: &DomainEvent) -> StoreResult<Vec<String>>;
+    fn rotate_credential(&self, old_id: &str, old_expires_at: Timestamp, new: &Credential, event: &DomainEvent) -> StoreResult<()>;
+    fn create_task(&self, task: &Task, approval: Option<&Approval>, credential: Option<&Credential>, events: &[DomainEvent]) -> StoreResult<()>;
+    fn get_task(&self, id: &str) -> StoreResult<Option<Task>>;
+    fn mint_task_credential(&self, task_id: &str, credential: &Credential, event: &DomainEvent) -> StoreResult<bool>;
+    fn end_task(&self, task_id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<Vec<String>>;
+    fn get_approval(&self, id: &str) -> StoreResult<Option<Approval>>;
+    fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> StoreResult<Vec<Approval>>;
+    fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> StoreResult<()>;
+    fn add_signing_key(&self, key: &SigningKeyRecord, retire: Option<Retirement<'_>>, event: &DomainEvent) -> StoreResult<()>;
+    fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    fn use_client_assertion(&self, client_id: &str, jti: &str, expires_at: Timestamp, now: Timestamp) -> StoreResult<bool>;
     fn list_events(&self, query: &EventQuery) -> StoreResult<Vec<StoredEvent>>;
 }

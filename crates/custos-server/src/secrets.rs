@@ -38,8 +38,18 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct Keys {
     hash_key: [u8; 32],
+    /// The key-encryption key that seals private signing keys before they reach the store.
+    kek: [u8; 32],
     check: String,
 }
+
+/// A sealed blob could not be opened: the wrong master key, or a changed blob.
+#[derive(Debug, thiserror::Error)]
+#[error("a sealed key could not be opened: wrong master key or tampered data")]
+pub struct UnsealError;
+
+/// The version byte in front of every sealed blob, so the format can change later.
+const SEAL_V1: u8 = 1;
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac =
@@ -100,6 +110,7 @@ impl Keys {
     pub fn from_master(master: &[u8; 32]) -> Self {
         Self {
             hash_key: hmac(master, b"custos/secret-hash/v1"),
+            kek: hmac(master, b"custos/key-encryption/v1"),
             check: hex::encode(hmac(master, b"custos/key-check/v1")),
         }
     }
@@ -116,6 +127,54 @@ impl Keys {
         } else {
             Err(KeyError::Mismatch)
         }
+    }
+
+    /// Encrypts `plaintext` with AES-256-GCM under the key-encryption key. `context` (say, a
+    /// key id) is authenticated but not stored: a blob moved to another record will not open.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let cipher = aes_gcm::Aes256Gcm::new(&self.kek.into());
+        let nonce: [u8; 12] = rand::random();
+        let sealed = cipher
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
+            .expect("aes-gcm encrypts any message shorter than 64 GiB");
+        let mut out = Vec::with_capacity(1 + nonce.len() + sealed.len());
+        out.push(SEAL_V1);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens what [`Keys::seal`] sealed with the same `context`.
+    pub fn unseal(
+        &self,
+        context: &str,
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, UnsealError> {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let (&version, rest) = sealed.split_first().ok_or(UnsealError)?;
+        if version != SEAL_V1 || rest.len() < 12 + 16 {
+            return Err(UnsealError);
+        }
+        let (nonce, ciphertext) = rest.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| UnsealError)?;
+        let cipher = aes_gcm::Aes256Gcm::new(&self.kek.into());
+        cipher
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: ciphertext,
+                    aad: context.as_bytes(),
+                },
+            )
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| UnsealError)
     }
 
     /// The keyed hash under which a secret is stored and looked up.

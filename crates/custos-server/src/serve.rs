@@ -11,9 +11,10 @@ use tokio::task::JoinHandle;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::keyring::Keyring;
 use crate::metrics::MeteredStore;
 use crate::secrets::{self, Keys};
-use crate::service::{self, AppState, Limits, SystemClock};
+use crate::service::{self, AppState, Clock, Limits, SystemClock};
 
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -83,22 +84,34 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .meta_init("master_key_check", keys.check_value())
         .await?;
     keys.verify_check(&stored_check)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let clock = Arc::new(SystemClock);
+    let keyring = Keyring::open(store.as_ref(), &keys, config.signing_alg, clock.now())
+        .await
+        .context("cannot load the token-signing keys")?;
     let state = AppState {
         store: Arc::new(MeteredStore(store)),
         keys,
-        clock: Arc::new(SystemClock),
+        keyring,
+        clock,
         limits: Limits {
             static_key_max_age_seconds: config.static_key_max_age_seconds,
+            static_key_rotation_grace_seconds: config.static_key_rotation_grace_seconds,
+            issuance: config.issuance,
         },
+        issuer: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+        task_updates: Arc::new(tokio::sync::Notify::new()),
     };
     bootstrap(&state, &config).await?;
 
     let (app, _) = crate::routes::router(state.clone());
     let app = app.layer(TraceLayer::new_for_http());
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

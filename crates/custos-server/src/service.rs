@@ -6,16 +6,18 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use custos_core::issuance::IssuanceLimits;
 use custos_core::token::SecretKind;
 use custos_core::{
     Actor, Credential, CredentialKind, DomainEvent, EventKind, Nhi, NhiChanges, NhiDraft,
     NhiFilter, Operator, Owner, Page, Role, Team, Timestamp,
 };
-use custos_store::{EventQuery, Store, StoreError};
+use custos_store::{EventQuery, Revocation, Store, StoreError};
 
 use crate::api::*;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::keyring::Keyring;
 use crate::secrets::{self, Keys};
 
 /// The source of the current time; the only place the server reads the clock.
@@ -40,12 +42,18 @@ impl Clock for SystemClock {
 pub struct Limits {
     /// Longest lifetime of a static key, and the default when none is asked for.
     pub static_key_max_age_seconds: i64,
+    /// How long a rotated static key keeps working beside its replacement.
+    pub static_key_rotation_grace_seconds: i64,
+    /// Lifetimes of task credentials and the depth of delegation chains.
+    pub issuance: IssuanceLimits,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             static_key_max_age_seconds: 90 * 24 * 3600,
+            static_key_rotation_grace_seconds: 24 * 3600,
+            issuance: IssuanceLimits::default(),
         }
     }
 }
@@ -54,8 +62,13 @@ impl Default for Limits {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
+    pub keyring: Keyring,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
+    /// The OAuth issuer identifier: this server's public URL.
+    pub issuer: String,
+    /// Wakes long-polls of a task when its approval is decided on this node.
+    pub task_updates: Arc<tokio::sync::Notify>,
 }
 
 pub fn new_id() -> String {
@@ -67,7 +80,7 @@ impl AppState {
         self.clock.now()
     }
 
-    fn event(&self, kind: EventKind, actor: Actor, subject: String) -> DomainEvent {
+    pub(crate) fn event(&self, kind: EventKind, actor: Actor, subject: String) -> DomainEvent {
         DomainEvent::new(new_id(), kind, actor, subject, self.now())
     }
 
@@ -587,7 +600,7 @@ pub async fn suspend_nhi(
 ) -> ApiResult<NhiView> {
     let nhi = visible_nhi(state, who, id).await?;
     who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
-    change_status(
+    let view = change_status(
         state,
         who,
         id,
@@ -595,7 +608,23 @@ pub async fn suspend_nhi(
         Nhi::suspend,
         EventKind::NhiSuspended,
     )
-    .await
+    .await?;
+    // Every secret the NHI holds dies with the suspension, and everything delegated from
+    // them. Were this step lost to a crash, the suspended status alone still refuses them.
+    let event = state.event(
+        EventKind::CredentialRevoked,
+        who.actor(),
+        format!("nhi:{id}"),
+    );
+    state
+        .store
+        .revoke_credentials(
+            Revocation::Nhi(id),
+            state.now(),
+            &event.with("cause", "nhi suspended"),
+        )
+        .await?;
+    Ok(view)
 }
 
 pub async fn resume_nhi(
@@ -635,7 +664,7 @@ async fn change_status(
 
 // ---- static keys ----
 
-fn credential_view(c: Credential, now: Timestamp) -> CredentialView {
+pub fn credential_view(c: Credential, now: Timestamp) -> CredentialView {
     let status = if c.revoked_at.is_some() {
         "revoked"
     } else if c.is_live(now) {
@@ -663,13 +692,7 @@ pub async fn issue_static_key(
     input: IssueStaticKey,
 ) -> ApiResult<StaticKeyIssued> {
     who.require(&[Role::Admin])?;
-    let nhi = visible_nhi(state, who, nhi_id).await?;
-    if nhi.status != custos_core::NhiStatus::Active {
-        return Err(ApiError::conflict(
-            "nhi_not_active",
-            format!("nhi {} is {}", nhi.id, nhi.status),
-        ));
-    }
+    let nhi = active_visible_nhi(state, who, nhi_id).await?;
     let max = state.limits.static_key_max_age_seconds;
     let ttl = input.ttl_seconds.unwrap_or(max);
     if !(60..=max).contains(&ttl) {
@@ -680,6 +703,31 @@ pub async fn issue_static_key(
             ),
         ));
     }
+    let (secret, credential) = new_static_key(state, who, &nhi, ttl);
+    let event = issued_key_event(state, who, &credential);
+    state.store.create_credential(&credential, &event).await?;
+    Ok(static_key_issued(secret, credential))
+}
+
+/// An NHI the caller may see, refused unless active.
+pub async fn active_visible_nhi(state: &AppState, who: &Principal, id: &str) -> ApiResult<Nhi> {
+    let nhi = visible_nhi(state, who, id).await?;
+    if nhi.status != custos_core::NhiStatus::Active {
+        return Err(ApiError::conflict(
+            "nhi_not_active",
+            format!("nhi {} is {}", nhi.id, nhi.status),
+        ));
+    }
+    Ok(nhi)
+}
+
+/// A fresh static key for `nhi`, living `ttl` seconds but never past the NHI itself.
+pub fn new_static_key(
+    state: &AppState,
+    who: &Principal,
+    nhi: &Nhi,
+    ttl: i64,
+) -> (String, Credential) {
     let now = state.now();
     let mut expires_at = now.plus_seconds(ttl);
     if let Some(nhi_expiry) = nhi.expires_at {
@@ -697,25 +745,205 @@ pub async fn issue_static_key(
         expires_at: Some(expires_at),
         revoked_at: None,
         created_by: who.actor().to_string(),
+        scope: None,
+        task_id: None,
+        parent_id: None,
+        depth: 0,
+        public_jwk: None,
     };
-    let event = state
+    (secret, credential)
+}
+
+fn issued_key_event(state: &AppState, who: &Principal, credential: &Credential) -> DomainEvent {
+    let mut event = state
         .event(
             EventKind::CredentialIssued,
             who.actor(),
-            format!("nhi:{}", nhi.id),
+            format!("nhi:{}", credential.nhi_id),
         )
         .with("credential", &credential.id)
         .with("kind", credential.kind.as_str())
-        .with("fingerprint", &credential.fingerprint)
-        .with("expires_at", expires_at.to_rfc3339());
-    state.store.create_credential(&credential, &event).await?;
-    Ok(StaticKeyIssued {
+        .with("fingerprint", &credential.fingerprint);
+    if let Some(expires_at) = credential.expires_at {
+        event = event.with("expires_at", expires_at.to_rfc3339());
+    }
+    event
+}
+
+pub fn static_key_issued(secret: String, credential: Credential) -> StaticKeyIssued {
+    StaticKeyIssued {
+        expires_at: credential.expires_at.unwrap_or(credential.created_at),
         id: credential.id,
-        nhi_id: nhi.id,
+        nhi_id: credential.nhi_id,
         secret,
         fingerprint: credential.fingerprint,
-        expires_at,
+    }
+}
+
+/// Replaces a static key: the new one is returned once; the old one keeps working for the
+/// configured grace period (never longer than it would have anyway), then is dead.
+pub async fn rotate_static_key(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<StaticKeyRotated> {
+    who.require(&[Role::Admin])?;
+    let old = state
+        .store
+        .get_credential(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("credential"))?;
+    if old.kind != CredentialKind::StaticKey {
+        return Err(ApiError::conflict(
+            "not_a_static_key",
+            format!("a {} is not rotated; issue a new one", old.kind),
+        ));
+    }
+    let now = state.now();
+    if !old.is_live(now) {
+        return Err(ApiError::conflict(
+            "credential_not_live",
+            "the key is revoked or expired",
+        ));
+    }
+    let nhi = active_visible_nhi(state, who, &old.nhi_id).await?;
+    let grace_end = now.plus_seconds(state.limits.static_key_rotation_grace_seconds);
+    let old_expires_at = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
+    let (secret, new) = new_static_key(state, who, &nhi, state.limits.static_key_max_age_seconds);
+    let event = state
+        .event(
+            EventKind::CredentialRotated,
+            who.actor(),
+            format!("nhi:{}", nhi.id),
+        )
+        .with("credential", &new.id)
+        .with("fingerprint", &new.fingerprint)
+        .with("replaces", &old.id)
+        .with("replaces_fingerprint", &old.fingerprint)
+        .with("replaced_until", old_expires_at.to_rfc3339());
+    state
+        .store
+        .rotate_credential(&old.id, old_expires_at, &new, &event)
+        .await?;
+    Ok(StaticKeyRotated {
+        key: static_key_issued(secret, new),
+        previous_id: old.id,
+        previous_expires_at: old_expires_at,
     })
+}
+
+/// Registers a public key the NHI signs client assertions with (`private_key_jwt`).
+pub async fn register_client_key(
+    state: &AppState,
+    who: &Principal,
+    nhi_id: &str,
+    input: RegisterClientKey,
+) -> ApiResult<CredentialView> {
+    who.require(&[Role::Admin])?;
+    let nhi = active_visible_nhi(state, who, nhi_id).await?;
+    let key = custos_core::jose::PublicKey::from_jwk(&input.jwk).map_err(|e| {
+        ApiError::validation(custos_core::validate::ValidationErrors::single(
+            "jwk",
+            e.to_string(),
+        ))
+    })?;
+    let now = state.now();
+    // A key's thumbprint names it; hashed like a secret it is unique per key and store.
+    let hash = state
+        .keys
+        .secret_hash(&format!("client-key:{}", key.thumbprint()));
+    let credential = Credential {
+        id: new_id(),
+        nhi_id: nhi.id.clone(),
+        kind: CredentialKind::ClientKey,
+        fingerprint: format!("jwk_{}", key.thumbprint()),
+        secret_hash: hash.to_vec(),
+        created_at: now,
+        expires_at: nhi.expires_at,
+        revoked_at: None,
+        created_by: who.actor().to_string(),
+        scope: None,
+        task_id: None,
+        parent_id: None,
+        depth: 0,
+        public_jwk: Some(key.to_jwk().to_string()),
+    };
+    let event = issued_key_event(state, who, &credential).with("kid", key.kid());
+    state
+        .store
+        .create_credential(&credential, &event)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => {
+                ApiError::conflict("client_key_exists", "this public key is already registered")
+            }
+            other => other.into(),
+        })?;
+    Ok(credential_view(credential, now))
+}
+
+/// The token-signing keys, newest last (admin, auditor).
+pub async fn list_signing_keys(state: &AppState, who: &Principal) -> ApiResult<SigningKeyList> {
+    who.require(&[Role::Admin, Role::Auditor])?;
+    let now = state.now();
+    let items = state
+        .store
+        .list_signing_keys()
+        .await?
+        .into_iter()
+        .map(|k| SigningKeyView {
+            status: match (k.retired_at, k.publish_until) {
+                (None, _) => "active",
+                (Some(_), Some(until)) if now < until => "retired_published",
+                _ => "retired",
+            }
+            .into(),
+            kid: k.kid,
+            alg: k.alg,
+            created_at: k.created_at,
+            retired_at: k.retired_at,
+            publish_until: k.publish_until,
+        })
+        .collect();
+    Ok(SigningKeyList { items })
+}
+
+/// Replaces the active signing key (admin). The old one stays in the JWKS until the last
+/// token it may have signed has expired.
+pub async fn rotate_signing_key(
+    state: &AppState,
+    who: &Principal,
+    input: RotateSigningKey,
+) -> ApiResult<SigningKeyList> {
+    who.require(&[Role::Admin])?;
+    let alg = match input.alg.as_deref() {
+        None => state.keyring.active().alg(),
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::validation(custos_core::validate::ValidationErrors::single(
+                "alg",
+                "must be ES256, EdDSA or RS256",
+            ))
+        })?,
+    };
+    // A retired key verifies every token it may have signed: the longest access token
+    // lifetime, plus the clock skew verifiers allow.
+    let overlap = i64::from(state.limits.issuance.max_ttl_seconds) + 60;
+    state
+        .keyring
+        .rotate(state.store.as_ref(), &state.keys, alg, overlap, state.now())
+        .await
+        .map_err(|e| match e {
+            crate::keyring::KeyringError::Store(e) => ApiError::from(e),
+            other => {
+                tracing::error!(error = %other, "signing key rotation failed");
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        })?;
+    list_signing_keys(state, who).await
 }
 
 pub async fn list_credentials(
@@ -775,7 +1003,10 @@ pub async fn revoke_credential(
         )
         .with("credential", &credential.id)
         .with("fingerprint", &credential.fingerprint);
-    state.store.revoke_credential(id, now, &event).await?;
+    state
+        .store
+        .revoke_credentials(Revocation::Credential(id), now, &event)
+        .await?;
     let credential = state
         .store
         .get_credential(id)

@@ -16,11 +16,11 @@ use crate::service::{self, AppState, decode_cursor};
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
-fn invalid(name: &str, detail: impl Into<String>) -> ApiError {
+pub(super) fn invalid(name: &str, detail: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_parameter", format!("{name}: {}", detail.into()))
 }
 
-fn page(query: &QueryPairs) -> ApiResult<Page> {
+pub(super) fn page(query: &QueryPairs) -> ApiResult<Page> {
     let limit = match query.one("limit")? {
         None => DEFAULT_LIMIT,
         Some(text) => text
@@ -403,4 +403,67 @@ pub async fn list_events(
         actor: query.one("actor")?.map(str::to_owned),
     };
     Ok(Json(service::list_events(&state, &who, query).await?))
+}
+
+/// Rotates a static key (admin): a new key now, the old one valid for the configured grace
+/// period, then dead.
+#[utoipa::path(post, path = "/v1/credentials/{id}/rotate", tag = "credentials", params(("id" = String, Path)),
+    responses((status = 201, body = StaticKeyRotated, headers(("cache-control" = String, description = "`no-store`"))),
+              (status = 409, description = "not a live static key, or the NHI is not active", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn rotate_credential(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+) -> ApiResult<(
+    StatusCode,
+    [(header::HeaderName, HeaderValue); 1],
+    Json<StaticKeyRotated>,
+)> {
+    let rotated = service::rotate_static_key(&state, &who, &id).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(rotated),
+    ))
+}
+
+/// Registers a public key the NHI authenticates with by `private_key_jwt` (admin).
+#[utoipa::path(post, path = "/v1/nhis/{id}/client-keys", tag = "credentials", params(("id" = String, Path)),
+    request_body(content = RegisterClientKey, content_type = "application/json"),
+    responses((status = 201, body = CredentialView),
+              (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn register_client_key(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+    JsonBody(input): JsonBody<RegisterClientKey>,
+) -> ApiResult<(StatusCode, Json<CredentialView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(service::register_client_key(&state, &who, &id, input).await?),
+    ))
+}
+
+/// The token-signing keys and their state (admin, auditor).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = SigningKeyList)))]
+pub async fn list_signing_keys(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<SigningKeyList>> {
+    Ok(Json(service::list_signing_keys(&state, &who).await?))
+}
+
+/// Rotates the token-signing key (admin). The old key stays published until the last token it
+/// may have signed has expired.
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "keys",
+    request_body(content = Option<RotateSigningKey>, content_type = "application/json"),
+    responses((status = 200, body = SigningKeyList)))]
+pub async fn rotate_signing_key(
+    State(state): State<AppState>,
+    who: Principal,
+    OptionalJsonBody(input): OptionalJsonBody<RotateSigningKey>,
+) -> ApiResult<Json<SigningKeyList>> {
+    Ok(Json(
+        service::rotate_signing_key(&state, &who, input).await?,
+    ))
 }

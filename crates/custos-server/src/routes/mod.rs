@@ -1,8 +1,10 @@
 //! HTTP handlers: parse the request, call one use case, shape the response. Nothing else.
 
 mod inventory;
+mod oauth;
 mod people;
 mod plumbing;
+mod tasks;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
@@ -33,7 +35,23 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(inventory::issue_static_key))
         .routes(routes!(inventory::list_credentials))
         .routes(routes!(inventory::revoke_credential))
+        .routes(routes!(inventory::rotate_credential))
+        .routes(routes!(inventory::register_client_key))
+        .routes(routes!(inventory::list_signing_keys))
+        .routes(routes!(inventory::rotate_signing_key))
         .routes(routes!(inventory::list_events))
+        .routes(routes!(tasks::create_task))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::end_task))
+        .routes(routes!(tasks::list_approvals))
+        .routes(routes!(tasks::get_approval))
+        .routes(routes!(tasks::approve))
+        .routes(routes!(tasks::deny))
+        .routes(routes!(oauth::metadata))
+        .routes(routes!(oauth::jwks))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oauth::revoke))
         .with_state(state)
         .split_for_parts();
     let openapi = crate::openapi::finish(openapi, &limits);

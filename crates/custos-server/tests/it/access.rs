@@ -77,6 +77,42 @@ async fn every_route_checks_every_caller(backend: Backend) {
     let nhi_create: fn(usize) -> Value = |i| nhi_body(&format!("bot-{i}"), "alpha");
     let patch: fn(usize) -> Value = |i| json!({"purpose": format!("purpose {i}")});
     let empty: fn(usize) -> Value = |_| json!({});
+    let client_key: fn(usize) -> Value = |_| {
+        let key = custos_core::jose::SigningKey::generate(
+            custos_core::jose::SigningAlg::EdDsa,
+            &mut rand::rng(),
+        )
+        .unwrap();
+        json!({"jwk": key.public_jwk()})
+    };
+    let task_body: fn(usize) -> Value =
+        |i| json!({"purpose": format!("task {i}"), "scope": ["mail:send"], "nhi_id": "{nhi}"});
+    let reason: fn(usize) -> Value = |i| json!({"reason": format!("reason {i}")});
+    // A task and an approval request of the agent's, for the read routes.
+    let new_task = |scope: &'static str| {
+        let server = &server;
+        let nhi_key = nhi_key.clone();
+        async move {
+            let (status, task) = server
+                .call(
+                    Method::POST,
+                    "/v1/tasks",
+                    Some(&nhi_key),
+                    Some(json!({"purpose": "matrix", "scope": [scope]})),
+                )
+                .await;
+            assert!(status.is_success(), "{task}");
+            task
+        }
+    };
+    let task_id = new_task("mail:send").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approval_id = new_task("mail:*").await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // {team}, {operator}, {nhi}: fixtures that stay; {fresh_*}: made anew for each call, so
     // one caller's success cannot change what the next caller meets.
     let matrix = [
@@ -172,6 +208,74 @@ async fn every_route_checks_every_caller(backend: Backend) {
             [401, 200, 200, 403, 401, 403],
         ),
         row(
+            M::POST,
+            "/v1/credentials/{fresh_credential}/rotate",
+            None,
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/nhis/{fresh_nhi}/client-keys",
+            Some(client_key),
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(M::GET, "/v1/keys", None, [401, 200, 403, 200, 401, 403]),
+        row(
+            M::POST,
+            "/v1/keys/rotate",
+            None,
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/tasks",
+            Some(task_body),
+            [401, 202, 202, 403, 401, 201],
+        ),
+        row(
+            M::GET,
+            "/v1/tasks/{task}",
+            None,
+            [401, 200, 200, 200, 401, 200],
+        ),
+        row(
+            M::POST,
+            "/v1/tasks/{fresh_task}/end",
+            None,
+            [401, 200, 200, 403, 401, 200],
+        ),
+        row(
+            M::GET,
+            "/v1/approvals",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/approvals/{approval}",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/approvals/{fresh_approval}/approve",
+            Some(reason),
+            [401, 200, 200, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/approvals/{fresh_approval}/deny",
+            Some(reason),
+            [401, 200, 200, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/.well-known/oauth-authorization-server",
+            None,
+            [200; 6],
+        ),
+        row(M::GET, "/.well-known/jwks.json", None, [200; 6]),
+        row(
             M::GET,
             "/v1/audit/events",
             None,
@@ -188,7 +292,17 @@ async fn every_route_checks_every_caller(backend: Backend) {
                 .path
                 .replace("{team}", alpha["id"].as_str().unwrap())
                 .replace("{operator}", &auditor_id)
-                .replace("{nhi}", &agent_id);
+                .replace("{nhi}", &agent_id)
+                .replace("{task}", &task_id)
+                .replace("{approval}", &approval_id);
+            if path.contains("{fresh_task}") {
+                let task = new_task("mail:send").await;
+                path = path.replace("{fresh_task}", task["id"].as_str().unwrap());
+            }
+            if path.contains("{fresh_approval}") {
+                let task = new_task("mail:*").await;
+                path = path.replace("{fresh_approval}", task["approval_id"].as_str().unwrap());
+            }
             if path.contains("{fresh_operator}") {
                 let (id, _) = server
                     .operator(&format!("victim-{serial}"), &["auditor"], &[])
@@ -219,7 +333,10 @@ async fn every_route_checks_every_caller(backend: Backend) {
                     .replace("{fresh_nhi}", &id)
                     .replace("{fresh_suspended_nhi}", &id);
             }
-            let body = row.body.map(|make| make(serial));
+            let body = row.body.map(|make| {
+                let text = make(serial).to_string().replace("{nhi}", &agent_id);
+                serde_json::from_str::<Value>(&text).unwrap()
+            });
             let (status, value) = server.call(row.method.clone(), &path, *token, body).await;
             if status.as_u16() != row.expect[caller] {
                 failures.push(format!(

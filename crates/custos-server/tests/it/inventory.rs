@@ -539,7 +539,8 @@ async fn static_keys_authenticate_the_nhi_until_revoked(backend: Backend) {
         "listings never show the secret"
     );
 
-    // A suspended NHI's key stops working, and works again on resume.
+    // Suspending an NHI revokes its keys: they stay dead after a resume, and a new one is
+    // issued on purpose.
     server
         .admin(
             Method::POST,
@@ -553,7 +554,7 @@ async fn static_keys_authenticate_the_nhi_until_revoked(backend: Backend) {
         .await;
     assert_eq!(
         (status.as_u16(), problem["code"].as_str()),
-        (403, Some("nhi_not_active"))
+        (401, Some("invalid_token"))
     );
     let (status, _) = server
         .call(
@@ -572,6 +573,22 @@ async fn static_keys_authenticate_the_nhi_until_revoked(backend: Backend) {
             StatusCode::OK,
         )
         .await;
+    assert_eq!(
+        server
+            .call(Method::GET, "/v1/whoami", Some(secret), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let key = server
+        .admin(
+            Method::POST,
+            &format!("/v1/nhis/{nhi_id}/credentials"),
+            None,
+            StatusCode::CREATED,
+        )
+        .await;
+    let secret = key["secret"].as_str().unwrap();
     assert_eq!(
         server
             .call(Method::GET, "/v1/whoami", Some(secret), None)

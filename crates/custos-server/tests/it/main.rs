@@ -5,4 +5,6 @@ mod support;
 
 mod access;
 mod inventory;
+mod oauth;
 mod process;
+mod tasks;

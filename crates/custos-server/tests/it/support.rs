@@ -70,6 +70,10 @@ impl TestServer {
             admin_token: Some(ADMIN_TOKEN.into()),
             master_key: None,
             static_key_max_age_seconds: 90 * 24 * 3600,
+            static_key_rotation_grace_seconds: 1,
+            public_url: None,
+            signing_alg: custos_core::jose::SigningAlg::Es256,
+            issuance: custos_core::issuance::IssuanceLimits::default(),
         };
         let server = start(config).await.unwrap();
         let base = format!("http://{}", server.addr);
@@ -79,6 +83,35 @@ impl TestServer {
             http: reqwest::Client::new(),
             _data_dir: data_dir,
         }
+    }
+
+    /// Posts a form to an OAuth endpoint, with HTTP Basic client credentials if given.
+    /// Errors must be RFC 6749 §5.2 documents and every answer uncacheable.
+    pub async fn form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        params: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).form(params);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let response = req.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        assert!(!status.is_server_error(), "{path} -> {status} {value}");
+        if status.is_client_error() {
+            assert!(value["error"].is_string(), "an oauth error: {value}");
+        }
+        assert_eq!(
+            headers.get("cache-control").and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "{path} answers must not be cached"
+        );
+        (status, headers, value)
     }
 
     /// Sends a request; `token` None means no Authorization header.
@@ -228,4 +261,35 @@ macro_rules! both_backends {
               async fn $name() { super::$name($crate::support::Backend::Postgres).await })+
         }
     };
+}
+
+/// An NHI with `ceiling` and one static key: (nhi id, secret).
+pub async fn client(server: &TestServer, name: &str, ceiling: &[&str]) -> (String, String) {
+    let (status, _) = server
+        .call(
+            Method::GET,
+            "/v1/teams/owners-oauth",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    if status == StatusCode::NOT_FOUND {
+        server.team("owners-oauth").await;
+    }
+    let nhi = server
+        .admin(
+            Method::POST,
+            "/v1/nhis",
+            Some(json!({
+                "name": name, "kind": "ai_agent", "platform": "custom",
+                "environment": "production",
+                "owner": {"team": "owners-oauth"}, "purpose": "test client",
+                "scope_ceiling": ceiling,
+            })),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = nhi["id"].as_str().unwrap().to_owned();
+    let key = server.static_key(&id).await;
+    (id, key["secret"].as_str().unwrap().to_owned())
 }

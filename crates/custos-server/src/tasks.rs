@@ -1,0 +1,463 @@
+//! Per-task credentials and the approvals that gate them: one function per use case.
+
+use std::time::Duration;
+
+use custos_core::issuance::{self, Approval, ApprovalState, Decision, Task, TaskPlan, TaskState};
+use custos_core::{Actor, EventKind, Nhi, Page, Timestamp};
+use custos_store::{ApprovalFilter, StoreError};
+
+use crate::api::{
+    ApprovalList, ApprovalView, ApproveRequest, CreateTask, DenyRequest, TaskCredential, TaskView,
+};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::oauth::{self, TokenSpec};
+use crate::service::{AppState, encode_cursor, new_id, visible_nhi};
+
+/// The longest a `GET /v1/tasks/{id}?wait=` holds the request open.
+pub const MAX_WAIT_SECONDS: u64 = 60;
+
+fn task_view(task: Task, credential: Option<TaskCredential>, now: Timestamp) -> TaskView {
+    TaskView {
+        state: task.state_at(now).as_str().to_owned(),
+        id: task.id,
+        nhi_id: task.nhi_id,
+        purpose: task.purpose,
+        scope: task.scope,
+        ttl_seconds: task.ttl_seconds,
+        requested_by: task.requested_by,
+        created_at: task.created_at,
+        approval_id: task.approval_id,
+        activated_at: task.activated_at,
+        expires_at: task.expires_at,
+        ended_at: task.ended_at,
+        credential,
+    }
+}
+
+fn approval_view(a: Approval) -> ApprovalView {
+    ApprovalView {
+        id: a.id,
+        nhi_id: a.nhi_id,
+        task_id: a.task_id,
+        requested_by: a.requested_by,
+        purpose: a.purpose,
+        requested_scope: a.requested_scope,
+        excess: a.excess,
+        requested_ttl_seconds: a.requested_ttl_seconds,
+        state: a.state.as_str().to_owned(),
+        created_at: a.created_at,
+        decided_at: a.decided_at,
+        decided_by: a.decided_by,
+        reason: a.reason,
+        granted_scope: a.granted_scope.map(|s| s.to_strings()),
+        granted_ttl_seconds: a.granted_ttl_seconds,
+    }
+}
+
+/// `POST /v1/tasks`: `201` with the task and its credential, or `202` with the task waiting
+/// on an approval request.
+pub async fn create_task(
+    state: &AppState,
+    who: &Principal,
+    input: CreateTask,
+) -> ApiResult<(bool, TaskView)> {
+    let now = state.now();
+    let limits = &state.limits.issuance;
+    let (nhi, plan) = match who {
+        Principal::Nhi { nhi, .. } => {
+            if input.nhi_id.as_deref().is_some_and(|id| id != nhi.id) {
+                return Err(ApiError::forbidden("an nhi asks for tasks for itself only")
+                    .with_code("not_own_nhi"));
+            }
+            let plan = issuance::plan_task(nhi, &input.scope, input.ttl_seconds, limits, now)?;
+            ((**nhi).clone(), plan)
+        }
+        Principal::Operator(_) => {
+            let nhi_id = input.nhi_id.as_deref().ok_or_else(|| {
+                ApiError::validation(custos_core::validate::ValidationErrors::single(
+                    "nhi_id",
+                    "an operator must name the nhi the task is for",
+                ))
+            })?;
+            let nhi = visible_nhi(state, who, nhi_id).await?;
+            who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+            let plan = issuance::plan_requested_by_operator(
+                &nhi,
+                &input.scope,
+                input.ttl_seconds,
+                limits,
+                now,
+            )?;
+            (nhi, plan)
+        }
+    };
+    let purpose = input.purpose.trim().to_owned();
+    let mut errors = custos_core::validate::ValidationErrors::default();
+    custos_core::validate::text(&mut errors, "purpose", &purpose, 2000);
+    errors.into_result()?;
+    let actor = who.actor();
+    let mut task = Task {
+        id: new_id(),
+        nhi_id: nhi.id.clone(),
+        purpose,
+        scope: input.scope,
+        ttl_seconds: 0,
+        state: TaskState::PendingApproval,
+        requested_by: actor.to_string(),
+        created_at: now,
+        approval_id: None,
+        activated_at: None,
+        expires_at: None,
+        ended_at: None,
+        credential_id: None,
+    };
+    let requested = state
+        .event(
+            EventKind::TaskRequested,
+            actor.clone(),
+            format!("task:{}", task.id),
+        )
+        .with("nhi", &nhi.id)
+        .with("scope", task.scope.to_strings().join(" "))
+        .with("purpose", &task.purpose);
+    match plan {
+        TaskPlan::Issue { ttl_seconds } => {
+            task.ttl_seconds = ttl_seconds;
+            task.state = TaskState::Active;
+            task.activated_at = Some(now);
+            let expires_at = issuance::expiry(&nhi, now, ttl_seconds);
+            task.expires_at = Some(expires_at);
+            let (token, credential) = oauth::access_token(
+                state,
+                TokenSpec {
+                    holder: &nhi,
+                    subject: &nhi.id,
+                    scope: task.scope.clone(),
+                    expires_at,
+                    task_id: Some(task.id.clone()),
+                    parent: None,
+                    act: None,
+                    created_by: actor.to_string(),
+                },
+            );
+            task.credential_id = Some(credential.id.clone());
+            let issued = oauth::issued_event(state, &credential);
+            state
+                .store
+                .create_task(&task, None, Some(&credential), &[requested, issued])
+                .await?;
+            let credential = TaskCredential {
+                access_token: Some(token),
+                jti: credential.id,
+                expires_at,
+            };
+            Ok((true, task_view(task, Some(credential), now)))
+        }
+        TaskPlan::NeedsApproval {
+            ttl_seconds,
+            excess,
+        } => {
+            task.ttl_seconds = ttl_seconds;
+            let approval = Approval {
+                id: new_id(),
+                nhi_id: nhi.id.clone(),
+                task_id: task.id.clone(),
+                requested_by: task.requested_by.clone(),
+                purpose: task.purpose.clone(),
+                requested_scope: task.scope.clone(),
+                excess: excess.iter().map(ToString::to_string).collect(),
+                requested_ttl_seconds: ttl_seconds,
+                state: ApprovalState::Pending,
+                created_at: now,
+                decided_at: None,
+                decided_by: None,
+                reason: None,
+                granted_scope: None,
+                granted_ttl_seconds: None,
+            };
+            task.approval_id = Some(approval.id.clone());
+            let asked = state
+                .event(
+                    EventKind::ApprovalRequested,
+                    actor,
+                    format!("approval:{}", approval.id),
+                )
+                .with("nhi", &nhi.id)
+                .with("task", &task.id)
+                .with("excess", approval.excess.join(" "));
+            state
+                .store
+                .create_task(&task, Some(&approval), None, &[requested, asked])
+                .await?;
+            Ok((false, task_view(task, None, now)))
+        }
+    }
+}
+
+/// Who may read a task: the NHI it belongs to, and operators who may see that NHI.
+async fn visible_task(state: &AppState, who: &Principal, id: &str) -> ApiResult<Task> {
+    let task = state
+        .store
+        .get_task(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    match who {
+        Principal::Nhi { nhi, .. } if nhi.id == task.nhi_id => Ok(task),
+        Principal::Nhi { .. } => Err(ApiError::not_found("task")),
+        Principal::Operator(_) => {
+            visible_nhi(state, who, &task.nhi_id)
+                .await
+                .map_err(|_| ApiError::not_found("task"))?;
+            Ok(task)
+        }
+    }
+}
+
+/// `GET /v1/tasks/{id}[?wait=SECONDS]`. A pending task is waited on up to `wait` seconds. The
+/// NHI collects an approved task's credential here: it is minted on that first collection,
+/// with the lifetime that started at approval, and never shown again.
+pub async fn get_task(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    wait_seconds: u64,
+) -> ApiResult<TaskView> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(wait_seconds.min(MAX_WAIT_SECONDS));
+    let mut task = visible_task(state, who, id).await?;
+    while task.state == TaskState::PendingApproval && tokio::time::Instant::now() < deadline {
+        // Decisions on this node wake the wait at once; a decision on another node sharing
+        // the store is seen by the next poll, at most a second later.
+        let notified = state.task_updates.notified();
+        let tick = tokio::time::sleep(Duration::from_secs(1));
+        tokio::select! {
+            () = notified => {}
+            () = tick => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        task = visible_task(state, who, id).await?;
+    }
+    let now = state.now();
+    let credential = match (&task.credential_id, who) {
+        (Some(jti), _) => state
+            .store
+            .get_credential(jti)
+            .await?
+            .and_then(|c| c.expires_at.map(|e| (c.id, e)))
+            .map(|(jti, expires_at)| TaskCredential {
+                access_token: None,
+                jti,
+                expires_at,
+            }),
+        (None, Principal::Nhi { nhi, .. }) if task.state_at(now) == TaskState::Active => {
+            Some(collect_credential(state, nhi, &mut task).await?)
+        }
+        (None, _) => None,
+    };
+    Ok(task_view(task, credential, now))
+}
+
+/// Mints an approved task's one credential for the NHI collecting it.
+async fn collect_credential(
+    state: &AppState,
+    nhi: &Nhi,
+    task: &mut Task,
+) -> ApiResult<TaskCredential> {
+    issuance::ensure_usable(nhi, state.now())?;
+    let expires_at = task
+        .expires_at
+        .ok_or_else(|| ApiError::conflict("task_not_active", "the task has no lifetime"))?;
+    let (token, credential) = oauth::access_token(
+        state,
+        TokenSpec {
+            holder: nhi,
+            subject: &nhi.id,
+            scope: task.scope.clone(),
+            expires_at,
+            task_id: Some(task.id.clone()),
+            parent: None,
+            act: None,
+            created_by: task.approval_id.as_ref().map_or_else(
+                || Actor::Nhi(nhi.id.clone()).to_string(),
+                |a| format!("approval:{a}"),
+            ),
+        },
+    );
+    let event = oauth::issued_event(state, &credential);
+    if !state
+        .store
+        .mint_task_credential(&task.id, &credential, &event)
+        .await?
+    {
+        return Err(ApiError::conflict(
+            "credential_already_issued",
+            "this task's credential was already collected; an approval mints one credential",
+        ));
+    }
+    task.credential_id = Some(credential.id.clone());
+    Ok(TaskCredential {
+        access_token: Some(token),
+        jti: credential.id,
+        expires_at,
+    })
+}
+
+/// `POST /v1/tasks/{id}/end`: revokes every credential of the task, and what was delegated
+/// from them. By the NHI itself, or an admin or reviewer of its owner team.
+pub async fn end_task(state: &AppState, who: &Principal, id: &str) -> ApiResult<TaskView> {
+    let task = visible_task(state, who, id).await?;
+    if let Principal::Operator(_) = who {
+        let nhi = visible_nhi(state, who, &task.nhi_id).await?;
+        who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+    }
+    let now = state.now();
+    let event = state.event(
+        EventKind::TaskEnded,
+        who.actor(),
+        format!("task:{}", task.id),
+    );
+    state.store.end_task(&task.id, now, &event).await?;
+    state.task_updates.notify_waiters();
+    let task = visible_task(state, who, id).await?;
+    Ok(task_view(task, None, now))
+}
+
+pub async fn list_approvals(
+    state: &AppState,
+    who: &Principal,
+    filter_state: Option<ApprovalState>,
+    nhi_id: Option<String>,
+    page: Page,
+) -> ApiResult<ApprovalList> {
+    let owner_teams = who.visible_teams()?;
+    let limit = page.limit;
+    let found = state
+        .store
+        .list_approvals(
+            &ApprovalFilter {
+                state: filter_state,
+                nhi_id,
+                owner_teams,
+            },
+            &Page {
+                after: page.after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let more = found.len() > limit as usize;
+    let items: Vec<_> = found
+        .into_iter()
+        .take(limit as usize)
+        .map(approval_view)
+        .collect();
+    let next_cursor = if more {
+        items.last().map(|a| encode_cursor(&a.id))
+    } else {
+        None
+    };
+    Ok(ApprovalList { items, next_cursor })
+}
+
+async fn visible_approval(state: &AppState, who: &Principal, id: &str) -> ApiResult<Approval> {
+    who.visible_teams()?;
+    let approval = state
+        .store
+        .get_approval(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("approval"))?;
+    visible_nhi(state, who, &approval.nhi_id)
+        .await
+        .map_err(|_| ApiError::not_found("approval"))?;
+    Ok(approval)
+}
+
+pub async fn get_approval(state: &AppState, who: &Principal, id: &str) -> ApiResult<ApprovalView> {
+    Ok(approval_view(visible_approval(state, who, id).await?))
+}
+
+/// Approves or denies: an admin or a reviewer of the NHI's owner team, never an NHI and
+/// never whoever asked. An approval starts the task's lifetime now; the NHI collects the
+/// credential with `GET /v1/tasks/{id}`.
+pub async fn decide(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    decision: Decision,
+) -> ApiResult<ApprovalView> {
+    let approval = visible_approval(state, who, id).await?;
+    let nhi = visible_nhi(state, who, &approval.nhi_id).await?;
+    who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+    let now = state.now();
+    let decided = approval.decide(decision, &who.actor().to_string(), now)?;
+    let mut task = state
+        .store
+        .get_task(&approval.task_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("approval {id} has no task")))?;
+    if task.state != TaskState::PendingApproval {
+        return Err(ApiError::conflict(
+            "approval_not_pending",
+            format!("the task is {}", task.state),
+        ));
+    }
+    match decided.state {
+        ApprovalState::Approved => {
+            issuance::ensure_usable(&nhi, now)?;
+            let ttl = decided
+                .granted_ttl_seconds
+                .unwrap_or(approval.requested_ttl_seconds);
+            task.state = TaskState::Active;
+            task.scope = decided
+                .granted_scope
+                .clone()
+                .unwrap_or_else(|| approval.requested_scope.clone());
+            task.ttl_seconds = ttl;
+            task.activated_at = Some(now);
+            task.expires_at = Some(issuance::expiry(&nhi, now, ttl));
+        }
+        _ => {
+            task.state = TaskState::Denied;
+            task.ended_at = Some(now);
+        }
+    }
+    let mut event = state
+        .event(
+            EventKind::ApprovalDecided,
+            who.actor(),
+            format!("approval:{}", approval.id),
+        )
+        .with("decision", decided.state.as_str())
+        .with("task", &task.id)
+        .with("nhi", &nhi.id)
+        .with("reason", decided.reason.clone().unwrap_or_default());
+    if let Some(scope) = &decided.granted_scope {
+        event = event.with("granted_scope", scope.to_strings().join(" "));
+    }
+    state.store.decide_approval(&decided, &task, &event).await?;
+    state.task_updates.notify_waiters();
+    Ok(approval_view(decided))
+}
+
+fn reason(text: String) -> ApiResult<String> {
+    let text = text.trim().to_owned();
+    let mut errors = custos_core::validate::ValidationErrors::default();
+    custos_core::validate::text(&mut errors, "reason", &text, 2000);
+    errors.into_result()?;
+    Ok(text)
+}
+
+pub fn approve_decision(input: ApproveRequest) -> ApiResult<Decision> {
+    Ok(Decision::Approve {
+        reason: reason(input.reason)?,
+        scope: input.scope,
+        ttl_seconds: input.ttl_seconds,
+    })
+}
+
+pub fn deny_decision(input: DenyRequest) -> ApiResult<Decision> {
+    Ok(Decision::Deny {
+        reason: reason(input.reason)?,
+    })
+}
