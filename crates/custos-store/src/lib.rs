@@ -6,6 +6,7 @@
 //! suite (`tests/it`).
 
 mod error;
+mod group_commit;
 mod sql;
 
 use async_trait::async_trait;

@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
+use crate::group_commit::{GroupCommit, Slot};
 use crate::{
     ApprovalFilter, EventQuery, Result, Retirement, Revocation, SigningKeyRecord, Store, StoreError,
 };
@@ -26,7 +27,7 @@ use crate::{
 /// they never contend for SQLite's write lock; reads use a small pool beside it.
 pub struct SqliteStore {
     read: SqlitePool,
-    write: SqlitePool,
+    write: GroupCommit,
 }
 
 /// The scale-out store, shared by several `custos serve` nodes.
@@ -53,15 +54,20 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            write: GroupCommit::new(write),
+        })
     }
 
     fn reader(&self) -> &SqlitePool {
         &self.read
     }
 
-    fn writer(&self) -> &SqlitePool {
-        &self.write
+    /// Every write is a savepoint in a transaction shared with concurrent writes, committed
+    /// (one fsync) before any of them returns: see [`GroupCommit`].
+    async fn begin_write(&self) -> Result<Slot> {
+        self.write.slot().await
     }
 }
 
@@ -149,8 +155,22 @@ impl PostgresStore {
         &self.pool
     }
 
-    fn writer(&self) -> &PgPool {
-        &self.pool
+    async fn begin_write(&self) -> Result<PgSlot> {
+        Ok(PgSlot(self.pool.acquire().await?))
+    }
+}
+
+/// PostgreSQL needs no group commit: its own WAL writer batches concurrent commits. A slot is
+/// a pooled connection, so both stores write with the same code.
+struct PgSlot(sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+impl PgSlot {
+    async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+        Ok(sqlx::Connection::begin(&mut *self.0).await?)
+    }
+
+    async fn finish(self) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -369,13 +389,13 @@ macro_rules! sql_store {
             /// parent row is locked (PostgreSQL) so a concurrent revocation either sees the
             /// child or makes this insert fail.
             async fn insert_credential(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 credential: &Credential,
             ) -> Result<()> {
                 if let Some(parent) = &credential.parent_id {
                     let lock: &'static str = $lock_row;
                     let sql = format!("SELECT revoked_at FROM credentials WHERE id = $1{lock}");
-                    let row = sqlx::query(AssertSqlSafe(sql)).bind(parent).fetch_optional(&mut **tx).await?;
+                    let row = sqlx::query(AssertSqlSafe(sql)).bind(parent).fetch_optional(&mut *tx).await?;
                     let live = match row {
                         Some(row) => row.try_get::<Option<i64>, _>("revoked_at")?.is_none(),
                         None => false,
@@ -403,7 +423,7 @@ macro_rules! sql_store {
                 .bind(&credential.parent_id)
                 .bind(i64::from(credential.depth))
                 .bind(&credential.public_jwk)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
                 Ok(())
             }
@@ -412,7 +432,7 @@ macro_rules! sql_store {
             /// until nothing changes: on PostgreSQL a child committed while the statement ran
             /// is outside its snapshot, and the next round catches it.
             async fn revoke_cascade(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 roots: &str,
                 key: &str,
                 at: Timestamp,
@@ -428,7 +448,7 @@ macro_rules! sql_store {
                     let rows = sqlx::query(AssertSqlSafe(sql.clone()))
                         .bind(key)
                         .bind(at.unix_millis())
-                        .fetch_all(&mut **tx)
+                        .fetch_all(&mut *tx)
                         .await?;
                     if rows.is_empty() {
                         break;
@@ -441,7 +461,7 @@ macro_rules! sql_store {
                 Ok(revoked)
             }
 
-            async fn write_task(tx: &mut sqlx::Transaction<'_, $db>, task: &Task, insert: bool) -> Result<u64> {
+            async fn write_task(tx: &mut <$db as sqlx::Database>::Connection, task: &Task, insert: bool) -> Result<u64> {
                 let sql = if insert {
                     "INSERT INTO tasks (nhi_id, purpose, scope, ttl_seconds, state, requested_by, \
                      created_at, approval_id, activated_at, expires_at, ended_at, credential_id, id) \
@@ -466,7 +486,7 @@ macro_rules! sql_store {
                     .bind(task.ended_at.map(Timestamp::unix_millis))
                     .bind(&task.credential_id)
                     .bind(&task.id)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?
                     .rows_affected())
             }
@@ -489,7 +509,7 @@ macro_rules! sql_store {
             }
 
             async fn append_event(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 event: &DomainEvent,
             ) -> Result<()> {
                 sqlx::query(
@@ -502,13 +522,13 @@ macro_rules! sql_store {
                 .bind(&event.subject)
                 .bind(event.occurred_at.unix_millis())
                 .bind(to_json(&event.details))
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
                 Ok(())
             }
 
             async fn insert_operator(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 operator: &Operator,
                 token_hash: &[u8],
             ) -> Result<()> {
@@ -524,13 +544,13 @@ macro_rules! sql_store {
                 .bind(operator.created_at.unix_millis())
                 .bind(&operator.created_by)
                 .bind(operator.revoked_at.map(Timestamp::unix_millis))
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
                 for team in &operator.teams {
                     sqlx::query("INSERT INTO operator_teams (operator_id, team_id) VALUES ($1, $2)")
                         .bind(&operator.id)
                         .bind(team)
-                        .execute(&mut **tx)
+                        .execute(&mut *tx)
                         .await?;
                 }
                 Ok(())
@@ -618,17 +638,17 @@ macro_rules! sql_store {
                 rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
             }
 
-            async fn write_tags(tx: &mut sqlx::Transaction<'_, $db>, nhi: &Nhi) -> Result<()> {
+            async fn write_tags(tx: &mut <$db as sqlx::Database>::Connection, nhi: &Nhi) -> Result<()> {
                 sqlx::query("DELETE FROM nhi_tags WHERE nhi_id = $1")
                     .bind(&nhi.id)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
                 for (key, value) in &nhi.tags {
                     sqlx::query("INSERT INTO nhi_tags (nhi_id, key, value) VALUES ($1, $2, $3)")
                         .bind(&nhi.id)
                         .bind(key)
                         .bind(value)
-                        .execute(&mut **tx)
+                        .execute(&mut *tx)
                         .await?;
                 }
                 Ok(())
@@ -655,16 +675,21 @@ macro_rules! sql_store {
             }
 
             async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
                     .bind(key)
                     .bind(value)
-                    .execute(self.writer())
+                    .execute(&mut *tx)
                     .await?;
                 let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
                     .bind(key)
-                    .fetch_one(self.writer())
+                    .fetch_one(&mut *tx)
                     .await?;
-                Ok(row.try_get("value")?)
+                let stored = row.try_get("value")?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(stored)
             }
 
             async fn bootstrap_admin(
@@ -673,7 +698,8 @@ macro_rules! sql_store {
                 token_hash: &[u8],
                 event: &DomainEvent,
             ) -> Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 let claimed = sqlx::query(
                     "INSERT INTO meta (key, value) VALUES ('bootstrapped_at', $1) \
                      ON CONFLICT (key) DO NOTHING",
@@ -686,14 +712,16 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                Self::insert_operator(&mut tx, admin, token_hash).await?;
-                Self::append_event(&mut tx, event).await?;
+                Self::insert_operator(&mut *tx, admin, token_hash).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(true)
             }
 
             async fn create_team(&self, team: &Team, event: &DomainEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 sqlx::query("INSERT INTO teams (id, name, contact, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(&team.id)
                     .bind(&team.name)
@@ -701,8 +729,9 @@ macro_rules! sql_store {
                     .bind(team.created_at.unix_millis())
                     .execute(&mut *tx)
                     .await?;
-                Self::append_event(&mut tx, event).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -727,10 +756,12 @@ macro_rules! sql_store {
                 token_hash: &[u8],
                 event: &DomainEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                Self::insert_operator(&mut tx, operator, token_hash).await?;
-                Self::append_event(&mut tx, event).await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                Self::insert_operator(&mut *tx, operator, token_hash).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -784,7 +815,8 @@ macro_rules! sql_store {
             }
 
             async fn revoke_operator(&self, id: &str, at: Timestamp, event: &DomainEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 let lock: &'static str = $lock_operators;
                 if !lock.is_empty() {
                     sqlx::query(lock).execute(&mut *tx).await?;
@@ -819,13 +851,15 @@ macro_rules! sql_store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                Self::append_event(&mut tx, event).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
             async fn create_nhis(&self, nhis: &[(Nhi, DomainEvent)]) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 for (nhi, event) in nhis {
                     let insert = sqlx::query(
                         "INSERT INTO nhis (name, kind, platform, environment, status, owner_team_id, \
@@ -838,10 +872,11 @@ macro_rules! sql_store {
                         .bind(nhi.created_at.unix_millis())
                         .execute(&mut *tx)
                         .await?;
-                    Self::write_tags(&mut tx, nhi).await?;
-                    Self::append_event(&mut tx, event).await?;
+                    Self::write_tags(&mut *tx, nhi).await?;
+                    Self::append_event(&mut *tx, event).await?;
                 }
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -852,7 +887,8 @@ macro_rules! sql_store {
             }
 
             async fn update_nhi(&self, nhi: &Nhi, expected_version: i64, event: &DomainEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 let update = sqlx::query(
                     "UPDATE nhis SET name = $1, kind = $2, platform = $3, environment = $4, \
                      status = $5, owner_team_id = $6, owner_application = $7, owner_contact = $8, \
@@ -877,9 +913,10 @@ macro_rules! sql_store {
                         Some(row) => Err(StoreError::VersionMismatch { current: row.try_get("version")? }),
                     };
                 }
-                Self::write_tags(&mut tx, nhi).await?;
-                Self::append_event(&mut tx, event).await?;
+                Self::write_tags(&mut *tx, nhi).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -932,10 +969,12 @@ macro_rules! sql_store {
             }
 
             async fn create_credential(&self, credential: &Credential, event: &DomainEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                Self::insert_credential(&mut tx, credential).await?;
-                Self::append_event(&mut tx, event).await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                Self::insert_credential(&mut *tx, credential).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -990,7 +1029,8 @@ macro_rules! sql_store {
                 at: Timestamp,
                 event: &DomainEvent,
             ) -> Result<Vec<String>> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 let (roots, key, exists) = match target {
                     Revocation::Credential(id) => ("id = $1", id, "SELECT 1 AS one FROM credentials WHERE id = $1"),
                     Revocation::Task(id) => ("task_id = $1", id, "SELECT 1 AS one FROM tasks WHERE id = $1"),
@@ -1000,15 +1040,16 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Err(StoreError::NotFound);
                 }
-                let revoked = Self::revoke_cascade(&mut tx, roots, key, at).await?;
+                let revoked = Self::revoke_cascade(&mut *tx, roots, key, at).await?;
                 if revoked.is_empty() {
                     tx.rollback().await?;
                     return Ok(revoked);
                 }
                 let mut event = event.clone();
                 event.details.insert("revoked".into(), revoked.join(","));
-                Self::append_event(&mut tx, &event).await?;
+                Self::append_event(&mut *tx, &event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(revoked)
             }
 
@@ -1019,7 +1060,8 @@ macro_rules! sql_store {
                 new: &Credential,
                 event: &DomainEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE credentials SET expires_at = $1 WHERE id = $2 AND revoked_at IS NULL \
                      AND (expires_at IS NULL OR expires_at > $1)",
@@ -1033,9 +1075,10 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Err(StoreError::Precondition("the credential is revoked, expired or already rotated"));
                 }
-                Self::insert_credential(&mut tx, new).await?;
-                Self::append_event(&mut tx, event).await?;
+                Self::insert_credential(&mut *tx, new).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -1046,8 +1089,9 @@ macro_rules! sql_store {
                 credential: Option<&Credential>,
                 events: &[DomainEvent],
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                Self::write_task(&mut tx, task, true).await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                Self::write_task(&mut *tx, task, true).await?;
                 if let Some(a) = approval {
                     sqlx::query(
                         "INSERT INTO approvals (id, nhi_id, task_id, requested_by, purpose, \
@@ -1068,12 +1112,13 @@ macro_rules! sql_store {
                     .await?;
                 }
                 if let Some(credential) = credential {
-                    Self::insert_credential(&mut tx, credential).await?;
+                    Self::insert_credential(&mut *tx, credential).await?;
                 }
                 for event in events {
-                    Self::append_event(&mut tx, event).await?;
+                    Self::append_event(&mut *tx, event).await?;
                 }
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -1089,7 +1134,8 @@ macro_rules! sql_store {
                 credential: &Credential,
                 event: &DomainEvent,
             ) -> Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 let claimed = sqlx::query(
                     "UPDATE tasks SET credential_id = $1 WHERE id = $2 AND credential_id IS NULL \
                      AND state = 'active'",
@@ -1103,14 +1149,16 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                Self::insert_credential(&mut tx, credential).await?;
-                Self::append_event(&mut tx, event).await?;
+                Self::insert_credential(&mut *tx, credential).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(true)
             }
 
             async fn end_task(&self, task_id: &str, at: Timestamp, event: &DomainEvent) -> Result<Vec<String>> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 let ended = sqlx::query(
                     "UPDATE tasks SET state = 'ended', ended_at = $1 \
                      WHERE id = $2 AND state IN ('active', 'pending_approval')",
@@ -1139,15 +1187,16 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Err(StoreError::NotFound);
                 }
-                let revoked = Self::revoke_cascade(&mut tx, "task_id = $1", task_id, at).await?;
+                let revoked = Self::revoke_cascade(&mut *tx, "task_id = $1", task_id, at).await?;
                 if ended == 0 && revoked.is_empty() {
                     tx.rollback().await?;
                     return Ok(revoked);
                 }
                 let mut event = event.clone();
                 event.details.insert("revoked".into(), revoked.join(","));
-                Self::append_event(&mut tx, &event).await?;
+                Self::append_event(&mut *tx, &event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(revoked)
             }
 
@@ -1185,7 +1234,8 @@ macro_rules! sql_store {
             }
 
             async fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 let decided = sqlx::query(
                     "UPDATE approvals SET state = $1, decided_at = $2, decided_by = $3, reason = $4, \
                      granted_scope = $5, granted_ttl_seconds = $6 WHERE id = $7 AND state = 'pending'",
@@ -1204,9 +1254,10 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Err(StoreError::Precondition("the approval request is no longer pending"));
                 }
-                Self::write_task(&mut tx, task, false).await?;
-                Self::append_event(&mut tx, event).await?;
+                Self::write_task(&mut *tx, task, false).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -1216,7 +1267,8 @@ macro_rules! sql_store {
                 retire: Option<Retirement<'_>>,
                 event: &DomainEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 if let Some(retire) = retire {
                     sqlx::query(
                         "UPDATE signing_keys SET retired_at = $1, publish_until = $2 \
@@ -1241,8 +1293,9 @@ macro_rules! sql_store {
                 .bind(key.publish_until.map(Timestamp::unix_millis))
                 .execute(&mut *tx)
                 .await?;
-                Self::append_event(&mut tx, event).await?;
+                Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(())
             }
 
@@ -1259,7 +1312,8 @@ macro_rules! sql_store {
                 expires_at: Timestamp,
                 now: Timestamp,
             ) -> Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
                 sqlx::query("DELETE FROM client_assertions WHERE expires_at < $1")
                     .bind(now.unix_millis())
                     .execute(&mut *tx)
@@ -1275,6 +1329,7 @@ macro_rules! sql_store {
                 .await?
                 .rows_affected();
                 tx.commit().await?;
+                slot.finish().await?;
                 Ok(inserted == 1)
             }
 

@@ -31,6 +31,8 @@ conformance!(
     approvals_are_decided_once_and_mint_once,
     signing_keys_rotate_with_overlap,
     client_assertions_are_single_use,
+    concurrent_writes_each_succeed_or_fail_alone,
+    abandoned_writes_leave_nothing_behind,
     events_follow_every_change,
     meta_init_keeps_the_first_value,
 );
@@ -1126,4 +1128,119 @@ async fn name_search_follows_renames_and_takes_any_text(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Many writers at once (on SQLite they share transactions and fsyncs): each is kept or refused
+/// on its own merits, and what was acknowledged is there.
+async fn concurrent_writes_each_succeed_or_fail_alone(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let taken = credential(&n, &[200, 0], None);
+    store
+        .create_credential(&taken, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap();
+    let attempts: Vec<Credential> = (0..120u8)
+        .map(|i| {
+            // Every tenth collides with the stored hash and must fail, alone.
+            let hash = if i % 10 == 0 {
+                vec![200, 0]
+            } else {
+                vec![201, i]
+            };
+            credential(&n, &hash, None)
+        })
+        .collect();
+    let results = futures::future::join_all(attempts.iter().map(|c| async move {
+        store
+            .create_credential(c, &event(EventKind::CredentialIssued, &c.id))
+            .await
+    }))
+    .await;
+    for (c, result) in attempts.iter().zip(&results) {
+        let stored = store.get_credential(&c.id).await.unwrap();
+        if c.secret_hash == [200, 0] {
+            assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
+            assert!(stored.is_none());
+        } else {
+            assert!(result.is_ok(), "{result:?}");
+            assert_eq!(stored.as_ref(), Some(c));
+        }
+    }
+    let events = store
+        .list_events(&EventQuery {
+            kind: Some("credential.issued".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        1 + 108,
+        "one event per kept write, none for refused ones"
+    );
+}
+
+/// Writes abandoned at any point (a request cancelled mid-way) leave neither their change nor
+/// its event, and do not disturb the writes around them.
+async fn abandoned_writes_leave_nothing_behind(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let attempts: Vec<Credential> = (0..100u8)
+        .map(|i| credential(&n, &[202, i], None))
+        .collect();
+    let events: Vec<_> = attempts
+        .iter()
+        .map(|c| event(EventKind::CredentialIssued, &c.id))
+        .collect();
+    // Every third write is given up after a growing delay, so that across the run the
+    // abandonment falls at every stage of a write: before it starts, between its statements,
+    // while it waits for the commit. The others run beside them and must all be kept.
+    let mut kept = Vec::new();
+    let mut others = Vec::new();
+    for (i, (c, e)) in attempts.iter().zip(&events).enumerate() {
+        let write = store.create_credential(c, e);
+        if i % 3 == 0 {
+            let delay = std::time::Duration::from_micros(15 * i as u64);
+            let _ = tokio::time::timeout(delay, write).await;
+        } else {
+            others.push(write);
+            kept.push(c.id.clone());
+        }
+        if others.len() == 4 {
+            for result in futures::future::join_all(others.drain(..)).await {
+                result.unwrap();
+            }
+        }
+    }
+    for result in futures::future::join_all(others).await {
+        result.unwrap();
+    }
+    let stored: Vec<Credential> = store
+        .list_credentials(Some(&n.id), &page(500))
+        .await
+        .unwrap();
+    let events = store
+        .list_events(&EventQuery {
+            kind: Some("credential.issued".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Every credential stored has exactly its event, and every kept write is stored.
+    let mut with_events: Vec<&str> = events.iter().map(|e| e.event.subject.as_str()).collect();
+    with_events.sort();
+    let mut stored_ids: Vec<&str> = stored.iter().map(|c| c.id.as_str()).collect();
+    stored_ids.sort();
+    assert_eq!(with_events, stored_ids);
+    for id in &kept {
+        assert!(
+            stored_ids.contains(&id.as_str()),
+            "acknowledged write {id} is missing"
+        );
+    }
 }
