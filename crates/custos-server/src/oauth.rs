@@ -289,9 +289,12 @@ async fn authenticate_assertion(
         .and_then(Value::as_i64)
         .and_then(|s| Timestamp::from_unix_millis(s.saturating_mul(1000)))
         .ok_or_else(|| refused("the client assertion has no exp"))?;
+    // The verifier accepts an assertion until `exp` plus the leeway, so its jti must be
+    // remembered that long: forgetting it at `exp` would let a replay through the leeway.
+    let remember_until = exp.plus_seconds(i64::from(LEEWAY_SECONDS));
     if !state
         .store
-        .use_client_assertion(&nhi.id, jti, exp, now)
+        .use_client_assertion(&nhi.id, jti, remember_until, now)
         .await?
     {
         return Err(refused("the client assertion was used before"));
@@ -843,7 +846,9 @@ pub fn metadata(state: &AppState) -> Value {
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
         "authorization_details_types_supported": [issuance::AUTHORIZATION_DETAILS_TYPE],
     })
 }
