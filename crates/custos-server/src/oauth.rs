@@ -367,7 +367,11 @@ pub struct TokenSpec<'a> {
     pub scope: Scope,
     pub expires_at: Timestamp,
     pub task_id: Option<String>,
+    /// What the token was obtained with or delegated from: revoking it revokes the token.
     pub parent: Option<&'a Credential>,
+    /// Delegations between this token and one issued directly: the parent's plus one for a
+    /// token exchange, 0 otherwise.
+    pub depth: u32,
     pub act: Option<Value>,
     pub created_by: String,
 }
@@ -405,7 +409,7 @@ pub fn access_token(state: &AppState, spec: TokenSpec<'_>) -> (String, Credentia
         scope: Some(spec.scope),
         task_id: spec.task_id,
         parent_id: spec.parent.map(|p| p.id.clone()),
-        depth: spec.parent.map_or(0, |p| p.depth + 1),
+        depth: spec.depth,
         public_jwk: None,
     };
     (token, credential)
@@ -587,13 +591,23 @@ async fn client_credentials(
             scope,
             expires_at,
             task_id: None,
-            parent: None,
+            parent: Some(&client.credential),
+            depth: 0,
             act: None,
             created_by: format!("nhi:{}", nhi.id),
         },
     );
     let event = issued_event(state, &credential).with("grant", "client_credentials");
-    state.store.create_credential(&credential, &event).await?;
+    state
+        .store
+        .create_credential(&credential, &event)
+        .await
+        .map_err(|e| match e {
+            custos_store::StoreError::Precondition(_) => {
+                OAuthError::invalid_client("the client's key was revoked meanwhile", false)
+            }
+            other => other.into(),
+        })?;
     Ok(token_response(&token, &credential, now))
 }
 
@@ -716,6 +730,7 @@ async fn token_exchange(
             expires_at: delegation.expires_at,
             task_id: parent.credential.task_id.clone(),
             parent: Some(&parent.credential),
+            depth: delegation.depth,
             act: Some(act),
             created_by: format!("nhi:{}", client.nhi.id),
         },

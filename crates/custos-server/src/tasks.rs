@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use custos_core::issuance::{self, Approval, ApprovalState, Decision, Task, TaskPlan, TaskState};
-use custos_core::{Actor, EventKind, Nhi, Page, Timestamp};
+use custos_core::{Actor, Credential, EventKind, Nhi, Page, Timestamp};
 use custos_store::{ApprovalFilter, StoreError};
 
 use crate::api::{
@@ -64,6 +64,12 @@ pub async fn create_task(
 ) -> ApiResult<(bool, TaskView)> {
     let now = state.now();
     let limits = &state.limits.issuance;
+    // A token is the child of the key or token the agent asked with, so revoking a leaked
+    // key also revokes what was obtained with it.
+    let presented = match who {
+        Principal::Nhi { credential, .. } => Some(credential.as_ref()),
+        Principal::Operator(_) => None,
+    };
     let (nhi, plan) = match who {
         Principal::Nhi { nhi, .. } => {
             if input.nhi_id.as_deref().is_some_and(|id| id != nhi.id) {
@@ -136,7 +142,8 @@ pub async fn create_task(
                     scope: task.scope.clone(),
                     expires_at,
                     task_id: Some(task.id.clone()),
-                    parent: None,
+                    parent: presented,
+                    depth: 0,
                     act: None,
                     created_by: actor.to_string(),
                 },
@@ -250,8 +257,8 @@ pub async fn get_task(
                 jti,
                 expires_at,
             }),
-        (None, Principal::Nhi { nhi, .. }) if task.state_at(now) == TaskState::Active => {
-            Some(collect_credential(state, nhi, &mut task).await?)
+        (None, Principal::Nhi { nhi, credential }) if task.state_at(now) == TaskState::Active => {
+            Some(collect_credential(state, nhi, credential, &mut task).await?)
         }
         (None, _) => None,
     };
@@ -262,6 +269,7 @@ pub async fn get_task(
 async fn collect_credential(
     state: &AppState,
     nhi: &Nhi,
+    presented: &Credential,
     task: &mut Task,
 ) -> ApiResult<TaskCredential> {
     issuance::ensure_usable(nhi, state.now())?;
@@ -276,7 +284,8 @@ async fn collect_credential(
             scope: task.scope.clone(),
             expires_at,
             task_id: Some(task.id.clone()),
-            parent: None,
+            parent: Some(presented),
+            depth: 0,
             act: None,
             created_by: task.approval_id.as_ref().map_or_else(
                 || Actor::Nhi(nhi.id.clone()).to_string(),
@@ -435,7 +444,18 @@ pub async fn decide(
     if let Some(scope) = &decided.granted_scope {
         event = event.with("granted_scope", scope.to_strings().join(" "));
     }
-    state.store.decide_approval(&decided, &task, &event).await?;
+    state
+        .store
+        .decide_approval(&decided, &task, &event)
+        .await
+        .map_err(|e| match e {
+            // Another reviewer decided it between our read and our write.
+            StoreError::Precondition(_) => ApiError::conflict(
+                "approval_not_pending",
+                "the approval request was decided meanwhile",
+            ),
+            other => other.into(),
+        })?;
     state.task_updates.notify_waiters();
     Ok(approval_view(decided))
 }

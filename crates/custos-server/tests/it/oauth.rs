@@ -16,6 +16,7 @@ both_backends!(
     private_key_jwt_authenticates_once_per_assertion,
     signing_keys_rotate_with_overlap,
     static_keys_rotate_with_a_grace_period,
+    revoking_a_key_revokes_what_was_obtained_with_it,
 );
 
 async fn metadata_and_keys_describe_the_server(backend: Backend) {
@@ -690,5 +691,65 @@ async fn static_keys_rotate_with_a_grace_period(backend: Backend) {
         "and not after it"
     );
     assert_eq!(token(new_secret).await, StatusCode::OK);
+    server.stop().await;
+}
+
+async fn revoking_a_key_revokes_what_was_obtained_with_it(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (id, _) = client(&server, "leaky-bot", &["crm:read"]).await;
+    let (gw_id, gw_secret) = client(&server, "gateway", &["custos:introspect"]).await;
+    let gateway = (gw_id.as_str(), gw_secret.as_str());
+    let leaked = server.static_key(&id).await;
+    let spare = server.static_key(&id).await;
+    let leaked_secret = leaked["secret"].as_str().unwrap();
+    let (_, _, token) = server
+        .form(
+            "/oauth2/token",
+            Some((&id, leaked_secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let (_, task) = server
+        .call(
+            Method::POST,
+            "/v1/tasks",
+            Some(leaked_secret),
+            Some(json!({"purpose": "p", "scope": ["crm:read"]})),
+        )
+        .await;
+    let task_token = task["credential"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, _, other) = server
+        .form(
+            "/oauth2/token",
+            Some((&id, spare["secret"].as_str().unwrap())),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    let other = other["access_token"].as_str().unwrap().to_owned();
+    server
+        .admin(
+            Method::POST,
+            &format!("/v1/credentials/{}/revoke", leaked["id"].as_str().unwrap()),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        introspect(&server, gateway, &token).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        introspect(&server, gateway, &task_token).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        introspect(&server, gateway, &other).await["active"],
+        true,
+        "tokens obtained with the other key live on"
+    );
     server.stop().await;
 }
