@@ -5,6 +5,8 @@ mod support;
 
 mod access;
 mod inventory;
+mod negative;
 mod oauth;
 mod process;
+mod secrets;
 mod tasks;

@@ -293,3 +293,29 @@ pub async fn client(server: &TestServer, name: &str, ceiling: &[&str]) -> (Strin
     let key = server.static_key(&id).await;
     (id, key["secret"].as_str().unwrap().to_owned())
 }
+
+impl TestServer {
+    /// The running server's state: its store, keys and signing keyring.
+    pub fn state(&self) -> &custos_server::service::AppState {
+        &self
+            .server
+            .as_ref()
+            .expect("the server is still running")
+            .state
+    }
+
+    /// The server's data directory (SQLite files, `master.key`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+}
+
+/// The claims of a compact JWS, read without any check.
+pub fn jwt_claims(token: &str) -> serde_json::Map<String, Value> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a compact jws");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("a JSON object")
+}
