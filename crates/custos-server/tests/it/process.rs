@@ -406,6 +406,161 @@ fn the_cli_round_trip_keeps_no_secret_on_disk() {
     }
 }
 
+#[test]
+fn the_cli_manages_keys_credentials_and_approvals() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = serve(custos(dir.path()).args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        "data",
+    ]));
+    server.port = port;
+    wait_ready(port);
+    let admin = std::fs::read_to_string(dir.path().join("data/admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let url = server.url();
+    let run = |token: &str, args: &[&str]| {
+        let out = cli(dir.path(), &url, token, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    let json = |token: &str, args: &[&str]| -> Value {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        serde_json::from_str(&run(token, &args)).unwrap()
+    };
+    run(
+        &admin,
+        &["team", "create", "payments", "--contact", "pay@example.com"],
+    );
+    let op = json(
+        &admin,
+        &[
+            "operator", "create", "--name", "rita", "--role", "reviewer", "--team", "payments",
+        ],
+    );
+    let reviewer = op["token"].as_str().unwrap().to_owned();
+    let nhi = json(
+        &admin,
+        &[
+            "nhi",
+            "create",
+            "--name",
+            "refund-bot",
+            "--kind",
+            "ai_agent",
+            "--platform",
+            "openai",
+            "--environment",
+            "production",
+            "--team",
+            "payments",
+            "--purpose",
+            "refunds",
+            "--scope",
+            "crm:read",
+        ],
+    );
+    let nhi_id = nhi["id"].as_str().unwrap();
+    let key = json(&admin, &["credential", "issue", nhi_id]);
+    let secret = key["secret"].as_str().unwrap().to_owned();
+
+    // The agent asks beyond its ceiling; a reviewer approves narrower from the CLI.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let task: Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/tasks"))
+            .bearer_auth(&secret)
+            .json(
+                &serde_json::json!({"purpose": "refund", "scope": ["crm:read", "payments:refund"]}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(task["state"], "pending_approval", "{task}");
+    let pending = json(&reviewer, &["approvals", "list", "--state", "pending"]);
+    let approval_id = pending["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        pending["items"][0]["excess"],
+        serde_json::json!(["payments:refund"])
+    );
+    let table = run(&reviewer, &["approvals", "get", &approval_id]);
+    assert!(table.contains("payments:refund"), "{table}");
+    let approved = json(
+        &reviewer,
+        &[
+            "approvals",
+            "approve",
+            &approval_id,
+            "--reason",
+            "ticket 81",
+            "--scope",
+            "payments:refund",
+            "--ttl-seconds",
+            "120",
+        ],
+    );
+    assert_eq!(approved["state"], "approved");
+    assert_eq!(
+        approved["granted_scope"],
+        serde_json::json!(["payments:refund"])
+    );
+    let task_id = task["id"].as_str().unwrap();
+    let seen = json(&reviewer, &["task", "get", task_id]);
+    assert_eq!(seen["state"], "active");
+    let ended = json(&reviewer, &["task", "end", task_id]);
+    assert_eq!(ended["state"], "ended");
+
+    // Static key rotation, and the signing keys.
+    let rotated = json(
+        &admin,
+        &["credential", "rotate", key["id"].as_str().unwrap()],
+    );
+    assert!(
+        rotated["key"]["secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("custos_sk_")
+    );
+    let listed = run(&admin, &["credential", "list", "--nhi-id", nhi_id]);
+    assert!(
+        listed.contains(rotated["key"]["fingerprint"].as_str().unwrap()),
+        "{listed}"
+    );
+    let keys = json(&admin, &["keys", "list"]);
+    assert_eq!(keys["items"].as_array().unwrap().len(), 1);
+    let keys = json(&admin, &["keys", "rotate", "--alg", "EdDSA"]);
+    let states: Vec<(&str, &str)> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["alg"].as_str().unwrap(), k["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("ES256", "retired_published"), ("EdDSA", "active")]
+    );
+    let refused = cli(dir.path(), &url, &reviewer, &["keys", "rotate"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403"),
+        "{refused:?}"
+    );
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
