@@ -3,6 +3,7 @@
 //! Everything here is pure: no I/O, no clock, no randomness. Timestamps and random bytes are
 //! passed in by the caller, which keeps the decision logic deterministic, fast and easy to test.
 
+pub mod audit;
 pub mod checkpoint;
 pub mod event;
 pub mod issuance;

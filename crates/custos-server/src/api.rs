@@ -711,3 +711,41 @@ pub struct RotateSigningKey {
     #[schema(pattern = "^(ES256|EdDSA|RS256)$")]
     pub alg: Option<String>,
 }
+
+// ---- audit log ----
+
+/// The latest signed checkpoint of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// Leaves (events) in the log at this checkpoint.
+    pub size: u64,
+    /// The RFC 6962 root hash, base64.
+    pub root: String,
+    /// The C2SP signed note: the tlog checkpoint and its Ed25519 signature.
+    pub note: String,
+    /// The log's verifier key, in the signed-note `vkey` form.
+    pub verifier_key: String,
+    #[schema(schema_with = timestamp_schema)]
+    pub created_at: Timestamp,
+}
+
+/// An RFC 9162 inclusion proof, with the event it proves.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InclusionProofView {
+    pub index: u64,
+    pub size: u64,
+    /// The leaf hash, base64: SHA-256 of 0x00 and the event's canonical bytes.
+    pub leaf_hash: String,
+    /// The audit path, base64, leaf side first.
+    pub hashes: Vec<String>,
+    pub event: EventView,
+}
+
+/// An RFC 9162 consistency proof.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsistencyProofView {
+    pub from: u64,
+    pub to: u64,
+    /// Base64 hashes.
+    pub hashes: Vec<String>,
+}

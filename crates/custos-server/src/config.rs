@@ -32,7 +32,8 @@ pub struct ServeArgs {
     pub database_url: Option<String>,
     /// A TOML file with any of: listen, data_dir, database_url, log_format, log_level,
     /// public_url, signing_alg, static_key_max_age_seconds, static_key_rotation_grace_seconds,
-    /// task_ttl_default_seconds, task_ttl_max_seconds, max_delegation_depth
+    /// task_ttl_default_seconds, task_ttl_max_seconds, max_delegation_depth, audit_origin,
+    /// audit_witness_dir, audit_checkpoint_interval_seconds
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -65,6 +66,9 @@ struct FileConfig {
     task_ttl_default_seconds: Option<u32>,
     task_ttl_max_seconds: Option<u32>,
     max_delegation_depth: Option<u32>,
+    audit_origin: Option<String>,
+    audit_witness_dir: Option<PathBuf>,
+    audit_checkpoint_interval_seconds: Option<u64>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -84,6 +88,12 @@ pub struct Config {
     pub public_url: Option<String>,
     pub signing_alg: SigningAlg,
     pub issuance: IssuanceLimits,
+    /// The audit log's origin line (its name in checkpoints); `None`: derived from the issuer.
+    pub audit_origin: Option<String>,
+    /// Where every checkpoint is also written, outside the store; `None`: DATA_DIR/checkpoints.
+    pub audit_witness_dir: Option<PathBuf>,
+    /// How often a checkpoint is signed when the log has grown.
+    pub audit_checkpoint_interval_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +117,10 @@ pub enum ConfigError {
     DelegationDepth,
     #[error("public_url must be an http(s) URL without query or fragment")]
     PublicUrl,
+    #[error("audit_origin must be printable text without spaces or pluses")]
+    AuditOrigin,
+    #[error("audit_checkpoint_interval_seconds must be between 1 and 86400")]
+    CheckpointInterval,
 }
 
 impl Config {
@@ -163,6 +177,16 @@ impl Config {
                 Some(url)
             }
         };
+        let audit_origin = file.audit_origin;
+        if audit_origin.as_deref().is_some_and(|o| {
+            o.is_empty() || o.contains([' ', '+']) || !o.chars().all(|c| c.is_ascii_graphic())
+        }) {
+            return Err(ConfigError::AuditOrigin);
+        }
+        let checkpoint_interval = file.audit_checkpoint_interval_seconds.unwrap_or(60);
+        if !(1..=86_400).contains(&checkpoint_interval) {
+            return Err(ConfigError::CheckpointInterval);
+        }
         Ok(Self {
             listen,
             data_dir: args
@@ -187,6 +211,9 @@ impl Config {
                 .or(file.signing_alg)
                 .unwrap_or(SigningAlg::Es256),
             issuance,
+            audit_origin,
+            audit_witness_dir: file.audit_witness_dir,
+            audit_checkpoint_interval_seconds: checkpoint_interval,
         })
     }
 

@@ -2,6 +2,7 @@
 //! the admin CLI. Only this crate knows HTTP, JSON, the environment and the clock.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -51,8 +51,8 @@ use custos_core::event::StoredEvent;
 use custos_core::issuance::{Approval, Task};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 use custos_store::{
-    ApprovalFilter, EventQuery, Result as StoreResult, Retirement, Revocation, SigningKeyRecord,
-    Store,
+    ApprovalFilter, AuditHead, EventQuery, Result as StoreResult, Retirement, Revocation,
+    SigningKeyRecord, Store, StoredCheckpoint,
 };
 
 /// A store that times every call into `custos_store_duration_seconds{op}`.
@@ -111,6 +111,14 @@ metered! {
     fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> StoreResult<()>;
     fn add_signing_key(&self, key: &SigningKeyRecord, retire: Option<Retirement<'_>>, event: &DomainEvent) -> StoreResult<()>;
     fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    fn audit_head(&self) -> StoreResult<AuditHead>;
+    fn unsealed_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredEvent>>;
+    fn seal_audit(&self, expected_size: u64, leaves: &[(u64, i64)], nodes: &[(u32, u64, Vec<u8>)], head: &AuditHead) -> StoreResult<()>;
+    fn audit_nodes(&self, ids: &[(u32, u64)]) -> StoreResult<Vec<Option<Vec<u8>>>>;
+    fn audit_event(&self, leaf_index: u64) -> StoreResult<Option<StoredEvent>>;
+    fn audit_events(&self, from: u64, to: u64) -> StoreResult<Vec<(u64, StoredEvent)>>;
+    fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> StoreResult<()>;
+    fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>>;
     fn use_client_assertion(&self, client_id: &str, jti: &str, expires_at: Timestamp, now: Timestamp) -> StoreResult<bool>;
     fn list_events(&self, query: &EventQuery) -> StoreResult<Vec<StoredEvent>>;
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use custos_core::token::SecretKind;
@@ -21,6 +22,7 @@ pub struct RunningServer {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    sealer: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -29,10 +31,21 @@ impl RunningServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task)
+        let served = (&mut self.task)
             .await
             .context("server task panicked")?
-            .context("server failed")
+            .context("server failed");
+        // Requests have drained: seal and checkpoint what they wrote, then stop the sealer.
+        self.sealer.abort();
+        if let Err(error) = self
+            .state
+            .audit
+            .checkpoint(self.state.store.as_ref(), self.state.now())
+            .await
+        {
+            tracing::error!(%error, "the final checkpoint failed");
+        }
+        served
     }
 }
 
@@ -92,6 +105,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let keyring = Keyring::open(store.as_ref(), &keys, config.signing_alg, clock.now())
         .await
         .context("cannot load the token-signing keys")?;
+    let issuer = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    // The origin names the log in its checkpoints: the issuer without its scheme.
+    let origin = config.audit_origin.clone().unwrap_or_else(|| {
+        format!(
+            "{}/audit",
+            issuer
+                .split_once("://")
+                .map_or(issuer.as_str(), |(_, rest)| rest)
+        )
+    });
+    let witness_dir = config
+        .audit_witness_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("checkpoints"));
+    let audit = crate::audit::AuditLog::open(store.as_ref(), &keys, origin, Some(witness_dir))
+        .await
+        .context("cannot open the audit log")?;
     let state = AppState {
         store: Arc::new(MeteredStore(store)),
         keys,
@@ -102,13 +135,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             static_key_rotation_grace_seconds: config.static_key_rotation_grace_seconds,
             issuance: config.issuance,
         },
-        issuer: config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
+        issuer,
         task_updates: Arc::new(tokio::sync::Notify::new()),
+        audit: Arc::new(audit),
     };
     bootstrap(&state, &config).await?;
+    let sealer = tokio::spawn(seal_and_checkpoint(
+        state.clone(),
+        Duration::from_secs(config.audit_checkpoint_interval_seconds),
+    ));
 
     let (app, _) = crate::routes::router(state.clone());
     let app = app.layer(TraceLayer::new_for_http());
@@ -126,7 +161,37 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         state,
         shutdown: Some(tx),
         task,
+        sealer,
     })
+}
+
+/// The audit log's background work: seal committed events into the log every few
+/// milliseconds, and sign a checkpoint on an interval when the log has grown.
+async fn seal_and_checkpoint(state: AppState, interval: Duration) {
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        let look_back = round.is_multiple_of(20);
+        if let Err(error) = state
+            .audit
+            .seal_pending(state.store.as_ref(), look_back)
+            .await
+        {
+            tracing::error!(%error, "sealing the audit log failed; retrying");
+        }
+        if last_checkpoint.elapsed() >= interval {
+            last_checkpoint = tokio::time::Instant::now();
+            if let Err(error) = state
+                .audit
+                .checkpoint(state.store.as_ref(), state.now())
+                .await
+            {
+                tracing::error!(%error, "signing an audit checkpoint failed; retrying");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn init_logging(config: &Config) {

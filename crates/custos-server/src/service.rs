@@ -69,6 +69,8 @@ pub struct AppState {
     pub issuer: String,
     /// Wakes long-polls of a task when its approval is decided on this node.
     pub task_updates: Arc<tokio::sync::Notify>,
+    /// The tamper-evident log over the event trail.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 pub fn new_id() -> String {

@@ -70,6 +70,27 @@ pub struct Retirement<'a> {
     pub publish_until: Timestamp,
 }
 
+/// Where the audit log's sealer stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Leaves in the log.
+    pub size: u64,
+    /// The `seq` of the last event sealed into it (0 for none).
+    pub last_seq: i64,
+    /// The log's compact range (`custos_core::merkle::CompactRange::to_bytes`).
+    pub frontier: Vec<u8>,
+}
+
+/// A signed checkpoint as kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Vec<u8>,
+    /// The signed note, as served.
+    pub note: String,
+    pub created_at: Timestamp,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -209,6 +230,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
+
+    async fn audit_head(&self) -> Result<AuditHead>;
+    /// Committed events not yet in the audit log with `seq > after_seq`, in `seq` order.
+    /// The sealer looks back a window below its last `seq`: on PostgreSQL a transaction can
+    /// commit a lower `seq` after a higher one was sealed, and it must not be left out.
+    async fn unsealed_events(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>>;
+    /// Appends leaves `(leaf_index, event_seq)`, the hashes of the subtrees they complete
+    /// `(level, index, hash)` and the new head, all together, if the log is still at
+    /// `expected_size`; `Precondition` if another sealer moved it.
+    async fn seal_audit(
+        &self,
+        expected_size: u64,
+        leaves: &[(u64, i64)],
+        nodes: &[(u32, u64, Vec<u8>)],
+        head: &AuditHead,
+    ) -> Result<()>;
+    /// The hashes of the asked subtrees `(level, index)`, in order; `None` for one not sealed.
+    async fn audit_nodes(&self, ids: &[(u32, u64)]) -> Result<Vec<Option<Vec<u8>>>>;
+    /// The event at a leaf of the log.
+    async fn audit_event(&self, leaf_index: u64) -> Result<Option<StoredEvent>>;
+    /// Events of leaves `from..to`, in log order, with their leaf index.
+    async fn audit_events(&self, from: u64, to: u64) -> Result<Vec<(u64, StoredEvent)>>;
+    async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()>;
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>>;
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.

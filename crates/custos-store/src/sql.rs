@@ -20,7 +20,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
 use crate::group_commit::{GroupCommit, Slot};
 use crate::{
-    ApprovalFilter, EventQuery, Result, Retirement, Revocation, SigningKeyRecord, Store, StoreError,
+    ApprovalFilter, AuditHead, EventQuery, Result, Retirement, Revocation, SigningKeyRecord, Store,
+    StoreError, StoredCheckpoint,
 };
 
 /// The embedded store: one SQLite file in WAL mode. Writes go through a single connection, so
@@ -1349,8 +1350,199 @@ macro_rules! sql_store {
                 let rows = q.build().fetch_all(self.reader()).await?;
                 rows.iter().map(Self::event_from_row).collect()
             }
+
+            async fn audit_head(&self) -> Result<AuditHead> {
+                let row = sqlx::query("SELECT value FROM meta WHERE key = 'audit_head'")
+                    .fetch_optional(self.reader())
+                    .await?;
+                match row {
+                    None => Ok(AuditHead::default()),
+                    Some(row) => decode_head(&row.try_get::<String, _>("value")?),
+                }
+            }
+
+            async fn unsealed_events(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>> {
+                let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                let sql = format!(
+                    "SELECT {columns} FROM events e LEFT JOIN audit_leaves l ON l.event_seq = e.seq \
+                     WHERE e.seq > $1 AND l.event_seq IS NULL ORDER BY e.seq LIMIT $2"
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(after_seq)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::event_from_row).collect()
+            }
+
+            async fn seal_audit(
+                &self,
+                expected_size: u64,
+                leaves: &[(u64, i64)],
+                nodes: &[(u32, u64, Vec<u8>)],
+                head: &AuditHead,
+            ) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let current = sqlx::query("SELECT value FROM meta WHERE key = 'audit_head'")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get::<String, _>("value"))
+                    .transpose()?
+                    .map(|text| decode_head(&text))
+                    .transpose()?
+                    .unwrap_or_default();
+                if current.size != expected_size {
+                    tx.rollback().await?;
+                    return Err(StoreError::Precondition("the audit log moved on"));
+                }
+                for (index, seq) in leaves {
+                    sqlx::query("INSERT INTO audit_leaves (leaf_index, event_seq) VALUES ($1, $2)")
+                        .bind(to_i64(*index)?)
+                        .bind(*seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for (level, index, hash) in nodes {
+                    sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                        .bind(i64::from(*level))
+                        .bind(to_i64(*index)?)
+                        .bind(hash)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ('audit_head', $1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(encode_head(head))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn audit_nodes(&self, ids: &[(u32, u64)]) -> Result<Vec<Option<Vec<u8>>>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = QueryBuilder::<$db>::new("SELECT level, idx, hash FROM audit_nodes WHERE ");
+                let mut first = true;
+                for (level, index) in ids {
+                    if !first {
+                        q.push(" OR ");
+                    }
+                    first = false;
+                    q.push("(level = ").push_bind(i64::from(*level));
+                    q.push(" AND idx = ").push_bind(to_i64(*index)?).push(")");
+                }
+                let rows = q.build().fetch_all(self.reader()).await?;
+                let mut found = std::collections::HashMap::new();
+                for row in &rows {
+                    let level: i64 = row.try_get("level")?;
+                    let index: i64 = row.try_get("idx")?;
+                    found.insert((level, index), row.try_get::<Vec<u8>, _>("hash")?);
+                }
+                ids.iter()
+                    .map(|(level, index)| Ok(found.get(&(i64::from(*level), to_i64(*index)?)).cloned()))
+                    .collect()
+            }
+
+            async fn audit_event(&self, leaf_index: u64) -> Result<Option<StoredEvent>> {
+                Ok(self.audit_events(leaf_index, leaf_index.saturating_add(1)).await?.pop().map(|(_, e)| e))
+            }
+
+            async fn audit_events(&self, from: u64, to: u64) -> Result<Vec<(u64, StoredEvent)>> {
+                let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                let sql = format!(
+                    "SELECT l.leaf_index, {columns} FROM audit_leaves l JOIN events e ON e.seq = l.event_seq \
+                     WHERE l.leaf_index >= $1 AND l.leaf_index < $2 ORDER BY l.leaf_index"
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(to_i64(from)?)
+                    .bind(to_i64(to)?)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let index: i64 = row.try_get("leaf_index")?;
+                        let index = u64::try_from(index).map_err(|_| corrupt(format!("leaf {index}")))?;
+                        Ok((index, Self::event_from_row(row)?))
+                    })
+                    .collect()
+            }
+
+            async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (size) DO NOTHING",
+                )
+                .bind(to_i64(checkpoint.size)?)
+                .bind(&checkpoint.root)
+                .bind(&checkpoint.note)
+                .bind(checkpoint.created_at.unix_millis())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+                let row = sqlx::query(
+                    "SELECT size, root, note, created_at FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+                )
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|row| {
+                    let size: i64 = row.try_get("size")?;
+                    Ok(StoredCheckpoint {
+                        size: u64::try_from(size).map_err(|_| corrupt(format!("checkpoint size {size}")))?,
+                        root: row.try_get("root")?,
+                        note: row.try_get("note")?,
+                        created_at: ts(row.try_get("created_at")?)?,
+                    })
+                })
+                .transpose()
+            }
         }
     };
+}
+
+fn to_i64(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| StoreError::Config(format!("{n} is beyond the store's range")))
+}
+
+/// The audit head as stored in `meta`: `size,last_seq,hex(frontier)`.
+fn encode_head(head: &AuditHead) -> String {
+    let mut text = format!("{},{},", head.size, head.last_seq);
+    for byte in &head.frontier {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+fn decode_head(text: &str) -> Result<AuditHead> {
+    let bad = || corrupt(format!("audit head {text:?}"));
+    let mut parts = text.splitn(3, ',');
+    let size = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let last_seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let hex = parts.next().ok_or_else(bad)?;
+    if hex.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let frontier = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad()))
+        .collect::<Result<Vec<u8>>>()?;
+    Ok(AuditHead {
+        size,
+        last_seq,
+        frontier,
+    })
 }
 
 sql_store!(

@@ -4,6 +4,7 @@
 //! One binary for the whole crate (see `[[test]] name = "it"` in Cargo.toml), so the crate and
 //! its dev-dependencies are linked once.
 
+mod audit;
 mod checkpoint;
 mod jose;
 mod merkle;

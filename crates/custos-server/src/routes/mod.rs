@@ -1,5 +1,6 @@
 //! HTTP handlers: parse the request, call one use case, shape the response. Nothing else.
 
+mod audit;
 mod inventory;
 mod oauth;
 mod people;
@@ -40,6 +41,9 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(inventory::list_signing_keys))
         .routes(routes!(inventory::rotate_signing_key))
         .routes(routes!(inventory::list_events))
+        .routes(routes!(audit::checkpoint))
+        .routes(routes!(audit::inclusion))
+        .routes(routes!(audit::consistency))
         .routes(routes!(tasks::create_task))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::end_task))

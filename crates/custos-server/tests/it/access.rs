@@ -281,6 +281,24 @@ async fn every_route_checks_every_caller(backend: Backend) {
             None,
             [401, 200, 403, 200, 401, 403],
         ),
+        row(
+            M::GET,
+            "/v1/audit/checkpoint",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/audit/proof/inclusion?index=0&size=1",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/audit/proof/consistency?from=1&to=1",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
     ];
 
     let mut serial = 0;

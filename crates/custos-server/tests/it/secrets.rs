@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use custos_core::jose::{self, SigningAlg, SigningKey};
-use custos_server::config::{Config, LogFormat};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Connection;
 
 use crate::both_backends;
-use crate::support::{ADMIN_TOKEN, Backend, TestServer, client, postgres_schema_url};
+use crate::support::{ADMIN_TOKEN, Backend, TestServer, client, postgres_schema_url, test_config};
 
 both_backends!(no_secret_is_stored_in_the_clear);
 
@@ -433,20 +432,8 @@ async fn start_in_process(backend: Backend) -> (TestServer, Option<String>) {
         Backend::Sqlite => None,
         Backend::Postgres => Some(postgres_schema_url().await),
     };
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data_dir.path().to_path_buf(),
-        database_url: database_url.clone(),
-        log_format: LogFormat::Text,
-        log_level: "warn".into(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        master_key: None,
-        static_key_max_age_seconds: 90 * 24 * 3600,
-        static_key_rotation_grace_seconds: 3600,
-        public_url: None,
-        signing_alg: SigningAlg::Es256,
-        issuance: custos_core::issuance::IssuanceLimits::default(),
-    };
+    let mut config = test_config(data_dir.path(), database_url.clone());
+    config.static_key_rotation_grace_seconds = 3600;
     let server = custos_server::start(config).await.unwrap();
     let base = format!("http://{}", server.addr);
     (

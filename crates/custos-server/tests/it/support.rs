@@ -54,6 +54,28 @@ pub struct TestServer {
     pub _data_dir: tempfile::TempDir,
 }
 
+/// The configuration every in-process test server runs with: a preset admin token, a fresh
+/// port, a one-second static key grace period (so tests can wait it out).
+pub fn test_config(data_dir: &std::path::Path, database_url: Option<String>) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        database_url,
+        log_format: LogFormat::Text,
+        log_level: "warn".into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        master_key: None,
+        static_key_max_age_seconds: 90 * 24 * 3600,
+        static_key_rotation_grace_seconds: 1,
+        public_url: None,
+        signing_alg: custos_core::jose::SigningAlg::Es256,
+        issuance: custos_core::issuance::IssuanceLimits::default(),
+        audit_origin: None,
+        audit_witness_dir: None,
+        audit_checkpoint_interval_seconds: 60,
+    }
+}
+
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
@@ -61,20 +83,7 @@ impl TestServer {
             Backend::Sqlite => None,
             Backend::Postgres => Some(postgres_schema_url().await),
         };
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.path().to_path_buf(),
-            database_url,
-            log_format: LogFormat::Text,
-            log_level: "warn".into(),
-            admin_token: Some(ADMIN_TOKEN.into()),
-            master_key: None,
-            static_key_max_age_seconds: 90 * 24 * 3600,
-            static_key_rotation_grace_seconds: 1,
-            public_url: None,
-            signing_alg: custos_core::jose::SigningAlg::Es256,
-            issuance: custos_core::issuance::IssuanceLimits::default(),
-        };
+        let config = test_config(data_dir.path(), database_url);
         let server = start(config).await.unwrap();
         let base = format!("http://{}", server.addr);
         Self {

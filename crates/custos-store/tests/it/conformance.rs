@@ -4,7 +4,8 @@ use custos_core::{
     Timestamp,
 };
 use custos_store::{
-    ApprovalFilter, EventQuery, Retirement, Revocation, SigningKeyRecord, Store, StoreError,
+    ApprovalFilter, AuditHead, EventQuery, Retirement, Revocation, SigningKeyRecord, Store,
+    StoreError,
 };
 
 use crate::conformance;
@@ -33,6 +34,8 @@ conformance!(
     client_assertions_are_single_use,
     concurrent_writes_each_succeed_or_fail_alone,
     abandoned_writes_leave_nothing_behind,
+    the_audit_log_is_sealed_once_in_order,
+    late_commits_are_found_below_the_head,
     events_follow_every_change,
     meta_init_keeps_the_first_value,
 );
@@ -1243,4 +1246,95 @@ async fn abandoned_writes_leave_nothing_behind(store: &dyn Store) {
             "acknowledged write {id} is missing"
         );
     }
+}
+
+/// The sealer's storage: leaves map log positions to events, node hashes come back as asked,
+/// and a seal that does not extend the current head is refused whole.
+async fn the_audit_log_is_sealed_once_in_order(store: &dyn Store) {
+    team(store, "a").await;
+    team(store, "b").await;
+    let events = store
+        .list_events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(store.audit_head().await.unwrap(), AuditHead::default());
+    let head = AuditHead {
+        size: 2,
+        last_seq: events[1].seq,
+        frontier: vec![1, 2, 3],
+    };
+    let leaves = [(0, events[0].seq), (1, events[1].seq)];
+    let nodes = [
+        (0, 0, vec![10; 32]),
+        (0, 1, vec![11; 32]),
+        (1, 0, vec![12; 32]),
+    ];
+    store.seal_audit(0, &leaves, &nodes, &head).await.unwrap();
+    assert_eq!(store.audit_head().await.unwrap(), head);
+    // Another sealer that read the old head is refused, and writes nothing.
+    let err = store
+        .seal_audit(0, &[(2, events[1].seq)], &[(0, 2, vec![13; 32])], &head)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Precondition(_)), "{err:?}");
+    assert_eq!(
+        store.audit_nodes(&[(1, 0), (0, 1), (0, 2)]).await.unwrap(),
+        [Some(vec![12; 32]), Some(vec![11; 32]), None]
+    );
+    let sealed = store.audit_events(0, 5).await.unwrap();
+    let order: Vec<(u64, i64)> = sealed.iter().map(|(i, e)| (*i, e.seq)).collect();
+    assert_eq!(order, leaves);
+    assert_eq!(
+        store.audit_event(1).await.unwrap().map(|e| e.seq),
+        Some(events[1].seq)
+    );
+    assert!(store.audit_event(2).await.unwrap().is_none());
+
+    assert!(store.latest_checkpoint().await.unwrap().is_none());
+    let checkpoint = custos_store::StoredCheckpoint {
+        size: 2,
+        root: vec![12; 32],
+        note: "note".into(),
+        created_at: now(),
+    };
+    store.add_checkpoint(&checkpoint).await.unwrap();
+    assert_eq!(store.latest_checkpoint().await.unwrap(), Some(checkpoint));
+}
+
+/// An event committed after a higher `seq` was sealed (a late commit on PostgreSQL) is still
+/// found by a look-back below the head, and only by it.
+async fn late_commits_are_found_below_the_head(store: &dyn Store) {
+    for name in ["a", "b", "c"] {
+        team(store, name).await;
+    }
+    let events = store
+        .list_events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let head = AuditHead {
+        size: 2,
+        last_seq: seqs[2],
+        frontier: vec![],
+    };
+    store
+        .seal_audit(0, &[(0, seqs[0]), (1, seqs[2])], &[], &head)
+        .await
+        .unwrap();
+    let found: Vec<i64> = store
+        .unsealed_events(seqs[2] - 10_000, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(found, [seqs[1]]);
+    assert!(store.unsealed_events(seqs[2], 10).await.unwrap().is_empty());
 }
