@@ -111,6 +111,7 @@ metered! {
     fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> StoreResult<()>;
     fn add_signing_key(&self, key: &SigningKeyRecord, retire: Option<Retirement<'_>>, event: &DomainEvent) -> StoreResult<()>;
     fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    fn append_events(&self, events: &[DomainEvent]) -> StoreResult<()>;
     fn audit_head(&self) -> StoreResult<AuditHead>;
     fn unsealed_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<StoredEvent>>;
     fn seal_audit(&self, expected_size: u64, leaves: &[(u64, i64)], nodes: &[(u32, u64, Vec<u8>)], head: &AuditHead) -> StoreResult<()>;

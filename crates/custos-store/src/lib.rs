@@ -230,6 +230,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>>;
+    /// Appends events that record no change of state (decisions, uses), all in one durable
+    /// write: the hot path of the trail.
+    async fn append_events(&self, events: &[DomainEvent]) -> Result<()>;
 
     async fn audit_head(&self) -> Result<AuditHead>;
     /// Committed events not yet in the audit log with `seq > after_seq`, in `seq` order.

@@ -1351,6 +1351,32 @@ macro_rules! sql_store {
                 rows.iter().map(Self::event_from_row).collect()
             }
 
+            async fn append_events(&self, events: &[DomainEvent]) -> Result<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                // Multi-row inserts: one statement per few hundred events, not one per event.
+                for chunk in events.chunks(500) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO events (id, kind, actor, subject, occurred_at, details) ",
+                    );
+                    q.push_values(chunk, |mut row, event| {
+                        row.push_bind(event.id.clone())
+                            .push_bind(event.kind.as_str())
+                            .push_bind(event.actor.to_string())
+                            .push_bind(event.subject.clone())
+                            .push_bind(event.occurred_at.unix_millis())
+                            .push_bind(to_json(&event.details));
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
             async fn audit_head(&self) -> Result<AuditHead> {
                 let row = sqlx::query("SELECT value FROM meta WHERE key = 'audit_head'")
                     .fetch_optional(self.reader())

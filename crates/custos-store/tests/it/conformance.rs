@@ -36,6 +36,7 @@ conformance!(
     abandoned_writes_leave_nothing_behind,
     the_audit_log_is_sealed_once_in_order,
     late_commits_are_found_below_the_head,
+    events_append_in_bulk_in_order,
     events_follow_every_change,
     meta_init_keeps_the_first_value,
 );
@@ -1337,4 +1338,34 @@ async fn late_commits_are_found_below_the_head(store: &dyn Store) {
         .collect();
     assert_eq!(found, [seqs[1]]);
     assert!(store.unsealed_events(seqs[2], 10).await.unwrap().is_empty());
+}
+
+async fn events_append_in_bulk_in_order(store: &dyn Store) {
+    let batch: Vec<_> = (0..1_200)
+        .map(|i| event(EventKind::CredentialIssued, &format!("s{i}")).with("i", i.to_string()))
+        .collect();
+    store.append_events(&batch).await.unwrap();
+    store.append_events(&[]).await.unwrap();
+    let stored = store
+        .list_events(&EventQuery {
+            limit: 2_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let back: Vec<_> = stored.into_iter().map(|e| e.event).collect();
+    assert_eq!(back, batch);
+    // A batch with a duplicate id is refused whole.
+    let mut bad = vec![event(EventKind::CredentialIssued, "x")];
+    bad.push(batch[0].clone());
+    assert!(store.append_events(&bad).await.is_err());
+    let count = store
+        .list_events(&EventQuery {
+            limit: 2_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(count, 1_200);
 }
