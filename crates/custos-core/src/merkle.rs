@@ -683,3 +683,92 @@ impl CompactRange {
         Ok(Self { size, peaks })
     }
 }
+
+/// The perfect subtrees a verifier needs, besides the leaves `from..to` themselves, to compute
+/// the root of the tree of `size` leaves: the maximal subtrees of the RFC 6962 split that lie
+/// wholly outside the range, left to right. With them an exported slice of the log is checked
+/// against a checkpoint without the rest of the log.
+pub fn range_nodes(from: u64, to: u64, size: u64) -> Result<Vec<NodeId>, VerifyError> {
+    check_range(from, to, size)?;
+    let mut nodes = Vec::new();
+    collect_range_nodes(0, size, from, to, &mut nodes);
+    Ok(nodes)
+}
+
+fn check_range(from: u64, to: u64, size: u64) -> Result<(), VerifyError> {
+    if from > to || to > size || from == to {
+        return Err(VerifyError::IndexOutOfRange {
+            index: to.max(from),
+            size,
+        });
+    }
+    Ok(())
+}
+
+/// Whether MTH(D[start..end]) is a stored perfect subtree the walk can stop at: outside the
+/// range and a power of two wide (the split keeps such subtrees aligned on their width). The
+/// rightmost subtree of a split may be imperfect; the walk then goes on into it.
+fn is_outside_perfect(start: u64, end: u64, from: u64, to: u64) -> bool {
+    (end <= from || start >= to) && (end - start).is_power_of_two()
+}
+
+/// Walks MTH(D[start..end]) as RFC 6962 §2.1 splits it, recording every maximal perfect
+/// subtree outside `from..to`, left to right.
+fn collect_range_nodes(start: u64, end: u64, from: u64, to: u64, out: &mut Vec<NodeId>) {
+    if is_outside_perfect(start, end, from, to) {
+        let level = (end - start).trailing_zeros();
+        out.push(NodeId {
+            level,
+            index: start >> level,
+        });
+        return;
+    }
+    if end - start == 1 {
+        return; // a leaf inside the range: the verifier has it
+    }
+    let k = largest_power_of_two_below(end - start);
+    collect_range_nodes(start, start + k, from, to, out);
+    collect_range_nodes(start + k, end, from, to, out);
+}
+
+/// The root of the tree of `size` leaves from the leaf hashes `leaves` of `from..from +
+/// leaves.len()` and the subtree hashes [`range_nodes`] names, in its order.
+pub fn root_from_range(
+    leaves: &[Hash],
+    from: u64,
+    size: u64,
+    nodes: &[Hash],
+) -> Result<Hash, VerifyError> {
+    let to = from + leaves.len() as u64;
+    let expected = range_nodes(from, to, size)?;
+    if expected.len() != nodes.len() {
+        return Err(VerifyError::WrongProofLength {
+            expected: expected.len(),
+            actual: nodes.len(),
+        });
+    }
+    let mut nodes = nodes.iter();
+    Ok(fold_range(0, size, from, to, leaves, &mut nodes))
+}
+
+fn fold_range<'a>(
+    start: u64,
+    end: u64,
+    from: u64,
+    to: u64,
+    leaves: &[Hash],
+    nodes: &mut impl Iterator<Item = &'a Hash>,
+) -> Hash {
+    if is_outside_perfect(start, end, from, to) {
+        // The same walk as `collect_range_nodes`, so the next node is this subtree's; their
+        // counts were checked equal.
+        return nodes.next().copied().unwrap_or(EMPTY_ROOT);
+    }
+    if end - start == 1 {
+        return leaves[(start - from) as usize];
+    }
+    let k = largest_power_of_two_below(end - start);
+    let left = fold_range(start, start + k, from, to, leaves, nodes);
+    let right = fold_range(start + k, end, from, to, leaves, nodes);
+    node_hash(&left, &right)
+}

@@ -485,7 +485,7 @@ pub struct CredentialList {
 
 // ---- events and identity ----
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     pub seq: i64,
     pub id: String,

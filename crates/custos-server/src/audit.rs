@@ -396,6 +396,103 @@ pub mod api {
         })
     }
 
+    /// Most events in one export; larger ranges are exported in pages with `from`/`to`.
+    pub const MAX_EXPORT_EVENTS: u64 = 10_000;
+
+    /// Which events an export holds.
+    pub enum ExportOf {
+        /// Leaves `from..to` (`to` defaults to the checkpoint's size).
+        Range { from: u64, to: Option<u64> },
+        /// One NHI's events, each with its inclusion proof.
+        Nhi(String),
+    }
+
+    /// A self-contained, offline-verifiable export against a fresh checkpoint.
+    pub async fn export(
+        state: &AppState,
+        who: &Principal,
+        of: ExportOf,
+    ) -> ApiResult<crate::verify::AuditExport> {
+        who.require(&[Role::Admin, Role::Auditor])?;
+        let store = state.store.as_ref();
+        let checkpoint = state.audit.checkpoint(store, state.now()).await?;
+        let size = checkpoint.size;
+        let mut export = crate::verify::AuditExport {
+            format: crate::verify::EXPORT_FORMAT.into(),
+            origin: state.audit.origin().into(),
+            verifier_key: state.audit.verifier_key(),
+            checkpoint: checkpoint.note,
+            from: None,
+            to: None,
+            nhi: None,
+            events: Vec::new(),
+            range_nodes: Vec::new(),
+        };
+        let leaf_of = |index: u64, hashes: &std::collections::HashMap<u64, Vec<u8>>| {
+            hashes
+                .get(&index)
+                .map(|h| b64(h))
+                .ok_or_else(|| AuditError::Corrupt(format!("leaf {index} has no sealed hash")))
+        };
+        match of {
+            ExportOf::Range { from, to } => {
+                let to = to.unwrap_or(size);
+                if to > size || from >= to {
+                    return Err(out_of_range(format!(
+                        "from and to: need from < to <= {size}, the log's size"
+                    )));
+                }
+                if to - from > MAX_EXPORT_EVENTS {
+                    return Err(out_of_range(format!(
+                        "to: export at most {MAX_EXPORT_EVENTS} events at a time; page with from and to"
+                    )));
+                }
+                let hashes: std::collections::HashMap<u64, Vec<u8>> = store
+                    .audit_leaf_hashes(from, to)
+                    .await?
+                    .into_iter()
+                    .collect();
+                for (index, event) in store.audit_events(from, to).await? {
+                    export.events.push(crate::verify::ExportedEvent {
+                        index,
+                        leaf_hash: leaf_of(index, &hashes)?,
+                        event: crate::verify::view_of(event.seq, event.event),
+                        inclusion: Vec::new(),
+                    });
+                }
+                let ids = custos_core::merkle::range_nodes(from, to, size)
+                    .map_err(|e| AuditError::Proof(e.to_string()))?;
+                let keys: Vec<(u32, u64)> = ids.iter().map(|id| (id.level, id.index)).collect();
+                for node in store.audit_nodes(&keys).await? {
+                    let node =
+                        node.ok_or_else(|| AuditError::Corrupt("a range node is missing".into()))?;
+                    export.range_nodes.push(b64(&node));
+                }
+                export.from = Some(from);
+                export.to = Some(to);
+            }
+            ExportOf::Nhi(id) => {
+                let events = store
+                    .audit_events_of(&format!("nhi:{id}"), MAX_EXPORT_EVENTS as u32)
+                    .await?;
+                for (index, event) in events.into_iter().filter(|(index, _)| *index < size) {
+                    let leaf = store.audit_leaf_hashes(index, index + 1).await?;
+                    let hashes: std::collections::HashMap<u64, Vec<u8>> =
+                        leaf.into_iter().collect();
+                    let proof = inclusion_proof(store, index, size).await?;
+                    export.events.push(crate::verify::ExportedEvent {
+                        index,
+                        leaf_hash: leaf_of(index, &hashes)?,
+                        event: crate::verify::view_of(event.seq, event.event),
+                        inclusion: proof.iter().map(|h| b64(h.as_bytes())).collect(),
+                    });
+                }
+                export.nhi = Some(id);
+            }
+        }
+        Ok(export)
+    }
+
     pub async fn consistency(
         state: &AppState,
         who: &Principal,

@@ -99,6 +99,13 @@ enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// The tamper-evident audit log: checkpoints, exports and their verification
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Show who the token belongs to
     Whoami {
         #[command(flatten)]
@@ -304,6 +311,38 @@ enum ApprovalsCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the latest signed checkpoint (keep it: `verify --checkpoint` checks the log still
+    /// extends it)
+    Checkpoint,
+    /// Write a self-contained export to stdout: a slice of the log, or one NHI's events
+    Export {
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        nhi: Option<String>,
+    },
+    /// Verify an export file offline, or with --server the whole live log; exits non-zero and
+    /// names the first bad index on any failure
+    Verify {
+        /// An export written by `custos audit export` or GET /v1/audit/export
+        #[arg(required_unless_present = "server", conflicts_with = "server")]
+        file: Option<std::path::PathBuf>,
+        /// Recompute the whole log from the server at --url instead
+        #[arg(long)]
+        server: bool,
+        /// A checkpoint kept earlier (a signed note file): the log must still extend it
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+        /// The log's verifier key to trust (default: the one the export or server gives)
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum TaskCommand {
     /// Show a task
     Get { id: String },
@@ -342,6 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command, client } => keys(&client, command).await,
         Command::Approvals { command, client } => approvals(&client, command).await,
         Command::Task { command, client } => task(&client, command).await,
+        Command::Audit { command, client } => audit(&client, command).await,
         Command::Whoami { client } => {
             let me = get(&client, "/v1/whoami").await?;
             print_one(&client, &me, &["kind", "id", "name", "roles", "teams"])
@@ -957,4 +997,174 @@ fn print_page(client: &Client, page: &Value, columns: &[&str]) -> anyhow::Result
         println!("next page: --cursor {cursor}");
     }
     Ok(())
+}
+
+async fn audit(client: &Client, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Checkpoint => {
+            let checkpoint = get(client, "/v1/audit/checkpoint").await?;
+            if client.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&checkpoint)?);
+            } else {
+                print!("{}", checkpoint["note"].as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        AuditCommand::Export { from, to, nhi } => {
+            let mut query = Vec::new();
+            if let Some(nhi) = nhi {
+                query.push(format!("nhi={}", enc(&nhi)));
+            }
+            if let Some(from) = from {
+                query.push(format!("from={from}"));
+            }
+            if let Some(to) = to {
+                query.push(format!("to={to}"));
+            }
+            let export = get(client, &format!("/v1/audit/export?{}", query.join("&"))).await?;
+            println!("{}", serde_json::to_string_pretty(&export)?);
+            Ok(())
+        }
+        AuditCommand::Verify {
+            file,
+            server,
+            checkpoint,
+            key,
+        } => {
+            let kept = match &checkpoint {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let outcome = if server {
+                verify_server(client, kept.as_deref(), key.as_deref()).await?
+            } else {
+                let path = file.context("an export file or --server is required")?;
+                verify_file(&path, kept.as_deref(), key.as_deref())?
+            };
+            match outcome {
+                Ok(summary) => {
+                    println!("ok: {summary}");
+                    Ok(())
+                }
+                Err(failure) => bail!("verification failed: {failure}"),
+            }
+        }
+    }
+}
+
+/// A kept checkpoint opened with the log's key.
+fn open_kept(
+    kept: Option<&str>,
+    key: &str,
+) -> Result<Option<custos_core::checkpoint::Checkpoint>, crate::verify::Failure> {
+    kept.map(|note| crate::verify::open_checkpoint(note, key, None))
+        .transpose()
+}
+
+fn verify_file(
+    path: &std::path::Path,
+    kept: Option<&str>,
+    key: Option<&str>,
+) -> anyhow::Result<Result<String, crate::verify::Failure>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let export: crate::verify::AuditExport = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an export", path.display()))?;
+    Ok((|| {
+        let verified = crate::verify::verify_export(&export, key)?;
+        if let Some(kept) = open_kept(kept, &export.verifier_key)?
+            && kept.size() > verified.checkpoint.size()
+        {
+            return Err(crate::verify::Failure {
+                index: Some(verified.checkpoint.size()),
+                reason: format!(
+                    "the export's checkpoint ({} leaves) is older than the kept one ({})",
+                    verified.checkpoint.size(),
+                    kept.size()
+                ),
+            });
+        }
+        Ok(format!(
+            "{} events verified against the signed checkpoint of {} leaves",
+            verified.events,
+            verified.checkpoint.size()
+        ))
+    })())
+}
+
+/// Reads the whole live log through exports and recomputes it.
+async fn verify_server(
+    client: &Client,
+    kept: Option<&str>,
+    key: Option<&str>,
+) -> anyhow::Result<Result<String, crate::verify::Failure>> {
+    use base64::Engine as _;
+    let current = get(client, "/v1/audit/checkpoint").await?;
+    let vkey = current["verifier_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let note = current["note"].as_str().unwrap_or_default().to_owned();
+    let checkpoint = match crate::verify::open_checkpoint(&note, &vkey, key) {
+        Ok(c) => c,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let size = checkpoint.size();
+    let mut leaves = Vec::with_capacity(size as usize);
+    let mut from = 0;
+    while from < size {
+        let to = (from + 10_000).min(size);
+        let page = get(client, &format!("/v1/audit/export?from={from}&to={to}")).await?;
+        let page: crate::verify::AuditExport = serde_json::from_value(page)?;
+        for (position, exported) in page.events.iter().enumerate() {
+            let expected = from + position as u64;
+            let fail = |reason: &str| crate::verify::Failure {
+                index: Some(expected),
+                reason: reason.into(),
+            };
+            if exported.index != expected {
+                return Ok(Err(fail("this position's event is missing")));
+            }
+            let Ok(event) = crate::verify::event_of(&exported.event) else {
+                return Ok(Err(fail("the event is malformed")));
+            };
+            let leaf = custos_core::audit::leaf_hash(&event);
+            let sealed = base64::engine::general_purpose::STANDARD
+                .decode(&exported.leaf_hash)
+                .unwrap_or_default();
+            if leaf.as_bytes()[..] != sealed[..] {
+                return Ok(Err(fail(
+                    "the event is not the one sealed at this position (changed, swapped or inserted)",
+                )));
+            }
+            leaves.push(leaf);
+        }
+        if page.events.len() as u64 != to - from {
+            return Ok(Err(crate::verify::Failure {
+                index: Some(from + page.events.len() as u64),
+                reason: "this position's event is missing".into(),
+            }));
+        }
+        from = to;
+    }
+    let kept = match open_kept(kept, &vkey) {
+        Ok(kept) => kept,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    Ok(
+        crate::verify::verify_log(&leaves, &checkpoint, kept.as_ref()).map(|()| {
+            format!(
+                "{} events recomputed; they give the signed checkpoint's root{}",
+                leaves.len(),
+                if kept.is_some() {
+                    ", and extend the kept checkpoint"
+                } else {
+                    ""
+                }
+            )
+        }),
+    )
 }

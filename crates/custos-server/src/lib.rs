@@ -17,5 +17,6 @@ pub mod secrets;
 pub mod serve;
 pub mod service;
 pub mod tasks;
+pub mod verify;
 
 pub use serve::{RunningServer, start};

@@ -1499,6 +1499,43 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            async fn audit_events_of(&self, subject: &str, limit: u32) -> Result<Vec<(u64, StoredEvent)>> {
+                let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                let sql = format!(
+                    "SELECT l.leaf_index, {columns} FROM events e JOIN audit_leaves l ON l.event_seq = e.seq \
+                     WHERE e.subject = $1 ORDER BY l.leaf_index LIMIT $2"
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(subject)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let index: i64 = row.try_get("leaf_index")?;
+                        let index = u64::try_from(index).map_err(|_| corrupt(format!("leaf {index}")))?;
+                        Ok((index, Self::event_from_row(row)?))
+                    })
+                    .collect()
+            }
+
+            async fn audit_leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+                let rows = sqlx::query(
+                    "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 AND idx < $2 ORDER BY idx",
+                )
+                .bind(to_i64(from)?)
+                .bind(to_i64(to)?)
+                .fetch_all(self.reader())
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let index: i64 = row.try_get("idx")?;
+                        let index = u64::try_from(index).map_err(|_| corrupt(format!("leaf {index}")))?;
+                        Ok((index, row.try_get("hash")?))
+                    })
+                    .collect()
+            }
+
             async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;

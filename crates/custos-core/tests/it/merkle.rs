@@ -885,3 +885,45 @@ proptest! {
         }
     }
 }
+
+mod range_roots {
+    use custos_core::merkle::{self, Hash, NodeSource};
+    use proptest::prelude::*;
+
+    fn leaves(n: u64) -> Vec<Hash> {
+        (0..n)
+            .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
+            .collect()
+    }
+
+    proptest! {
+        /// Any slice of the log plus the nodes `range_nodes` names gives back the root that
+        /// all the leaves give.
+        #[test]
+        fn a_slice_and_its_range_nodes_give_the_root(size in 1u64..300, a in 0u64..300, b in 0u64..300) {
+            let (from, to) = (a.min(b) % size, (a.max(b) % size) + 1);
+            prop_assume!(from < to);
+            let all = leaves(size);
+            let ids = merkle::range_nodes(from, to, size).unwrap();
+            let nodes: Vec<Hash> = ids.iter().map(|id| all[..].node(*id).unwrap()).collect();
+            let root = merkle::root_from_range(&all[from as usize..to as usize], from, size, &nodes).unwrap();
+            prop_assert_eq!(root, merkle::root(&all));
+            // A changed leaf changes the root.
+            let mut changed = all[from as usize..to as usize].to_vec();
+            changed[0] = merkle::leaf_hash(b"changed");
+            prop_assert_ne!(merkle::root_from_range(&changed, from, size, &nodes).unwrap(), merkle::root(&all));
+        }
+    }
+
+    #[test]
+    fn a_whole_log_needs_no_nodes_and_bad_ranges_are_refused() {
+        assert!(merkle::range_nodes(0, 7, 7).unwrap().is_empty());
+        assert!(merkle::range_nodes(3, 3, 7).is_err());
+        assert!(merkle::range_nodes(0, 8, 7).is_err());
+        let all = leaves(7);
+        assert!(
+            merkle::root_from_range(&all[2..4], 2, 7, &[]).is_err(),
+            "nodes missing"
+        );
+    }
+}

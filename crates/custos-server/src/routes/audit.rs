@@ -84,3 +84,51 @@ pub async fn consistency(
     let (from, to) = (number(&query, "from")?, number(&query, "to")?);
     Ok(Json(api::consistency(&state, &who, from, to).await?))
 }
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ExportParams {
+    /// First leaf of a slice (default 0).
+    #[param(minimum = 0)]
+    from: Option<u64>,
+    /// End of a slice, exclusive (default: the log's size; at most 10,000 events per export).
+    #[param(minimum = 1)]
+    to: Option<u64>,
+    /// Instead of a slice: one NHI's events, each with its inclusion proof.
+    nhi: Option<String>,
+}
+
+/// A self-contained export of the log, or of one NHI's events, against a fresh signed
+/// checkpoint: `custos audit verify FILE` checks it with no server (admin, auditor).
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportParams),
+    responses((status = 200, body = crate::verify::AuditExport)))]
+pub async fn export(
+    State(state): State<AppState>,
+    who: Principal,
+    query: QueryPairs,
+) -> ApiResult<Json<crate::verify::AuditExport>> {
+    query.only(&["from", "to", "nhi"])?;
+    let optional = |name: &str| -> ApiResult<Option<u64>> {
+        match query.one(name)? {
+            None => Ok(None),
+            Some(_) => number(&query, name).map(Some),
+        }
+    };
+    let of = match query.one("nhi")? {
+        Some(nhi) => {
+            if query.one("from")?.is_some() || query.one("to")?.is_some() {
+                return Err(invalid(
+                    "nhi",
+                    "export an NHI's events or a slice, not both",
+                ));
+            }
+            api::ExportOf::Nhi(nhi.to_owned())
+        }
+        None => api::ExportOf::Range {
+            from: optional("from")?.unwrap_or(0),
+            to: optional("to")?,
+        },
+    };
+    Ok(Json(api::export(&state, &who, of).await?))
+}

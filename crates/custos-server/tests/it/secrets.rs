@@ -442,6 +442,7 @@ async fn start_in_process(backend: Backend) -> (TestServer, Option<String>) {
             base,
             http: reqwest::Client::new(),
             _data_dir: data_dir,
+            database_url: database_url.clone(),
         },
         database_url,
     )
@@ -574,6 +575,7 @@ async fn no_secret_reaches_the_debug_logs_of_the_binary() {
         base,
         http,
         _data_dir: data_dir,
+        database_url: None,
     };
     let Issued { secrets, .. } = issue_every_kind_of_secret(&server).await;
 

@@ -52,6 +52,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// Kept alive for the server's lifetime.
     pub _data_dir: tempfile::TempDir,
+    /// The PostgreSQL URL (with its schema) the server runs on, if not SQLite.
+    pub database_url: Option<String>,
 }
 
 /// The configuration every in-process test server runs with: a preset admin token, a fresh
@@ -83,7 +85,7 @@ impl TestServer {
             Backend::Sqlite => None,
             Backend::Postgres => Some(postgres_schema_url().await),
         };
-        let config = test_config(data_dir.path(), database_url);
+        let config = test_config(data_dir.path(), database_url.clone());
         let server = start(config).await.unwrap();
         let base = format!("http://{}", server.addr);
         Self {
@@ -91,6 +93,7 @@ impl TestServer {
             base,
             http: reqwest::Client::new(),
             _data_dir: data_dir,
+            database_url,
         }
     }
 
