@@ -50,14 +50,24 @@ pub struct AuditLog {
 const LOG_KEY_META: &str = "audit_log_key";
 
 impl AuditLog {
-    /// Loads the log key, creating it on first start (several nodes may race: the first
-    /// stored key wins for all).
+    /// Loads the log key and origin, creating them on first start (several nodes may race:
+    /// the first stored wins for all). A log keeps the origin it was created with: its
+    /// checkpoints name it, and a checkpoint kept by an auditor must verify for ever after.
     pub async fn open(
         store: &dyn Store,
         keys: &Keys,
         origin: String,
         witness_dir: Option<PathBuf>,
     ) -> Result<Self, AuditError> {
+        let stored_origin = store.meta_init("audit_origin", &origin).await?;
+        if stored_origin != origin {
+            tracing::warn!(
+                configured = %origin,
+                kept = %stored_origin,
+                "the audit log keeps the origin it was created with"
+            );
+        }
+        let origin = stored_origin;
         let seed: [u8; 32] = rand::random();
         let candidate = STANDARD.encode(keys.seal(LOG_KEY_META, &seed));
         let stored = store.meta_init(LOG_KEY_META, &candidate).await?;

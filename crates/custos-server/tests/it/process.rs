@@ -561,6 +561,150 @@ fn the_cli_manages_keys_credentials_and_approvals() {
     );
 }
 
+#[test]
+fn after_kill_9_under_load_every_acknowledged_action_is_in_a_verifiable_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |port: u16| {
+        let mut server = serve(custos(dir.path()).args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            "data",
+        ]));
+        server.port = port;
+        wait_ready(port);
+        server
+    };
+    let mut first = start(free_port());
+    let admin = std::fs::read_to_string(dir.path().join("data/admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let url = first.url();
+    let kept = dir.path().join("kept-checkpoint");
+    let checkpoint = cli(dir.path(), &url, &admin, &["audit", "checkpoint"]);
+    assert!(checkpoint.status.success(), "{checkpoint:?}");
+    std::fs::write(&kept, &checkpoint.stdout).unwrap();
+
+    // Eight clients create teams as fast as they can; each remembers what was acknowledged.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let acknowledged = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let mut clients = tokio::task::JoinSet::new();
+        for client in 0..8 {
+            let (http, url, admin) = (http.clone(), url.clone(), admin.clone());
+            clients.spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let sent = http
+                        .post(format!("{url}/v1/teams"))
+                        .bearer_auth(&admin)
+                        .json(&serde_json::json!({"name": format!("t-{client}-{i}"), "contact": "c@example.com"}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 201 => {
+                            let team: Value = response.json().await.unwrap_or(Value::Null);
+                            acknowledged.push(team["id"].as_str().unwrap_or_default().to_owned());
+                        }
+                        // The server is gone: stop.
+                        _ => return acknowledged,
+                    }
+                }
+                acknowledged
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // SIGKILL mid-load: no shutdown path runs, no final checkpoint is signed.
+        first.child.kill().unwrap();
+        let mut all = Vec::new();
+        while let Some(done) = clients.join_next().await {
+            all.extend(done.unwrap());
+        }
+        all
+    });
+    first.child.wait().unwrap();
+    assert!(
+        acknowledged.len() > 50,
+        "only {} writes before the kill",
+        acknowledged.len()
+    );
+
+    let second = start(free_port());
+    let url = second.url();
+    let events: Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{url}/v1/audit/events?kind=team.created&limit=500"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let mut recorded: Vec<String> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["subject"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("team:")
+                .to_owned()
+        })
+        .collect();
+    let mut cursor = events["next_cursor"].as_str().map(str::to_owned);
+    while let Some(c) = cursor {
+        let page: Value = runtime.block_on(async {
+            reqwest::Client::new()
+                .get(format!(
+                    "{url}/v1/audit/events?kind=team.created&limit=500&cursor={c}"
+                ))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        recorded.extend(page["items"].as_array().unwrap().iter().map(|e| {
+            e["subject"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("team:")
+                .to_owned()
+        }));
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    for id in &acknowledged {
+        assert!(recorded.contains(id), "acknowledged team {id} has no event");
+    }
+    // The restarted server seals what the killed one had not, and the whole log verifies
+    // and extends the checkpoint kept before the load.
+    let verified = cli(
+        dir.path(),
+        &url,
+        &admin,
+        &[
+            "audit",
+            "verify",
+            "--server",
+            "--checkpoint",
+            kept.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
