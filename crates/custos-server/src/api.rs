@@ -749,3 +749,17 @@ pub struct ConsistencyProofView {
     /// Base64 hashes.
     pub hashes: Vec<String>,
 }
+
+/// A secret to fingerprint. It is hashed and forgotten: never stored, never logged.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HashRequest {
+    #[schema(min_length = 1, max_length = 16384)]
+    pub secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HashResponse {
+    /// The name the secret has in the trail (`fingerprint` in event details).
+    pub fingerprint: String,
+}

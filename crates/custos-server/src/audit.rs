@@ -44,6 +44,8 @@ pub struct AuditLog {
     witness_dir: Option<PathBuf>,
     /// One sealing or checkpointing at a time on this node.
     sealing: Mutex<()>,
+    /// Since when, and why, sealing has been failing; `None` while it works.
+    failing: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// The log key's seed, sealed under the key-encryption key, in `meta`.
@@ -87,7 +89,30 @@ impl AuditLog {
             origin,
             witness_dir,
             sealing: Mutex::new(()),
+            failing: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Records how the last background round went, for readiness.
+    pub fn record(&self, outcome: Result<(), String>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => *failing = None,
+            Err(reason) => {
+                if failing.is_none() {
+                    *failing = Some((std::time::Instant::now(), reason));
+                }
+            }
+        }
+    }
+
+    /// Why the trail cannot be sealed, if sealing has failed for longer than `grace`.
+    pub fn failure(&self, grace: std::time::Duration) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing
+            .as_ref()
+            .filter(|(since, _)| since.elapsed() >= grace)
+            .map(|(_, reason)| reason.clone())
     }
 
     /// The verifier key of the log, in the signed-note `vkey` form.

@@ -173,13 +173,16 @@ async fn seal_and_checkpoint(state: AppState, interval: Duration) {
     loop {
         round += 1;
         let look_back = round.is_multiple_of(20);
-        if let Err(error) = state
+        let sealed = state
             .audit
             .seal_pending(state.store.as_ref(), look_back)
-            .await
-        {
+            .await;
+        if let Err(error) = &sealed {
             tracing::error!(%error, "sealing the audit log failed; retrying");
         }
+        state
+            .audit
+            .record(sealed.map(|_| ()).map_err(|e| e.to_string()));
         if last_checkpoint.elapsed() >= interval {
             last_checkpoint = tokio::time::Instant::now();
             if let Err(error) = state

@@ -27,6 +27,14 @@ pub struct EventQuery {
     pub subject: Option<String>,
     pub kind: Option<String>,
     pub actor: Option<String>,
+    /// Events about an NHI: its own (`subject` `nhi:<id>`) and those naming it in `nhi`.
+    pub nhi: Option<String>,
+    /// Events naming a credential by this fingerprint.
+    pub fingerprint: Option<String>,
+    /// Occurred at or after.
+    pub since: Option<Timestamp>,
+    /// Occurred before.
+    pub until: Option<Timestamp>,
 }
 
 /// What a revocation reaches; every credential delegated from what it names goes with it.

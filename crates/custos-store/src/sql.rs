@@ -236,6 +236,21 @@ fn like_pattern(needle: &str) -> String {
     pattern
 }
 
+/// A LIKE pattern matching the JSON text of an event's details that holds `key` with exactly
+/// `value` (details are stored as a JSON object of strings, serialised by serde_json).
+fn detail_pattern(key: &str, value: &str) -> String {
+    let json = format!("{}:{}", to_json(&key), to_json(&value));
+    let mut pattern = String::from("%");
+    for c in json.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 /// How many rows that pass a listing's other filters a name search looks at before it falls
 /// back to searching them all.
 const SEARCH_WINDOW: i64 = 2000;
@@ -1345,6 +1360,24 @@ macro_rules! sql_store {
                 }
                 if let Some(actor) = &query.actor {
                     q.push(" AND actor = ").push_bind(actor.clone());
+                }
+                if let Some(nhi) = &query.nhi {
+                    q.push(" AND (subject = ")
+                        .push_bind(format!("nhi:{nhi}"))
+                        .push(" OR details LIKE ")
+                        .push_bind(detail_pattern("nhi", nhi))
+                        .push(" ESCAPE '\\')");
+                }
+                if let Some(fingerprint) = &query.fingerprint {
+                    q.push(" AND details LIKE ")
+                        .push_bind(detail_pattern("fingerprint", fingerprint))
+                        .push(" ESCAPE '\\'");
+                }
+                if let Some(since) = query.since {
+                    q.push(" AND occurred_at >= ").push_bind(since.unix_millis());
+                }
+                if let Some(until) = query.until {
+                    q.push(" AND occurred_at < ").push_bind(until.unix_millis());
                 }
                 q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(query.limit));
                 let rows = q.build().fetch_all(self.reader()).await?;

@@ -132,3 +132,23 @@ pub async fn export(
     };
     Ok(Json(api::export(&state, &who, of).await?))
 }
+
+/// Turns a secret the caller holds (a static key, an access token) into its fingerprint, the
+/// name it has in the trail, so its events can be found (`GET /v1/audit/events?fingerprint=`).
+/// Admins and auditors; the secret is not kept.
+#[utoipa::path(post, path = "/v1/audit/hash", tag = "audit",
+    request_body(content = crate::api::HashRequest, content_type = "application/json"),
+    responses((status = 200, body = crate::api::HashResponse)))]
+pub async fn hash(
+    State(state): State<AppState>,
+    who: Principal,
+    crate::extract::JsonBody(input): crate::extract::JsonBody<crate::api::HashRequest>,
+) -> ApiResult<Json<crate::api::HashResponse>> {
+    who.require(&[custos_core::Role::Admin, custos_core::Role::Auditor])?;
+    if input.secret.is_empty() || input.secret.len() > 16_384 {
+        return Err(invalid("secret", "must be 1 to 16384 bytes"));
+    }
+    Ok(Json(crate::api::HashResponse {
+        fingerprint: state.keys.fingerprint(&input.secret),
+    }))
+}

@@ -373,6 +373,17 @@ pub struct EventListParams {
     kind: Option<String>,
     /// `operator:<id>`, `nhi:<id>` or `system`.
     actor: Option<String>,
+    /// Events about this NHI: its own, and those (tasks, approvals) that name it.
+    nhi: Option<String>,
+    /// Events naming the credential with this fingerprint (see `POST /v1/audit/hash`).
+    #[param(pattern = "^(fp|jwk)_[0-9A-Za-z_-]{1,64}$")]
+    fingerprint: Option<String>,
+    /// Occurred at or after (RFC 3339).
+    #[param(schema_with = timestamp_schema)]
+    since: Option<String>,
+    /// Occurred before (RFC 3339).
+    #[param(schema_with = timestamp_schema)]
+    until: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     #[param(schema_with = cursor_schema)]
@@ -387,7 +398,31 @@ pub async fn list_events(
     who: Principal,
     query: QueryPairs,
 ) -> ApiResult<Json<EventList>> {
-    query.only(&["subject", "kind", "actor", "limit", "cursor"])?;
+    query.only(&[
+        "subject",
+        "kind",
+        "actor",
+        "nhi",
+        "fingerprint",
+        "since",
+        "until",
+        "limit",
+        "cursor",
+    ])?;
+    let fingerprint = query.one("fingerprint")?;
+    if let Some(fp) = fingerprint {
+        let valid = (fp.starts_with("fp_") || fp.starts_with("jwk_"))
+            && fp.len() <= 70
+            && fp
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(invalid(
+                "fingerprint",
+                "must be a credential fingerprint (fp_…)",
+            ));
+        }
+    }
     let page = page(&query)?;
     let after_seq = match page.after {
         Some(text) => text.parse::<i64>().map_err(|_| {
@@ -401,6 +436,10 @@ pub async fn list_events(
         subject: query.one("subject")?.map(str::to_owned),
         kind: query.one("kind")?.map(str::to_owned),
         actor: query.one("actor")?.map(str::to_owned),
+        nhi: query.one("nhi")?.map(str::to_owned),
+        fingerprint: fingerprint.map(str::to_owned),
+        since: timestamp(&query, "since")?,
+        until: timestamp(&query, "until")?,
     };
     Ok(Json(service::list_events(&state, &who, query).await?))
 }

@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::inclusion))
         .routes(routes!(audit::consistency))
         .routes(routes!(audit::export))
+        .routes(routes!(audit::hash))
         .routes(routes!(tasks::create_task))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::end_task))

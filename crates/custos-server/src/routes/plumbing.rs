@@ -16,7 +16,7 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the store answers.
+/// Readiness: the store answers, and the audit trail is being sealed.
 #[utoipa::path(get, path = "/readyz", tag = "plumbing", security(()),
     responses((status = 200, body = Health),
               (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -28,6 +28,13 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
             format!("the store is not reachable: {e}"),
         )
     })?;
+    if let Some(reason) = state.audit.failure(std::time::Duration::from_secs(5)) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_log_unavailable",
+            format!("the audit trail cannot be sealed: {reason}"),
+        ));
+    }
     Ok(Json(Health {
         status: "ready".into(),
     }))

@@ -20,6 +20,8 @@ both_backends!(
     an_inserted_event_is_named,
     a_truncated_tail_is_caught_by_the_kept_checkpoint,
     exports_verify_offline_and_name_what_was_altered,
+    a_secret_s_events_are_found_by_its_fingerprint,
+    readiness_says_when_the_trail_cannot_be_sealed,
 );
 
 fn hash(text: &Value) -> Hash {
@@ -434,4 +436,138 @@ async fn exports_verify_offline_and_name_what_was_altered(backend: Backend) {
     let (ok, text) = verify(&server, &[path.to_str().unwrap(), "--key", &other_key]);
     assert!(!ok && text.contains("another key"), "{text}");
     server.stop().await;
+}
+
+async fn a_secret_s_events_are_found_by_its_fingerprint(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.team("owners").await;
+    let nhi = server.nhi("traced-bot", "owners").await;
+    let other = server.nhi("other-bot", "owners").await;
+    let nhi_id = nhi["id"].as_str().unwrap();
+    let key = server.static_key(nhi_id).await;
+    server.static_key(other["id"].as_str().unwrap()).await;
+    let secret = key["secret"].as_str().unwrap();
+    let hashed = server
+        .admin(
+            Method::POST,
+            "/v1/audit/hash",
+            Some(serde_json::json!({"secret": secret})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(hashed["fingerprint"], key["fingerprint"]);
+    let found = server
+        .admin(
+            Method::GET,
+            &format!(
+                "/v1/audit/events?fingerprint={}",
+                hashed["fingerprint"].as_str().unwrap()
+            ),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let kinds: Vec<&str> = found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["credential.issued"]);
+    // Revoking it adds its revocation to what the fingerprint finds.
+    server
+        .admin(
+            Method::POST,
+            &format!("/v1/credentials/{}/revoke", key["id"].as_str().unwrap()),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let found = server
+        .admin(
+            Method::GET,
+            &format!(
+                "/v1/audit/events?fingerprint={}",
+                key["fingerprint"].as_str().unwrap()
+            ),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(found["items"].as_array().unwrap().len(), 2);
+    // By NHI: its registration, its key's issue and revocation; none of the other NHI's.
+    let of_nhi = server
+        .admin(
+            Method::GET,
+            &format!("/v1/audit/events?nhi={nhi_id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let items = of_nhi["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{of_nhi}");
+    assert!(
+        items
+            .iter()
+            .all(|e| e["subject"] == format!("nhi:{nhi_id}"))
+    );
+    // By time: nothing before the server existed, everything before the far future.
+    let none = server
+        .admin(
+            Method::GET,
+            "/v1/audit/events?until=2000-01-01T00:00:00Z",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(none["items"].as_array().unwrap().is_empty());
+    let all = server
+        .admin(
+            Method::GET,
+            "/v1/audit/events?since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z&limit=500",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(all["items"].as_array().unwrap().len() >= 8);
+    for bad in [
+        "/v1/audit/events?fingerprint=%25",
+        "/v1/audit/events?since=yesterday",
+    ] {
+        let (status, _) = server.call(Method::GET, bad, Some(ADMIN_TOKEN), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    server.stop().await;
+}
+
+async fn readiness_says_when_the_trail_cannot_be_sealed(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, _) = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    // The disk loses the log's node table: the changes themselves still commit with their
+    // events, but the trail cannot be sealed, and readiness must say so.
+    let mut db = Db::open(&server).await;
+    db.exec("DROP TABLE audit_nodes").await;
+    server.team("after-the-loss").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        // Not `server.call`: a 503 is the right answer here, which it forbids.
+        let response = server
+            .http
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let problem: Value = response.json().await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(problem["code"], "audit_log_unavailable", "{problem}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness never reported the trail"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
