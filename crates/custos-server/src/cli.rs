@@ -312,8 +312,8 @@ enum ApprovalsCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Print the latest signed checkpoint (keep it: `verify --checkpoint` checks the log still
-    /// extends it)
+    /// Print the latest signed checkpoint (keep it: `verify --checkpoint` checks that the log
+    /// still extends it)
     Checkpoint,
     /// Write a self-contained export to stdout: a slice of the log, or one NHI's events
     Export {
@@ -324,15 +324,11 @@ enum AuditCommand {
         #[arg(long, conflicts_with_all = ["from", "to"])]
         nhi: Option<String>,
     },
-    /// Verify an export file offline, or with --server the whole live log; exits non-zero and
-    /// names the first bad index on any failure
+    /// Verify an export file offline or, without a file, the whole live log of the server at
+    /// --url; exits non-zero and names the first bad index on any failure
     Verify {
         /// An export written by `custos audit export` or GET /v1/audit/export
-        #[arg(required_unless_present = "server", conflicts_with = "server")]
         file: Option<std::path::PathBuf>,
-        /// Recompute the whole log from the server at --url instead
-        #[arg(long)]
-        server: bool,
         /// A checkpoint kept earlier (a signed note file): the log must still extend it
         #[arg(long)]
         checkpoint: Option<std::path::PathBuf>,
@@ -1027,7 +1023,6 @@ async fn audit(client: &Client, command: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Verify {
             file,
-            server,
             checkpoint,
             key,
         } => {
@@ -1038,11 +1033,9 @@ async fn audit(client: &Client, command: AuditCommand) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let outcome = if server {
-                verify_server(client, kept.as_deref(), key.as_deref()).await?
-            } else {
-                let path = file.context("an export file or --server is required")?;
-                verify_file(&path, kept.as_deref(), key.as_deref())?
+            let outcome = match file {
+                Some(path) => verify_file(&path, kept.as_deref(), key.as_deref())?,
+                None => verify_server(client, kept.as_deref(), key.as_deref()).await?,
             };
             match outcome {
                 Ok(summary) => {

@@ -268,10 +268,7 @@ async fn scene(backend: Backend) -> (TestServer, std::path::PathBuf) {
     let (_, view) = checkpoint(&server).await;
     let kept = server.data_dir().join("kept-checkpoint");
     std::fs::write(&kept, view["note"].as_str().unwrap()).unwrap();
-    let (ok, text) = verify(
-        &server,
-        &["--server", "--checkpoint", kept.to_str().unwrap()],
-    );
+    let (ok, text) = verify(&server, &["--checkpoint", kept.to_str().unwrap()]);
     assert!(ok, "an untouched log verifies: {text}");
     (server, kept)
 }
@@ -334,10 +331,7 @@ async fn tamper_and_expect(backend: Backend, tamper: &str, expected: &str) {
         }
         other => panic!("unknown tamper {other}"),
     }
-    let (ok, text) = verify(
-        &server,
-        &["--server", "--checkpoint", kept.to_str().unwrap()],
-    );
+    let (ok, text) = verify(&server, &["--checkpoint", kept.to_str().unwrap()]);
     assert!(!ok, "{tamper}: verification must fail: {text}");
     assert!(
         text.contains(expected),

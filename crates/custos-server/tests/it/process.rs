@@ -689,13 +689,7 @@ fn after_kill_9_under_load_every_acknowledged_action_is_in_a_verifiable_log() {
         dir.path(),
         &url,
         &admin,
-        &[
-            "audit",
-            "verify",
-            "--server",
-            "--checkpoint",
-            kept.to_str().unwrap(),
-        ],
+        &["audit", "verify", "--checkpoint", kept.to_str().unwrap()],
     );
     assert!(
         verified.status.success(),
