@@ -1518,7 +1518,18 @@ macro_rules! sql_store {
             }
 
             async fn audit_event(&self, leaf_index: u64) -> Result<Option<StoredEvent>> {
-                Ok(self.audit_events(leaf_index, leaf_index.saturating_add(1)).await?.pop().map(|(_, e)| e))
+                // Its own point query: reusing the range query let PostgreSQL settle on a cached
+                // parallel plan that took 6 ms for one row.
+                let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                let sql = format!(
+                    "SELECT {columns} FROM audit_leaves l JOIN events e ON e.seq = l.event_seq \
+                     WHERE l.leaf_index = $1"
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind(to_i64(leaf_index)?)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::event_from_row).transpose()
             }
 
             async fn audit_events(&self, from: u64, to: u64) -> Result<Vec<(u64, StoredEvent)>> {
