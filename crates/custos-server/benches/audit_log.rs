@@ -6,12 +6,13 @@
 //! commit, or a fresh PostgreSQL schema):
 //!
 //! 1. **durable append**: `CUSTOS_BENCH_EVENTS` events shaped like per-action decisions (4–6
-//!    details, ≈ 250 canonical bytes) through `Store::append_events`, `CUSTOS_BENCH_BATCH` per
+//!    details, ≈ 280 canonical bytes) through `Store::append_events`, `CUSTOS_BENCH_BATCH` per
 //!    call, from `CUSTOS_BENCH_WRITERS` concurrent tasks; each call returns once durable, and
 //!    concurrent calls share commits (fsyncs): events/s, and per-call median and p99;
 //! 2. **sealing**: the server's sealer, `AuditLog::seal_pending`, over all of them (reading the
 //!    unsealed events, leaf hashing, the compact range, storing leaves and node hashes);
-//! 3. **checkpoint**: `AuditLog::checkpoint`, the signed note a verifier starts from;
+//! 3. **checkpoint**: `AuditLog::checkpoint`, the signed note a verifier starts from; then, on
+//!    PostgreSQL, `VACUUM (ANALYZE)` of the three tables, as autovacuum would soon do;
 //! 4. **full verification**: open the signed checkpoint with the log's key, read every event
 //!    back in log order (`audit_events` in pages of `CUSTOS_BENCH_PAGE`), re-encode and hash
 //!    each leaf (`custos_core::audit::leaf_hash`), fold them with `merkle::CompactRange` and
@@ -42,11 +43,12 @@
 //! | `CUSTOS_BENCH_PAGE` | `10000` | events per `audit_events` read when verifying |
 //! | `CUSTOS_BENCH_PROOFS` | `1000` | timed inclusion proofs |
 //! | `CUSTOS_BENCH_DIR` | the system temp dir | where the SQLite file is made |
+//! | `CUSTOS_BENCH_KEEP` | unset | `1` keeps the SQLite file and the PostgreSQL schema (for EXPLAIN) |
 //! | `CUSTOS_TEST_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/test` | PostgreSQL; a fresh schema per run, dropped at the end |
 //!
 //! The verification bar is judged at 1,000,000 events or more (the time scaled linearly to 1M);
-//! a smaller run prints its time scaled to 1M but no verdict, since fixed costs dominate it. `cargo test --benches` runs bench targets without
-//! `--bench`; this one then does nothing.
+//! a smaller run prints its time scaled to 1M but no verdict, since fixed costs dominate it.
+//! `cargo test --benches` runs bench targets without `--bench`; this one then does nothing.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +114,7 @@ struct Config {
     proofs: usize,
     dir: PathBuf,
     pg_url: String,
+    keep: bool,
 }
 
 impl Config {
@@ -141,6 +144,7 @@ impl Config {
             proofs: env_number("CUSTOS_BENCH_PROOFS", 1_000)?.max(1),
             dir: non_empty("CUSTOS_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
             pg_url: non_empty("CUSTOS_TEST_DATABASE_URL").unwrap_or_else(|| DEFAULT_PG_URL.into()),
+            keep: non_empty("CUSTOS_BENCH_KEEP").is_some_and(|v| v.trim() != "0"),
         })
     }
 
@@ -220,7 +224,7 @@ async fn bench_backend(cfg: &Config, backend: Backend) -> Result<Report> {
             None => sqlite_version().await?,
             Some(schema) => schema.version().await?,
         };
-        let mut report = measure(cfg, backend, store).await?;
+        let mut report = measure(cfg, backend, store, schema.as_ref()).await?;
         report.version = version;
         report.store_bytes = match &schema {
             None => sqlite_size(work.path()),
@@ -229,7 +233,13 @@ async fn bench_backend(cfg: &Config, backend: Backend) -> Result<Report> {
         Ok::<_, anyhow::Error>(report)
     }
     .await;
-    if let Some(schema) = schema
+    if cfg.keep {
+        let path = work.keep();
+        eprintln!("kept the data directory {}", path.display());
+        if let Some(schema) = &schema {
+            eprintln!("kept the PostgreSQL schema {}", schema.name);
+        }
+    } else if let Some(schema) = schema
         && let Err(e) = schema.drop().await
     {
         eprintln!("could not drop the benchmark schema: {e:#}");
@@ -237,7 +247,12 @@ async fn bench_backend(cfg: &Config, backend: Backend) -> Result<Report> {
     result
 }
 
-async fn measure(cfg: &Config, backend: Backend, store: Arc<dyn Store>) -> Result<Report> {
+async fn measure(
+    cfg: &Config,
+    backend: Backend,
+    store: Arc<dyn Store>,
+    schema: Option<&PgSchema>,
+) -> Result<Report> {
     let title = backend.title();
     let load_start = loadavg();
 
@@ -296,6 +311,18 @@ async fn measure(cfg: &Config, backend: Backend, store: Arc<dyn Store>) -> Resul
     let checkpoint_time = started.elapsed();
     ensure!(checkpoint.size == cfg.events as u64, "checkpoint size");
     let verifier = NoteVerifier::from_vkey(&log.verifier_key())?;
+
+    // Autovacuum would analyse these freshly filled tables within a minute or so; doing it here
+    // makes the plans (and so the figures) independent of its timing.
+    let mut maintenance = None;
+    if let Some(schema) = schema {
+        let started = Instant::now();
+        let mut conn = schema.connect().await?;
+        sqlx::query("VACUUM (ANALYZE) events, audit_leaves, audit_nodes")
+            .execute(&mut conn)
+            .await?;
+        maintenance = Some(started.elapsed());
+    }
 
     // 4. Full verification, serial and pipelined.
     eprintln!("[{title}] verifying");
@@ -364,6 +391,7 @@ async fn measure(cfg: &Config, backend: Backend, store: Arc<dyn Store>) -> Resul
         seal,
         seal_load,
         checkpoint_time,
+        maintenance,
         serial,
         pipelined,
         verify_load,
@@ -752,6 +780,7 @@ struct Report {
     seal: Duration,
     seal_load: String,
     checkpoint_time: Duration,
+    maintenance: Option<Duration>,
     serial: Verification,
     pipelined: Verification,
     verify_load: String,
@@ -842,6 +871,14 @@ impl Report {
                 "| checkpoint: `AuditLog::checkpoint` (head, root, Ed25519 signed note) | {:.2} ms | — | | |",
                 millis(self.checkpoint_time)
             ),
+        ];
+        if let Some(maintenance) = self.maintenance {
+            out.push(format!(
+                "| `VACUUM (ANALYZE)` of the three tables after sealing (what autovacuum does in the background) | {:.2} s | — | | |",
+                maintenance.as_secs_f64()
+            ));
+        }
+        out.extend([
             self.verify_row(
                 &format!(
                     "full verification, serial: open the signed checkpoint, `audit_events` in pages of {} in log order, re-encode + leaf hash + fold, compare the root",
@@ -889,7 +926,7 @@ impl Report {
                 thousands(rate(self.events, self.tree_time)),
                 self.tree_time.as_secs_f64()
             ),
-        ];
+        ]);
         if let Some(bytes) = self.store_bytes {
             out.push(format!(
                 "| store size (events, leaves, nodes) | {:.2} GiB | — | | |",
