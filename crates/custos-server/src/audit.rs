@@ -250,9 +250,9 @@ impl NodeSource for Prefetched {
 struct Recorder(std::cell::RefCell<Vec<NodeId>>);
 
 impl NodeSource for Recorder {
-    type Error = std::convert::Infallible;
+    type Error = NodeId;
 
-    fn node(&self, node: NodeId) -> Result<Hash, Self::Error> {
+    fn node(&self, node: NodeId) -> Result<Hash, NodeId> {
         self.0.borrow_mut().push(node);
         Ok(merkle::EMPTY_ROOT)
     }
@@ -262,7 +262,7 @@ impl NodeSource for Recorder {
 /// fetched in one query, for real.
 async fn prove_from_store<E: std::fmt::Display>(
     store: &dyn Store,
-    prove: impl Fn(&dyn ProofSource) -> Result<Vec<Hash>, E>,
+    prove: impl Fn(&dyn NodeSource<Error = NodeId>) -> Result<Vec<Hash>, E>,
 ) -> Result<Vec<Hash>, AuditError> {
     let recorder = Recorder(std::cell::RefCell::new(Vec::new()));
     prove(&recorder).map_err(|e| AuditError::Proof(e.to_string()))?;
@@ -280,34 +280,6 @@ async fn prove_from_store<E: std::fmt::Display>(
     prove(&Prefetched(known)).map_err(|e| AuditError::Proof(e.to_string()))
 }
 
-/// Either node source, behind one object-safe face for [`prove_from_store`].
-trait ProofSource {
-    fn hash(&self, node: NodeId) -> Option<Hash>;
-}
-
-impl ProofSource for Recorder {
-    fn hash(&self, node: NodeId) -> Option<Hash> {
-        self.node(node).ok()
-    }
-}
-
-impl ProofSource for Prefetched {
-    fn hash(&self, node: NodeId) -> Option<Hash> {
-        self.node(node).ok()
-    }
-}
-
-/// Adapts a [`ProofSource`] to the core's [`NodeSource`].
-struct Source<'a>(&'a dyn ProofSource);
-
-impl NodeSource for Source<'_> {
-    type Error = NodeId;
-
-    fn node(&self, node: NodeId) -> Result<Hash, NodeId> {
-        self.0.hash(node).ok_or(node)
-    }
-}
-
 /// An RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves.
 pub async fn inclusion_proof(
     store: &dyn Store,
@@ -315,7 +287,7 @@ pub async fn inclusion_proof(
     size: u64,
 ) -> Result<Vec<Hash>, AuditError> {
     prove_from_store(store, |source| {
-        merkle::inclusion_proof_from(&Source(source), index, size).map_err(|e| format!("{e:?}"))
+        merkle::inclusion_proof_from(source, index, size).map_err(|e| format!("{e:?}"))
     })
     .await
 }
@@ -327,7 +299,7 @@ pub async fn consistency_proof(
     to: u64,
 ) -> Result<Vec<Hash>, AuditError> {
     prove_from_store(store, |source| {
-        merkle::consistency_proof_from(&Source(source), from, to).map_err(|e| format!("{e:?}"))
+        merkle::consistency_proof_from(source, from, to).map_err(|e| format!("{e:?}"))
     })
     .await
 }
