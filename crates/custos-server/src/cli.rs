@@ -1094,7 +1094,6 @@ async fn verify_server(
     kept: Option<&str>,
     key: Option<&str>,
 ) -> anyhow::Result<Result<String, crate::verify::Failure>> {
-    use base64::Engine as _;
     let current = get(client, "/v1/audit/checkpoint").await?;
     let vkey = current["verifier_key"]
         .as_str()
@@ -1112,28 +1111,9 @@ async fn verify_server(
         let to = (from + 10_000).min(size);
         let page = get(client, &format!("/v1/audit/export?from={from}&to={to}")).await?;
         let page: crate::verify::AuditExport = serde_json::from_value(page)?;
-        for (position, exported) in page.events.iter().enumerate() {
-            let expected = from + position as u64;
-            let fail = |reason: &str| crate::verify::Failure {
-                index: Some(expected),
-                reason: reason.into(),
-            };
-            if exported.index != expected {
-                return Ok(Err(fail("this position's event is missing")));
-            }
-            let Ok(event) = crate::verify::event_of(&exported.event) else {
-                return Ok(Err(fail("the event is malformed")));
-            };
-            let leaf = custos_core::audit::leaf_hash(&event);
-            let sealed = base64::engine::general_purpose::STANDARD
-                .decode(&exported.leaf_hash)
-                .unwrap_or_default();
-            if leaf.as_bytes()[..] != sealed[..] {
-                return Ok(Err(fail(
-                    "the event is not the one sealed at this position (changed, swapped or inserted)",
-                )));
-            }
-            leaves.push(leaf);
+        match crate::verify::sealed_leaves(&page.events, Some(from)) {
+            Ok(page_leaves) => leaves.extend(page_leaves),
+            Err(failure) => return Ok(Err(failure)),
         }
         if page.events.len() as u64 != to - from {
             return Ok(Err(crate::verify::Failure {

@@ -121,6 +121,31 @@ pub fn open_checkpoint(
         .map_err(|e| fail(None, format!("the checkpoint does not verify: {e}")))
 }
 
+/// Recomputes every exported event's leaf from its canonical bytes and checks it is the leaf
+/// sealed at its position; from `from` on, positions must follow each other with none missing.
+pub fn sealed_leaves(events: &[ExportedEvent], from: Option<u64>) -> Result<Vec<Hash>, Failure> {
+    let mut leaves = Vec::with_capacity(events.len());
+    for (position, exported) in events.iter().enumerate() {
+        let index = exported.index;
+        if let Some(from) = from
+            && index != from + position as u64
+        {
+            let expected = from + position as u64;
+            return Err(fail(Some(expected), "this position's event is missing"));
+        }
+        let event = event_of(&exported.event).map_err(|e| fail(Some(index), e))?;
+        let recomputed = custos_core::audit::leaf_hash(&event);
+        if recomputed != hash(&exported.leaf_hash, Some(index))? {
+            return Err(fail(
+                Some(index),
+                "the event is not the one sealed at this position (changed, swapped or inserted)",
+            ));
+        }
+        leaves.push(recomputed);
+    }
+    Ok(leaves)
+}
+
 /// Verifies an export: the checkpoint's signature, every event against its sealed leaf, and the
 /// leaves against the checkpoint's root.
 pub fn verify_export(export: &AuditExport, trusted: Option<&str>) -> Result<Verified, Failure> {
@@ -132,43 +157,24 @@ pub fn verify_export(export: &AuditExport, trusted: Option<&str>) -> Result<Veri
     }
     let checkpoint = open_checkpoint(&export.checkpoint, &export.verifier_key, trusted)?;
     let size = checkpoint.size();
-    let mut leaves = Vec::with_capacity(export.events.len());
-    for (position, exported) in export.events.iter().enumerate() {
-        let index = exported.index;
-        if let Some(from) = export.from
-            && index != from + position as u64
-        {
-            let expected = from + position as u64;
-            return Err(fail(
-                Some(expected),
-                "this position's event is missing from the export",
-            ));
-        }
-        let event = event_of(&exported.event).map_err(|e| fail(Some(index), e))?;
-        let recomputed = custos_core::audit::leaf_hash(&event);
-        let sealed = hash(&exported.leaf_hash, Some(index))?;
-        if recomputed != sealed {
-            return Err(fail(
-                Some(index),
-                "the event is not the one sealed at this position (changed, swapped or inserted)",
-            ));
-        }
-        if export.nhi.is_some() {
+    let leaves = sealed_leaves(&export.events, export.from)?;
+    if export.nhi.is_some() {
+        for (exported, leaf) in export.events.iter().zip(&leaves) {
+            let index = exported.index;
             let proof = exported
                 .inclusion
                 .iter()
                 .map(|h| hash(h, Some(index)))
                 .collect::<Result<Vec<_>, _>>()?;
-            merkle::verify_inclusion(&recomputed, index, size, &proof, &checkpoint.root())
+            merkle::verify_inclusion(leaf, index, size, &proof, &checkpoint.root())
                 .map_err(|e| fail(Some(index), format!("not in the checkpointed log: {e}")))?;
         }
-        leaves.push(recomputed);
     }
     if let (Some(from), Some(to)) = (export.from, export.to) {
         if from + leaves.len() as u64 != to {
             return Err(fail(
                 Some(from + leaves.len() as u64),
-                "this position's event is missing from the export",
+                "this position's event is missing",
             ));
         }
         let nodes = export
