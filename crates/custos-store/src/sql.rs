@@ -271,6 +271,9 @@ const SIGNING_KEY_COLUMNS: &str =
     "kid, alg, public_jwk, sealed_key, created_at, retired_at, publish_until";
 const TEAM_COLUMNS: &str = "id, name, contact, created_at";
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
+/// The same columns when `events` is joined as `e`.
+const JOINED_EVENT_COLUMNS: &str =
+    "e.seq, e.id, e.kind, e.actor, e.subject, e.occurred_at, e.details";
 
 macro_rules! sql_store {
     ($store:ty, $db:ty, $row:ty, name = $name:literal, lock_operators = $lock_operators:expr, lock_row = $lock_row:expr) => {
@@ -1421,7 +1424,7 @@ macro_rules! sql_store {
             }
 
             async fn unsealed_events(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>> {
-                let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                let columns = JOINED_EVENT_COLUMNS;
                 let sql = format!(
                     "SELECT {columns} FROM events e LEFT JOIN audit_leaves l ON l.event_seq = e.seq \
                      WHERE e.seq > $1 AND l.event_seq IS NULL ORDER BY e.seq LIMIT $2"
@@ -1520,7 +1523,7 @@ macro_rules! sql_store {
             async fn audit_event(&self, leaf_index: u64) -> Result<Option<StoredEvent>> {
                 // Its own point query: reusing the range query let PostgreSQL settle on a cached
                 // parallel plan that took 6 ms for one row.
-                let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                let columns = JOINED_EVENT_COLUMNS;
                 let sql = format!(
                     "SELECT {columns} FROM audit_leaves l JOIN events e ON e.seq = l.event_seq \
                      WHERE l.leaf_index = $1"
@@ -1533,7 +1536,7 @@ macro_rules! sql_store {
             }
 
             async fn audit_events(&self, from: u64, to: u64) -> Result<Vec<(u64, StoredEvent)>> {
-                let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                let columns = JOINED_EVENT_COLUMNS;
                 let sql = format!(
                     "SELECT l.leaf_index, {columns} FROM audit_leaves l JOIN events e ON e.seq = l.event_seq \
                      WHERE l.leaf_index >= $1 AND l.leaf_index < $2 ORDER BY l.leaf_index"
@@ -1544,16 +1547,12 @@ macro_rules! sql_store {
                     .fetch_all(self.reader())
                     .await?;
                 rows.iter()
-                    .map(|row| {
-                        let index: i64 = row.try_get("leaf_index")?;
-                        let index = u64::try_from(index).map_err(|_| corrupt(format!("leaf {index}")))?;
-                        Ok((index, Self::event_from_row(row)?))
-                    })
+                    .map(|row| Ok((leaf_index(row.try_get("leaf_index")?)?, Self::event_from_row(row)?)))
                     .collect()
             }
 
             async fn audit_events_of(&self, subject: &str, limit: u32) -> Result<Vec<(u64, StoredEvent)>> {
-                let columns = EVENT_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                let columns = JOINED_EVENT_COLUMNS;
                 let sql = format!(
                     "SELECT l.leaf_index, {columns} FROM events e JOIN audit_leaves l ON l.event_seq = e.seq \
                      WHERE e.subject = $1 ORDER BY l.leaf_index LIMIT $2"
@@ -1564,11 +1563,7 @@ macro_rules! sql_store {
                     .fetch_all(self.reader())
                     .await?;
                 rows.iter()
-                    .map(|row| {
-                        let index: i64 = row.try_get("leaf_index")?;
-                        let index = u64::try_from(index).map_err(|_| corrupt(format!("leaf {index}")))?;
-                        Ok((index, Self::event_from_row(row)?))
-                    })
+                    .map(|row| Ok((leaf_index(row.try_get("leaf_index")?)?, Self::event_from_row(row)?)))
                     .collect()
             }
 
@@ -1582,9 +1577,7 @@ macro_rules! sql_store {
                 .await?;
                 rows.iter()
                     .map(|row| {
-                        let index: i64 = row.try_get("idx")?;
-                        let index = u64::try_from(index).map_err(|_| corrupt(format!("leaf {index}")))?;
-                        Ok((index, row.try_get("hash")?))
+                        Ok((leaf_index(row.try_get("idx")?)?, row.try_get("hash")?))
                     })
                     .collect()
             }
@@ -1626,6 +1619,11 @@ macro_rules! sql_store {
             }
         }
     };
+}
+
+/// A leaf index as stored (a signed integer column) back to what it is.
+fn leaf_index(stored: i64) -> Result<u64> {
+    u64::try_from(stored).map_err(|_| corrupt(format!("leaf index {stored}")))
 }
 
 fn to_i64(n: u64) -> Result<i64> {
