@@ -80,27 +80,7 @@ const NHIS: usize = 10_000;
 const ORIGIN: &str = "custos.bench.example/audit";
 
 fn main() -> ExitCode {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("audit_log: skipped (run it with `cargo bench`; it fills stores)");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("audit_log: cannot start tokio: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("audit_log: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main("audit_log", "fills stores", run)
 }
 
 // ---- configuration ----

@@ -68,29 +68,7 @@ const WARMUP_REQUESTS: usize = 2;
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 fn main() -> ExitCode {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "inventory_scale: skipped (run it with `cargo bench`; it starts servers and fills stores)"
-        );
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("inventory_scale: cannot start tokio: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("inventory_scale: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main("inventory_scale", "starts servers and fills stores", run)
 }
 
 // ---- configuration ----

@@ -44,27 +44,7 @@ const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 const AGENTS: usize = 8;
 
 fn main() -> ExitCode {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("issuance: skipped (run it with `cargo bench`; it starts servers)");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("issuance: cannot start tokio: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("issuance: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main("issuance", "starts servers", run)
 }
 
 struct Settings {

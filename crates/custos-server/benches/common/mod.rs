@@ -13,6 +13,37 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// A bench's `main`: runs `run` on a multi-threaded runtime when cargo passes `--bench`, and
+/// skips otherwise (`cargo test --benches` runs bench targets without it).
+pub fn bench_main<F: std::future::Future<Output = Result<()>>>(
+    name: &str,
+    what: &str,
+    run: impl FnOnce() -> F,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("{name}: skipped (run it with `cargo bench`; it {what})");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// A fixed master key: the server writes its check value into `meta` on the first start, and
 /// every later start must present the same key.
