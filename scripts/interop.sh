@@ -27,34 +27,9 @@ BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 # ---- the pinned clients, in a venv of their own ----
 # Python 3.12 or newer preferred, found the way scripts/schemathesis.sh finds it; the pinned set
 # needs 3.11 or newer (joserfc, under Authlib), which is what Debian 12's python3 is.
-is_recent() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; }
-pick_python() {
-    local candidate
-    for candidate in ${CUSTOS_PYTHON:-} python3.13 python3.12 python3; do
-        if is_recent "$candidate"; then
-            echo "$candidate"
-            return
-        fi
-    done
-    # pyenv keeps the versions it does not select off PATH.
-    for candidate in $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*/bin/python3 2>/dev/null | sort -rV); do
-        if is_recent "$candidate"; then
-            echo "$candidate"
-            return
-        fi
-    done
-    echo "interop.sh: no Python 3.12+ found; using python3 (3.11 or newer is enough)" >&2
-    echo python3
-}
-if [[ -x $VENV/bin/python ]] && ! is_recent "$VENV/bin/python"; then
-    PYTHON=$(pick_python)
-    if is_recent "$PYTHON"; then
-        rm -rf "$VENV"
-    fi
-fi
-if [[ ! -x $VENV/bin/python ]]; then
-    "${PYTHON:-$(pick_python)}" -m venv "$VENV"
-fi
+# shellcheck source=scripts/lib/venv.sh
+source "$(dirname "$0")/lib/venv.sh"
+ensure_venv "$VENV" "interop.sh: no Python 3.12+ found; using python3 (3.11 or newer is enough)"
 # Reinstall only when the pins change: the stamp holds the hash of the requirements installed.
 STAMP=$VENV/.custos-interop-requirements.sha256
 WANTED=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)

@@ -28,34 +28,9 @@ BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 # ---- schemathesis, pinned, in its own venv ----
 # Python 3.12 or newer: under 3.11, hypothesis (inside schemathesis) trips CPython's
 # "AST constructor recursion depth mismatch" SystemError on deeply nested body schemas.
-is_recent() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; }
-pick_python() {
-    local candidate
-    for candidate in ${CUSTOS_PYTHON:-} python3.13 python3.12 python3; do
-        if is_recent "$candidate"; then
-            echo "$candidate"
-            return
-        fi
-    done
-    # pyenv keeps the versions it does not select off PATH.
-    for candidate in $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*/bin/python3 2>/dev/null | sort -rV); do
-        if is_recent "$candidate"; then
-            echo "$candidate"
-            return
-        fi
-    done
-    echo "schemathesis.sh: no Python 3.12+ found; trying python3" >&2
-    echo python3
-}
-if [[ -x $VENV/bin/python ]] && ! is_recent "$VENV/bin/python"; then
-    PYTHON=$(pick_python)
-    if is_recent "$PYTHON"; then
-        rm -rf "$VENV"
-    fi
-fi
-if [[ ! -x $VENV/bin/python ]]; then
-    "${PYTHON:-$(pick_python)}" -m venv "$VENV"
-fi
+# shellcheck source=scripts/lib/venv.sh
+source "$(dirname "$0")/lib/venv.sh"
+ensure_venv "$VENV" "schemathesis.sh: no Python 3.12+ found; trying python3"
 if [[ $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null || true) != "$SCHEMATHESIS_VERSION" ]]; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
