@@ -369,21 +369,26 @@ pub async fn list_approvals(
     Ok(ApprovalList { items, next_cursor })
 }
 
-async fn visible_approval(state: &AppState, who: &Principal, id: &str) -> ApiResult<Approval> {
+/// An approval the caller may see, with the NHI it is about.
+async fn visible_approval(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<(Approval, Nhi)> {
     who.visible_teams()?;
     let approval = state
         .store
         .get_approval(id)
         .await?
         .ok_or_else(|| ApiError::not_found("approval"))?;
-    visible_nhi(state, who, &approval.nhi_id)
+    let nhi = visible_nhi(state, who, &approval.nhi_id)
         .await
         .map_err(|_| ApiError::not_found("approval"))?;
-    Ok(approval)
+    Ok((approval, nhi))
 }
 
 pub async fn get_approval(state: &AppState, who: &Principal, id: &str) -> ApiResult<ApprovalView> {
-    Ok(approval_view(visible_approval(state, who, id).await?))
+    Ok(approval_view(visible_approval(state, who, id).await?.0))
 }
 
 /// Approves or denies: an admin or a reviewer of the NHI's owner team, never an NHI and
@@ -395,8 +400,7 @@ pub async fn decide(
     id: &str,
     decision: Decision,
 ) -> ApiResult<ApprovalView> {
-    let approval = visible_approval(state, who, id).await?;
-    let nhi = visible_nhi(state, who, &approval.nhi_id).await?;
+    let (approval, nhi) = visible_approval(state, who, id).await?;
     who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
     let now = state.now();
     let decided = approval.decide(decision, &who.actor().to_string(), now)?;
