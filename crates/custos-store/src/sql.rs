@@ -271,6 +271,11 @@ const SIGNING_KEY_COLUMNS: &str =
     "kid, alg, public_jwk, sealed_key, created_at, retired_at, publish_until";
 const TEAM_COLUMNS: &str = "id, name, contact, created_at";
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
+/// The subject index is partitioned into eras of `1 << SUBJECT_ERA_SHIFT` events (migration
+/// 0006), and a query reaches it only through exactly this expression (`e.seq >> 14` where
+/// `events` is joined as `e`).
+const SUBJECT_ERA_SHIFT: i64 = 14;
+const SUBJECT_ERA: &str = "(seq >> 14)";
 /// The same columns when `events` is joined as `e`.
 const JOINED_EVENT_COLUMNS: &str =
     "e.seq, e.id, e.kind, e.actor, e.subject, e.occurred_at, e.details";
@@ -525,6 +530,58 @@ macro_rules! sql_store {
                         details: json(&details)?,
                     },
                 })
+            }
+
+            /// The highest `seq` ever given to an event; 0 on an empty trail.
+            async fn last_seq(&self) -> Result<i64> {
+                let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM events")
+                    .fetch_one(self.reader())
+                    .await?;
+                Ok(row.try_get("last")?)
+            }
+
+            /// One `list_events` query; `era` confines it to one era of the subject index.
+            async fn events_matching(
+                &self,
+                query: &EventQuery,
+                era: Option<i64>,
+                limit: u32,
+            ) -> Result<Vec<StoredEvent>> {
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
+                q.push_bind(query.after_seq);
+                if let Some(era) = era {
+                    q.push(" AND ").push(SUBJECT_ERA).push(" = ").push_bind(era);
+                }
+                if let Some(subject) = &query.subject {
+                    q.push(" AND subject = ").push_bind(subject.clone());
+                }
+                if let Some(kind) = &query.kind {
+                    q.push(" AND kind = ").push_bind(kind.clone());
+                }
+                if let Some(actor) = &query.actor {
+                    q.push(" AND actor = ").push_bind(actor.clone());
+                }
+                if let Some(nhi) = &query.nhi {
+                    q.push(" AND (subject = ")
+                        .push_bind(format!("nhi:{nhi}"))
+                        .push(" OR details LIKE ")
+                        .push_bind(detail_pattern("nhi", nhi))
+                        .push(" ESCAPE '\\')");
+                }
+                if let Some(fingerprint) = &query.fingerprint {
+                    q.push(" AND details LIKE ")
+                        .push_bind(detail_pattern("fingerprint", fingerprint))
+                        .push(" ESCAPE '\\'");
+                }
+                if let Some(since) = query.since {
+                    q.push(" AND occurred_at >= ").push_bind(since.unix_millis());
+                }
+                if let Some(until) = query.until {
+                    q.push(" AND occurred_at < ").push_bind(until.unix_millis());
+                }
+                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::event_from_row).collect()
             }
 
             async fn append_event(
@@ -1353,38 +1410,19 @@ macro_rules! sql_store {
             }
 
             async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-                let mut q = QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
-                q.push_bind(query.after_seq);
-                if let Some(subject) = &query.subject {
-                    q.push(" AND subject = ").push_bind(subject.clone());
+                if query.subject.is_none() {
+                    return self.events_matching(query, None, query.limit).await;
                 }
-                if let Some(kind) = &query.kind {
-                    q.push(" AND kind = ").push_bind(kind.clone());
+                // By subject: era by era through the subject index, in `seq` order.
+                let mut found = Vec::new();
+                let mut era = query.after_seq.max(0) >> SUBJECT_ERA_SHIFT;
+                let last_era = self.last_seq().await? >> SUBJECT_ERA_SHIFT;
+                while era <= last_era && found.len() < query.limit as usize {
+                    let wanted = query.limit - found.len() as u32;
+                    found.extend(self.events_matching(query, Some(era), wanted).await?);
+                    era += 1;
                 }
-                if let Some(actor) = &query.actor {
-                    q.push(" AND actor = ").push_bind(actor.clone());
-                }
-                if let Some(nhi) = &query.nhi {
-                    q.push(" AND (subject = ")
-                        .push_bind(format!("nhi:{nhi}"))
-                        .push(" OR details LIKE ")
-                        .push_bind(detail_pattern("nhi", nhi))
-                        .push(" ESCAPE '\\')");
-                }
-                if let Some(fingerprint) = &query.fingerprint {
-                    q.push(" AND details LIKE ")
-                        .push_bind(detail_pattern("fingerprint", fingerprint))
-                        .push(" ESCAPE '\\'");
-                }
-                if let Some(since) = query.since {
-                    q.push(" AND occurred_at >= ").push_bind(since.unix_millis());
-                }
-                if let Some(until) = query.until {
-                    q.push(" AND occurred_at < ").push_bind(until.unix_millis());
-                }
-                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(query.limit));
-                let rows = q.build().fetch_all(self.reader()).await?;
-                rows.iter().map(Self::event_from_row).collect()
+                Ok(found)
             }
 
             async fn append_events(&self, events: &[DomainEvent]) -> Result<()> {
@@ -1555,16 +1593,26 @@ macro_rules! sql_store {
                 let columns = JOINED_EVENT_COLUMNS;
                 let sql = format!(
                     "SELECT l.leaf_index, {columns} FROM events e JOIN audit_leaves l ON l.event_seq = e.seq \
-                     WHERE e.subject = $1 ORDER BY l.leaf_index LIMIT $2"
+                     WHERE (e.seq >> 14) = $1 AND e.subject = $2 ORDER BY e.seq LIMIT $3"
                 );
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(subject)
-                    .bind(i64::from(limit))
-                    .fetch_all(self.reader())
-                    .await?;
-                rows.iter()
-                    .map(|row| Ok((leaf_index(row.try_get("leaf_index")?)?, Self::event_from_row(row)?)))
-                    .collect()
+                let last_era = self.last_seq().await? >> SUBJECT_ERA_SHIFT;
+                let mut found = Vec::new();
+                for era in 0..=last_era {
+                    if found.len() >= limit as usize {
+                        break;
+                    }
+                    let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+                        .bind(era)
+                        .bind(subject)
+                        .bind(i64::from(limit) - found.len() as i64)
+                        .fetch_all(self.reader())
+                        .await?;
+                    for row in &rows {
+                        found.push((leaf_index(row.try_get("leaf_index")?)?, Self::event_from_row(row)?));
+                    }
+                }
+                found.sort_by_key(|(index, _)| *index);
+                Ok(found)
             }
 
             async fn audit_leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>> {
