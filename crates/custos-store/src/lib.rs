@@ -26,6 +26,8 @@ pub struct EventQuery {
     pub limit: u32,
     pub subject: Option<String>,
     pub kind: Option<String>,
+    /// Events of any of these kinds (all kinds when empty).
+    pub kinds: Vec<String>,
     pub actor: Option<String>,
     /// Events about an NHI: its own (`subject` `nhi:<id>`) and those naming it in `nhi`.
     pub nhi: Option<String>,
@@ -55,6 +57,20 @@ pub struct ApprovalFilter {
     pub nhi_id: Option<String>,
     /// Only requests about NHIs of these teams (a reviewer's view).
     pub owner_teams: Option<Vec<String>>,
+}
+
+/// One version of the guardrail policies and of the resource catalogue they were validated
+/// against. Versions count up from 1 and are never changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyVersion {
+    pub version: i64,
+    /// Cedar policy text.
+    pub policies: String,
+    /// The resource catalogue, as JSON.
+    pub catalogue: String,
+    pub created_at: Timestamp,
+    /// The actor who kept it (`operator:<id>`).
+    pub created_by: String,
 }
 
 /// A token-signing key as stored: the private half sealed by the key-encryption key.
@@ -269,6 +285,12 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>>;
     async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()>;
     async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>>;
+
+    /// Keeps `policies` as the new version if it follows the latest one (version 1 if there is
+    /// none), with its event; `VersionMismatch` with nothing written if another was kept first.
+    async fn put_policies(&self, policies: &PolicyVersion, event: &DomainEvent) -> Result<()>;
+    /// The version in force.
+    async fn latest_policies(&self) -> Result<Option<PolicyVersion>>;
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.

@@ -20,8 +20,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
 use crate::group_commit::{GroupCommit, Slot};
 use crate::{
-    ApprovalFilter, AuditHead, EventQuery, Result, Retirement, Revocation, SigningKeyRecord, Store,
-    StoreError, StoredCheckpoint,
+    ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result, Retirement, Revocation,
+    SigningKeyRecord, Store, StoreError, StoredCheckpoint,
 };
 
 /// The embedded store: one SQLite file in WAL mode. Writes go through a single connection, so
@@ -557,6 +557,14 @@ macro_rules! sql_store {
                 }
                 if let Some(kind) = &query.kind {
                     q.push(" AND kind = ").push_bind(kind.clone());
+                }
+                if !query.kinds.is_empty() {
+                    q.push(" AND kind IN (");
+                    let mut kinds = q.separated(", ");
+                    for kind in &query.kinds {
+                        kinds.push_bind(kind.clone());
+                    }
+                    q.push(")");
                 }
                 if let Some(actor) = &query.actor {
                     q.push(" AND actor = ").push_bind(actor.clone());
@@ -1646,6 +1654,53 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())
+            }
+
+            async fn put_policies(&self, policies: &PolicyVersion, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS current FROM policy_versions")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("current")?;
+                if current + 1 != policies.version {
+                    tx.rollback().await?;
+                    return Err(StoreError::VersionMismatch { current });
+                }
+                sqlx::query(
+                    "INSERT INTO policy_versions (version, policies, catalogue, created_at, created_by) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(policies.version)
+                .bind(&policies.policies)
+                .bind(&policies.catalogue)
+                .bind(policies.created_at.unix_millis())
+                .bind(&policies.created_by)
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn latest_policies(&self) -> Result<Option<PolicyVersion>> {
+                let row = sqlx::query(
+                    "SELECT version, policies, catalogue, created_at, created_by FROM policy_versions \
+                     ORDER BY version DESC LIMIT 1",
+                )
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|row| {
+                    Ok(PolicyVersion {
+                        version: row.try_get("version")?,
+                        policies: row.try_get("policies")?,
+                        catalogue: row.try_get("catalogue")?,
+                        created_at: ts(row.try_get("created_at")?)?,
+                        created_by: row.try_get("created_by")?,
+                    })
+                })
+                .transpose()
             }
 
             async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {

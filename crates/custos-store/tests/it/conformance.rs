@@ -4,8 +4,8 @@ use custos_core::{
     Timestamp,
 };
 use custos_store::{
-    ApprovalFilter, AuditHead, EventQuery, Retirement, Revocation, SigningKeyRecord, Store,
-    StoreError,
+    ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Retirement, Revocation, SigningKeyRecord,
+    Store, StoreError,
 };
 
 use crate::conformance;
@@ -41,6 +41,7 @@ conformance!(
     large_writes_are_not_held_back_by_the_network,
     events_follow_every_change,
     meta_init_keeps_the_first_value,
+    policy_versions_follow_one_another,
 );
 
 async fn teams_are_unique_by_name_and_found_by_id_or_name(store: &dyn Store) {
@@ -1379,12 +1380,12 @@ async fn reads_by_subject_cross_the_index_eras(store: &dyn Store) {
     let total = 40_000;
     let subject_of = |i: usize| match i {
         _ if i == total - 1 => "lonely".to_owned(),
-        _ if i % 7 == 0 => "busy".to_owned(),
+        _ if i.is_multiple_of(7) => "busy".to_owned(),
         _ => format!("other{}", i % 50),
     };
     let batch: Vec<_> = (0..total)
         .map(|i| {
-            let kind = if i % 2 == 0 {
+            let kind = if i.is_multiple_of(2) {
                 EventKind::CredentialIssued
             } else {
                 EventKind::CredentialRevoked
@@ -1507,4 +1508,52 @@ async fn large_writes_are_not_held_back_by_the_network(store: &dyn Store) {
         median < std::time::Duration::from_millis(35),
         "appends of 500 events took {took:?}"
     );
+}
+
+/// Guardrail policies are kept as numbered versions; a version that does not follow the latest
+/// (two admins saving at once) is refused whole, event included.
+async fn policy_versions_follow_one_another(store: &dyn Store) {
+    assert_eq!(store.latest_policies().await.unwrap(), None);
+    let version = |n: i64, text: &str| PolicyVersion {
+        version: n,
+        policies: text.to_owned(),
+        catalogue: r#"{"services":[]}"#.to_owned(),
+        created_at: now(),
+        created_by: "operator:1".to_owned(),
+    };
+    let first = version(1, "forbid(principal, action, resource);");
+    store
+        .put_policies(&first, &event(EventKind::PoliciesUpdated, "policies:1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_policies().await.unwrap().as_ref(),
+        Some(&first)
+    );
+    for stale in [version(1, "x"), version(3, "y")] {
+        let err = store
+            .put_policies(&stale, &event(EventKind::PoliciesUpdated, "policies:x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::VersionMismatch { current: 1 }),
+            "{err:?}"
+        );
+    }
+    let second = version(2, "");
+    store
+        .put_policies(&second, &event(EventKind::PoliciesUpdated, "policies:2"))
+        .await
+        .unwrap();
+    assert_eq!(store.latest_policies().await.unwrap(), Some(second));
+    let kinds = store
+        .list_events(&EventQuery {
+            limit: 10,
+            kind: Some("policies.updated".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let subjects: Vec<&str> = kinds.iter().map(|e| e.event.subject.as_str()).collect();
+    assert_eq!(subjects, ["policies:1", "policies:2"]);
 }
