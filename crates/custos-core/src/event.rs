@@ -53,10 +53,14 @@ pub enum EventKind {
     ApprovalDecided,
     SigningKeyCreated,
     SigningKeyRetired,
+    /// An enforcement point asked whether a credential may do something, and was answered.
+    AccessDecided,
+    /// A new version of the guardrail policies and the resource catalogue was kept.
+    PoliciesUpdated,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::OperatorCreated,
@@ -75,6 +79,8 @@ impl EventKind {
         EventKind::ApprovalDecided,
         EventKind::SigningKeyCreated,
         EventKind::SigningKeyRetired,
+        EventKind::AccessDecided,
+        EventKind::PoliciesUpdated,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -98,6 +104,8 @@ impl EventKind {
             EventKind::ApprovalDecided => "approval.decided",
             EventKind::SigningKeyCreated => "signing_key.created",
             EventKind::SigningKeyRetired => "signing_key.retired",
+            EventKind::AccessDecided => "access.decided",
+            EventKind::PoliciesUpdated => "policies.updated",
         }
     }
 

@@ -5,7 +5,9 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod decision;
 pub mod event;
+pub mod guardrails;
 pub mod issuance;
 pub mod jose;
 pub mod merkle;

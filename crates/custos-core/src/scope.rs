@@ -172,7 +172,7 @@ impl Grant {
 
 /// Classic wildcard match with backtracking on the last `*`: linear in practice, never
 /// exponential, because only one star position is remembered at a time.
-fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
     let (mut g, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {

@@ -6,6 +6,8 @@
 
 mod audit;
 mod checkpoint;
+mod decision;
+mod guardrails;
 mod jose;
 mod merkle;
 
