@@ -21,7 +21,7 @@ pub enum Principal {
     },
 }
 
-fn bearer(parts: &Parts) -> ApiResult<&str> {
+pub(crate) fn bearer(parts: &Parts) -> ApiResult<&str> {
     let value = parts
         .headers
         .get(header::AUTHORIZATION)

@@ -111,7 +111,32 @@ enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// Ask whether an agent's credential may do an operation now (AuthZEN evaluation). The
+    /// --token is the enforcement point's own credential, holding custos:evaluate. Exits 0 if
+    /// allowed, 3 if refused (the reason is printed), 1 on any error.
+    Check {
+        /// The agent's access token or static key (or CUSTOS_CHECK_CREDENTIAL)
+        #[arg(long, env = "CUSTOS_CHECK_CREDENTIAL", hide_env_values = true)]
+        credential: String,
+        /// The service (AuthZEN resource.type)
+        service: String,
+        /// The operation (AuthZEN action.name)
+        operation: String,
+        /// The resource id, if the operation is on one
+        #[arg(default_value = "")]
+        resource: String,
+        /// The NHI the caller believes it is talking to (id or name)
+        #[arg(long, default_value = "")]
+        subject: String,
+        #[command(flatten)]
+        client: Client,
+    },
 }
+
+/// A refusal from `custos check`: not an error of the tool, and told apart by its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("refused: {0}")]
+struct Refused(String);
 
 #[derive(Subcommand)]
 enum NhiCommand {
@@ -360,6 +385,10 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Refused>().is_some() => {
+            eprintln!("custos: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("custos: {e:#}");
             ExitCode::FAILURE
@@ -381,6 +410,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami { client } => {
             let me = get(&client, "/v1/whoami").await?;
             print_one(&client, &me, &["kind", "id", "name", "roles", "teams"])
+        }
+        Command::Check {
+            credential,
+            service,
+            operation,
+            resource,
+            subject,
+            client,
+        } => {
+            let body = json!({
+                "subject": {"type": "agent", "id": subject, "properties": {"token": credential}},
+                "action": {"name": operation},
+                "resource": {"type": service, "id": resource},
+            });
+            let (_, answer) = request(
+                &client,
+                Method::POST,
+                "/access/v1/evaluation",
+                Some(body),
+                &[],
+            )
+            .await?;
+            print_one(
+                &client,
+                &answer,
+                &[
+                    "decision",
+                    "context.reason",
+                    "context.nhi",
+                    "context.policies",
+                    "context.approval_id",
+                ],
+            )?;
+            if answer["decision"] == Value::Bool(true) {
+                Ok(())
+            } else {
+                let reason = answer["context"]["reason"].as_str().unwrap_or("refused");
+                Err(Refused(reason.to_owned()).into())
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `custos` binary's library: configuration, the HTTP API, the use cases behind it and
 //! the admin CLI. Only this crate knows HTTP, JSON, the environment and the clock.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -9,9 +10,11 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod keyring;
+pub mod live;
 pub mod metrics;
 pub mod oauth;
 pub mod openapi;
+pub mod policies;
 pub mod routes;
 pub mod secrets;
 pub mod serve;

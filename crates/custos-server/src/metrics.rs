@@ -46,31 +46,44 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
 
 use std::sync::Arc;
 
+use crate::live::{Change, LiveState};
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
 use custos_core::issuance::{Approval, Task};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 use custos_store::{
-    ApprovalFilter, AuditHead, EventQuery, Result as StoreResult, Retirement, Revocation,
-    SigningKeyRecord, Store, StoredCheckpoint,
+    ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
+    Revocation, SigningKeyRecord, Store, StoredCheckpoint,
 };
 
-/// A store that times every call into `custos_store_duration_seconds{op}`.
-pub struct MeteredStore(pub Arc<dyn Store>);
+/// The store as the server uses it: every call timed into `custos_store_duration_seconds{op}`,
+/// and every write that can change an access decision reported to the live state once it has
+/// committed (the `=> |out| [changes]` arms below), so that no write path can forget to.
+pub struct MeteredStore {
+    pub inner: Arc<dyn Store>,
+    pub live: Arc<LiveState>,
+}
 
 macro_rules! metered {
-    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
+    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty $(=> |$out:pat_param| $changes:expr)?; )*) => {
         #[async_trait]
         impl Store for MeteredStore {
             fn backend(&self) -> &'static str {
-                self.0.backend()
+                self.inner.backend()
             }
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     let started = Instant::now();
-                    let result = self.0.$name($($arg),*).await;
+                    let result = self.inner.$name($($arg),*).await;
                     metrics::histogram!("custos_store_duration_seconds", "op" => stringify!($name))
                         .record(started.elapsed().as_secs_f64());
+                    $(
+                        if let Ok($out) = &result {
+                            for change in $changes {
+                                self.live.after_write(change);
+                            }
+                        }
+                    )?
                     result
                 }
             )*
@@ -93,22 +106,22 @@ metered! {
     fn revoke_operator(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<()>;
     fn create_nhis(&self, nhis: &[(Nhi, DomainEvent)]) -> StoreResult<()>;
     fn get_nhi(&self, id: &str) -> StoreResult<Option<Nhi>>;
-    fn update_nhi(&self, nhi: &Nhi, expected_version: i64, event: &DomainEvent) -> StoreResult<()>;
+    fn update_nhi(&self, nhi: &Nhi, expected_version: i64, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Nhi(&nhi.id)];
     fn list_nhis(&self, filter: &NhiFilter, page: &Page) -> StoreResult<Vec<Nhi>>;
     fn create_credential(&self, credential: &Credential, event: &DomainEvent) -> StoreResult<()>;
     fn get_credential(&self, id: &str) -> StoreResult<Option<Credential>>;
     fn find_credential_by_hash(&self, secret_hash: &[u8]) -> StoreResult<Option<Credential>>;
     fn list_credentials(&self, nhi_id: Option<&str>, page: &Page) -> StoreResult<Vec<Credential>>;
     fn credential_chain(&self, id: &str) -> StoreResult<Vec<Credential>>;
-    fn revoke_credentials(&self, target: Revocation<'_>, at: Timestamp, event: &DomainEvent) -> StoreResult<Vec<String>>;
-    fn rotate_credential(&self, old_id: &str, old_expires_at: Timestamp, new: &Credential, event: &DomainEvent) -> StoreResult<()>;
+    fn revoke_credentials(&self, target: Revocation<'_>, at: Timestamp, event: &DomainEvent) -> StoreResult<Vec<String>> => |ids| [Change::Revoked(ids)];
+    fn rotate_credential(&self, old_id: &str, old_expires_at: Timestamp, new: &Credential, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Credential(old_id)];
     fn create_task(&self, task: &Task, approval: Option<&Approval>, credential: Option<&Credential>, events: &[DomainEvent]) -> StoreResult<()>;
     fn get_task(&self, id: &str) -> StoreResult<Option<Task>>;
-    fn mint_task_credential(&self, task_id: &str, credential: &Credential, event: &DomainEvent) -> StoreResult<bool>;
-    fn end_task(&self, task_id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<Vec<String>>;
+    fn mint_task_credential(&self, task_id: &str, credential: &Credential, event: &DomainEvent) -> StoreResult<bool> => |_| [Change::Task(task_id)];
+    fn end_task(&self, task_id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<Vec<String>> => |ids| [Change::Revoked(ids), Change::Task(task_id)];
     fn get_approval(&self, id: &str) -> StoreResult<Option<Approval>>;
     fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> StoreResult<Vec<Approval>>;
-    fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> StoreResult<()>;
+    fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Task(&task.id)];
     fn add_signing_key(&self, key: &SigningKeyRecord, retire: Option<Retirement<'_>>, event: &DomainEvent) -> StoreResult<()>;
     fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
     fn append_events(&self, events: &[DomainEvent]) -> StoreResult<()>;
@@ -124,4 +137,6 @@ metered! {
     fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>>;
     fn use_client_assertion(&self, client_id: &str, jti: &str, expires_at: Timestamp, now: Timestamp) -> StoreResult<bool>;
     fn list_events(&self, query: &EventQuery) -> StoreResult<Vec<StoredEvent>>;
+    fn put_policies(&self, policies: &PolicyVersion, event: &DomainEvent) -> StoreResult<()>;
+    fn latest_policies(&self) -> StoreResult<Option<PolicyVersion>>;
 }

@@ -26,7 +26,7 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 /// RFC 8693 §3: our access tokens are JWTs, so this type names them too.
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// Clock skew tolerated on every time claim.
-const LEEWAY_SECONDS: u32 = 30;
+pub(crate) const LEEWAY_SECONDS: u32 = 30;
 /// A client assertion may live at most this long; its `jti` is remembered that long.
 const MAX_ASSERTION_LIFETIME_SECONDS: u32 = 300;
 

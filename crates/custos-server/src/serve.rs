@@ -35,7 +35,9 @@ impl RunningServer {
             .await
             .context("server task panicked")?
             .context("server failed");
-        // Requests have drained: seal and checkpoint what they wrote, then stop the sealer.
+        // Requests have drained: write their decisions, seal and checkpoint what they wrote,
+        // then stop the sealer.
+        self.state.decisions.flush(Duration::from_secs(10)).await;
         self.sealer.abort();
         if let Err(error) = self
             .state
@@ -125,8 +127,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let audit = crate::audit::AuditLog::open(store.as_ref(), &keys, origin, Some(witness_dir))
         .await
         .context("cannot open the audit log")?;
+    let guardrails = crate::policies::load(store.as_ref())
+        .await
+        .context("cannot load the guardrail policies")?;
+    let live = Arc::new(crate::live::LiveState::new(guardrails));
+    let store: Arc<dyn custos_store::Store> = Arc::new(MeteredStore {
+        inner: store,
+        live: live.clone(),
+    });
+    let decisions = crate::access::DecisionLog::start(store.clone());
     let state = AppState {
-        store: Arc::new(MeteredStore(store)),
+        store,
+        live,
+        decisions,
         keys,
         keyring,
         clock,
@@ -140,6 +153,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         audit: Arc::new(audit),
     };
     bootstrap(&state, &config).await?;
+    tokio::spawn(sweep_live_state(state.clone()));
+    if state.store.backend() == "postgres" {
+        tokio::spawn(follow_other_nodes(state.clone()));
+    }
     let sealer = tokio::spawn(seal_and_checkpoint(
         state.clone(),
         Duration::from_secs(config.audit_checkpoint_interval_seconds),
@@ -200,6 +217,88 @@ async fn seal_and_checkpoint(state: AppState, interval: Duration) {
             }
         }
         tokio::time::sleep(SEAL_INTERVAL).await;
+    }
+}
+
+/// Drops from the live state, once a minute, what has expired and can no longer matter.
+async fn sweep_live_state(state: AppState) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        state.live.sweep(state.now());
+    }
+}
+
+/// Events after which what this node holds in memory may be stale, if another node wrote them.
+const STATE_CHANGES: [custos_core::EventKind; 8] = {
+    use custos_core::EventKind as K;
+    [
+        K::NhiUpdated,
+        K::NhiSuspended,
+        K::NhiResumed,
+        K::CredentialRevoked,
+        K::CredentialRotated,
+        K::TaskEnded,
+        K::ApprovalDecided,
+        K::PoliciesUpdated,
+    ]
+};
+/// How often a node looks for other nodes' changes.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+/// How far below the newest change seen a poll looks again: on PostgreSQL a transaction that
+/// took a lower `seq` can commit after a higher one.
+const FOLLOW_LOOK_BACK: i64 = 10_000;
+
+/// With several nodes on one PostgreSQL store: reads the state changes any node committed and
+/// drops this node's in-memory copies, so the next check reads the store again (a new policy
+/// version is loaded at once). This bounds how long another node's revocation can go unseen by
+/// about one interval; the lifecycle issue replaces the polling with LISTEN/NOTIFY.
+async fn follow_other_nodes(state: AppState) {
+    let kinds: Vec<String> = STATE_CHANGES
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    let mut newest = match state.store.audit_head().await {
+        Ok(head) => head.last_seq,
+        Err(_) => 0,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let query = custos_store::EventQuery {
+            after_seq: (newest - FOLLOW_LOOK_BACK).max(0),
+            limit: 1_000,
+            kinds: kinds.clone(),
+            ..Default::default()
+        };
+        let changes = match state.store.list_events(&query).await {
+            Ok(changes) => changes,
+            Err(error) => {
+                // Nothing is known to be current: forget it all and read again.
+                tracing::warn!(%error, "cannot read other nodes' changes");
+                state.live.invalidate_all();
+                continue;
+            }
+        };
+        let fresh: Vec<_> = changes.iter().filter(|e| !seen.contains(&e.seq)).collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        state.live.invalidate_all();
+        if fresh
+            .iter()
+            .any(|e| e.event.kind == custos_core::EventKind::PoliciesUpdated)
+        {
+            match crate::policies::load(state.store.as_ref()).await {
+                Ok(guardrails) => state.live.set_guardrails(guardrails),
+                Err(error) => tracing::error!(%error, "cannot load the new guardrail policies"),
+            }
+        }
+        for event in &fresh {
+            seen.insert(event.seq);
+            newest = newest.max(event.seq);
+        }
+        let floor = newest - FOLLOW_LOOK_BACK;
+        seen.retain(|seq| *seq > floor);
     }
 }
 

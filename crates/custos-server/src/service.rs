@@ -71,6 +71,10 @@ pub struct AppState {
     pub task_updates: Arc<tokio::sync::Notify>,
     /// The tamper-evident log over the event trail.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// What access decisions read, in memory; kept current by the store wrapper.
+    pub live: Arc<crate::live::LiveState>,
+    /// Decision events on their way to the trail.
+    pub decisions: crate::access::DecisionLog,
 }
 
 pub fn new_id() -> String {

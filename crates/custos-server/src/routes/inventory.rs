@@ -58,7 +58,7 @@ fn slug(query: &QueryPairs, name: &str) -> ApiResult<Option<String>> {
     }
 }
 
-fn etag(version: i64) -> HeaderValue {
+pub(super) fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
@@ -68,7 +68,7 @@ fn with_etag(status: StatusCode, view: NhiView) -> Response {
 }
 
 /// `If-Match: "N"` pins the version a write applies to; `*` or no header means any.
-fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+pub(super) fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -435,6 +435,7 @@ pub async fn list_events(
         limit: page.limit,
         subject: query.one("subject")?.map(str::to_owned),
         kind: query.one("kind")?.map(str::to_owned),
+        kinds: Vec::new(),
         actor: query.one("actor")?.map(str::to_owned),
         nhi: query.one("nhi")?.map(str::to_owned),
         fingerprint: fingerprint.map(str::to_owned),

@@ -1,10 +1,12 @@
 //! HTTP handlers: parse the request, call one use case, shape the response. Nothing else.
 
+mod access;
 mod audit;
 mod inventory;
 mod oauth;
 mod people;
 mod plumbing;
+mod policies;
 mod tasks;
 
 use axum::Router;
@@ -58,6 +60,11 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))
+        .routes(routes!(policies::get_policies, policies::put_policies))
+        .routes(routes!(policies::get_schema))
+        .routes(routes!(access::configuration))
+        .routes(routes!(access::evaluation))
+        .routes(routes!(access::evaluations))
         .with_state(state)
         .split_for_parts();
     let openapi = crate::openapi::finish(openapi, &limits);

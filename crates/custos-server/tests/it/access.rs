@@ -88,6 +88,11 @@ async fn every_route_checks_every_caller(backend: Backend) {
     let task_body: fn(usize) -> Value =
         |i| json!({"purpose": format!("task {i}"), "scope": ["mail:send"], "nhi_id": "{nhi}"});
     let reason: fn(usize) -> Value = |i| json!({"reason": format!("reason {i}")});
+    let no_policies: fn(usize) -> Value = |_| json!({"policies": ""});
+    let evaluation: fn(usize) -> Value = |_| {
+        json!({"subject": {"type": "agent", "id": "", "properties": {"token": "x"}},
+               "action": {"name": "read"}, "resource": {"type": "crm", "id": "1"}})
+    };
     // A task and an approval request of the agent's, for the read routes.
     let new_task = |scope: &'static str| {
         let server = &server;
@@ -298,6 +303,33 @@ async fn every_route_checks_every_caller(backend: Backend) {
             "/v1/audit/proof/consistency?from=1&to=1",
             None,
             [401, 200, 403, 200, 401, 403],
+        ),
+        row(M::GET, "/v1/policies", None, [401, 200, 403, 200, 401, 403]),
+        row(
+            M::PUT,
+            "/v1/policies",
+            Some(no_policies),
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/policies/schema",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(M::GET, "/.well-known/authzen-configuration", None, [200; 6]),
+        // Operator tokens are not agent credentials; the agent lacks custos:evaluate.
+        row(
+            M::POST,
+            "/access/v1/evaluation",
+            Some(evaluation),
+            [401, 401, 401, 401, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/access/v1/evaluations",
+            Some(evaluation),
+            [401, 401, 401, 401, 401, 403],
         ),
     ];
 

@@ -5,9 +5,11 @@ mod support;
 
 mod access;
 mod audit;
+mod decisions;
 mod inventory;
 mod negative;
 mod oauth;
+mod policies;
 mod process;
 mod secrets;
 mod tasks;

@@ -1,0 +1,458 @@
+//! Continuous authorization: the decision point behind the AuthZEN endpoints and `custos check`.
+//!
+//! A check verifies the presented secret once (signature and claims of an access token, or the
+//! keyed hash of a static key) and remembers the proof by the secret's keyed hash; makes sure
+//! the live state holds what the decision reads; then calls the pure
+//! [`custos_core::decision::decide`]. Every answer becomes an `access.decided` event, queued
+//! to a background writer that appends them in batches: the check does not wait for the disk,
+//! but if the queue is full (the trail cannot keep up, or cannot be written) the check refuses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use custos_core::decision::{self, Ask, Decision, Presented, Reason};
+use custos_core::jose::{self, Expectations, JwtError};
+use custos_core::token::{self, SecretKind};
+use custos_core::{Actor, CredentialKind, DomainEvent, EventKind, Timestamp};
+use custos_store::Store;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::error::{ApiError, ApiResult};
+use crate::live::{LiveError, Verified};
+use crate::secrets::{fingerprint_of_hash, hashes_equal};
+use crate::service::{AppState, new_id};
+
+/// Decisions waiting to be written; beyond this the decision point refuses (fails closed).
+const DECISION_QUEUE: usize = 65_536;
+/// Events per `append_events` call of the writer.
+const DECISION_BATCH: usize = 4_096;
+
+/// The queue of decision events and its writer.
+#[derive(Clone)]
+pub struct DecisionLog {
+    queue: mpsc::Sender<DomainEvent>,
+    /// Events queued and not yet written.
+    unwritten: Arc<AtomicUsize>,
+}
+
+impl DecisionLog {
+    /// Starts the writer. It appends whatever has queued, in batches, and retries a failed
+    /// batch until it is written: nothing is dropped, and a trail that stays unwritable fills
+    /// the queue, which refuses further checks.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let (queue, mut pending) = mpsc::channel::<DomainEvent>(DECISION_QUEUE);
+        let unwritten = Arc::new(AtomicUsize::new(0));
+        let written = unwritten.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(DECISION_BATCH);
+            while pending.recv_many(&mut batch, DECISION_BATCH).await > 0 {
+                let mut delay = std::time::Duration::from_millis(10);
+                while let Err(e) = store.append_events(&batch).await {
+                    tracing::error!(error = %e, events = batch.len(), "cannot write decision events; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                }
+                written.fetch_sub(batch.len(), Ordering::SeqCst);
+                batch.clear();
+            }
+        });
+        Self { queue, unwritten }
+    }
+
+    /// Queues an event; `false` if the queue is full.
+    fn record(&self, event: DomainEvent) -> bool {
+        self.unwritten.fetch_add(1, Ordering::SeqCst);
+        let queued = self.queue.try_send(event).is_ok();
+        if !queued {
+            self.unwritten.fetch_sub(1, Ordering::SeqCst);
+        }
+        queued
+    }
+
+    /// Waits until every queued event is written, or `limit` has passed (at shutdown).
+    pub async fn flush(&self, limit: std::time::Duration) {
+        let started = std::time::Instant::now();
+        while self.unwritten.load(Ordering::SeqCst) > 0 && started.elapsed() < limit {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// What was asked, as the enforcement point named it.
+#[derive(Clone, Debug)]
+pub struct Question<'a> {
+    /// The agent's credential: an access token or a static key.
+    pub secret: &'a str,
+    /// The NHI the enforcement point believes it is talking to (AuthZEN `subject.id`), if any:
+    /// a secret held by another NHI is refused.
+    pub subject_id: Option<&'a str>,
+    pub service: &'a str,
+    pub operation: &'a str,
+    pub resource: &'a str,
+}
+
+/// A decision and what the answer tells the enforcement point.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub decision: Decision,
+    /// The keyed fingerprint of the presented secret (never the secret).
+    pub fingerprint: String,
+    pub credential_id: Option<String>,
+    /// The id of the `access.decided` event that records it.
+    pub event_id: String,
+    /// For `approval_required`: the approval request a reviewer decides; once approved, the
+    /// agent collects a credential for exactly this action from the request's task.
+    pub approval_id: Option<String>,
+}
+
+impl Answer {
+    pub fn allowed(&self) -> bool {
+        self.decision.allowed()
+    }
+}
+
+fn refusal(reason: Reason) -> Decision {
+    Decision {
+        reason,
+        nhi_id: None,
+        refused_nhi: None,
+        policies: Vec::new(),
+        task_id: None,
+    }
+}
+
+/// A compact JWS: three base64url segments, the first a JSON object (`eyJ` is `{"`).
+pub fn looks_like_jwt(secret: &str) -> bool {
+    secret.starts_with("eyJ") && secret.bytes().filter(|&b| b == b'.').count() == 2
+}
+
+/// Checks the proof of a presented secret, once: later presentations of the same bytes are
+/// answered from memory. `Err` carries the reason it is refused.
+async fn verify(
+    state: &AppState,
+    secret: &str,
+    hash: &[u8; 32],
+    now: Timestamp,
+) -> Result<Arc<Verified>, Reason> {
+    if let Some(verified) = state.live.verified(hash) {
+        return Ok(verified);
+    }
+    let verified = if looks_like_jwt(secret) {
+        let expected =
+            Expectations::access_token(&state.issuer, &state.issuer, crate::oauth::LEEWAY_SECONDS);
+        let checked = match jose::verify_jwt(secret, &state.keyring.published(now), &expected, now)
+        {
+            Err(JwtError::UnknownKey) if state.keyring.may_refresh(now) => {
+                // Another node may have rotated the signing key since this one loaded them.
+                let _ = state
+                    .keyring
+                    .refresh(state.store.as_ref(), &state.keys, now)
+                    .await;
+                jose::verify_jwt(secret, &state.keyring.published(now), &expected, now)
+            }
+            other => other,
+        };
+        let claims = match checked {
+            Ok(verified) => verified.claims,
+            Err(JwtError::Expired) => return Err(Reason::Expired),
+            Err(JwtError::NotYetValid) => return Err(Reason::NotYetValid),
+            Err(_) => return Err(Reason::InvalidToken),
+        };
+        let jti = claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .ok_or(Reason::InvalidToken)?;
+        let credential = state
+            .store
+            .get_credential(jti)
+            .await
+            .map_err(|_| Reason::UnknownCredential)?
+            .filter(|c| c.kind == CredentialKind::AccessToken && hashes_equal(&c.secret_hash, hash))
+            .ok_or(Reason::UnknownCredential)?;
+        let seconds = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_i64)
+                .and_then(|s| Timestamp::from_unix_millis(s.saturating_mul(1000)))
+        };
+        let expires_at = seconds("exp");
+        Verified {
+            presented: Presented {
+                credential_id: credential.id,
+                expires_at,
+                not_before: seconds("nbf"),
+                scope: credential.scope,
+            },
+            until: expires_at,
+        }
+    } else {
+        match token::classify(secret) {
+            Ok(SecretKind::StaticKey) => {}
+            _ => return Err(Reason::InvalidToken),
+        }
+        let credential = state
+            .store
+            .find_credential_by_hash(hash)
+            .await
+            .map_err(|_| Reason::UnknownCredential)?
+            .filter(|c| c.kind == CredentialKind::StaticKey && hashes_equal(&c.secret_hash, hash))
+            .ok_or(Reason::UnknownCredential)?;
+        Verified {
+            presented: Presented {
+                credential_id: credential.id,
+                expires_at: None,
+                not_before: None,
+                scope: None,
+            },
+            until: None,
+        }
+    };
+    state.live.remember_verified(*hash, verified.clone(), now);
+    Ok(Arc::new(verified))
+}
+
+/// Decides one question, without recording it.
+async fn decide_unrecorded(
+    state: &AppState,
+    question: &Question<'_>,
+    hash: &[u8; 32],
+) -> ApiResult<(Decision, Option<String>)> {
+    let now = state.now();
+    let verified = match verify(state, question.secret, hash, now).await {
+        Ok(verified) => verified,
+        Err(reason) => return Ok((refusal(reason), None)),
+    };
+    let presented = &verified.presented;
+    match state
+        .live
+        .hydrate(state.store.as_ref(), &presented.credential_id)
+        .await
+    {
+        Ok(()) => {}
+        Err(LiveError::Store(e)) => return Err(e.into()),
+        Err(LiveError::Busy) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "live_state_busy",
+                "the live state kept changing while it was being read; retry",
+            ));
+        }
+    }
+    let (hour, weekday) = decision::hour_and_weekday(now);
+    let ask = Ask {
+        service: question.service,
+        operation: question.operation,
+        resource: question.resource,
+        hour,
+        weekday,
+    };
+    let guardrails = state.live.guardrails();
+    let mut decision = decision::decide(presented, state.live.as_ref(), &guardrails, &ask, now);
+    if let (Some(subject), Some(holder)) = (question.subject_id, &decision.nhi_id)
+        && subject != holder
+        && state
+            .live
+            .nhi_name(holder)
+            .is_none_or(|name| name != subject)
+    {
+        decision.reason = Reason::SubjectMismatch;
+    }
+    Ok((decision, Some(presented.credential_id.clone())))
+}
+
+/// Decides one question and records the decision in the trail. `pep` is the enforcement
+/// point that asked (`None` when Custos asks itself whether a caller may evaluate).
+pub async fn check(
+    state: &AppState,
+    pep: Option<&str>,
+    question: &Question<'_>,
+) -> ApiResult<Answer> {
+    let hash = state.keys.secret_hash(question.secret);
+    let (decision, credential_id) = decide_unrecorded(state, question, &hash).await?;
+    let fingerprint = fingerprint_of_hash(&hash);
+    let actor = pep.map_or(Actor::System, |id| Actor::Nhi(id.to_owned()));
+    let subject = match &decision.nhi_id {
+        Some(nhi) => format!("nhi:{nhi}"),
+        None => format!("secret:{fingerprint}"),
+    };
+    let mut event = DomainEvent::new(
+        new_id(),
+        EventKind::AccessDecided,
+        actor,
+        subject,
+        state.now(),
+    )
+    .with(
+        "decision",
+        if decision.allowed() { "allow" } else { "deny" },
+    )
+    .with("reason", decision.reason.code())
+    .with("service", question.service)
+    .with("operation", question.operation)
+    .with("resource", question.resource)
+    .with("fingerprint", &fingerprint);
+    if let Some(id) = &credential_id {
+        event = event.with("credential", id);
+    }
+    if let Some(nhi) = &decision.nhi_id {
+        event = event.with("nhi", nhi);
+    }
+    if let Some(task) = &decision.task_id {
+        event = event.with("task", task);
+    }
+    if !decision.policies.is_empty() {
+        event = event.with("policies", decision.policies.join(","));
+    }
+    let mut answer = Answer {
+        decision,
+        fingerprint,
+        credential_id,
+        event_id: event.id.clone(),
+        approval_id: None,
+    };
+    if answer.decision.reason == Reason::ApprovalRequired
+        && let Some(nhi) = &answer.decision.nhi_id
+    {
+        answer.approval_id =
+            request_approval(state, nhi, question, &answer.decision.policies).await?;
+        if let Some(approval) = &answer.approval_id {
+            event = event.with("approval", approval);
+        }
+    }
+    if !state.decisions.record(event) {
+        // The trail is not keeping up: no decision goes unrecorded, so none is given.
+        answer.decision.reason = Reason::AuditUnavailable;
+    }
+    Ok(answer)
+}
+
+/// The enforcement point behind an AuthZEN call: an NHI whose credential may
+/// `custos:evaluate`. Returns its NHI id.
+pub async fn authenticate_pep(state: &AppState, secret: &str) -> ApiResult<String> {
+    let answer = check(
+        state,
+        None,
+        &Question {
+            secret,
+            subject_id: None,
+            service: "custos",
+            operation: "evaluate",
+            resource: "",
+        },
+    )
+    .await?;
+    match (answer.decision.reason, answer.decision.nhi_id) {
+        (Reason::Allowed, Some(nhi)) => Ok(nhi),
+        (
+            Reason::InvalidToken
+            | Reason::UnknownCredential
+            | Reason::Expired
+            | Reason::NotYetValid
+            | Reason::Revoked
+            | Reason::AncestorRevoked
+            | Reason::TaskEnded,
+            _,
+        ) => Err(ApiError::invalid_token(format!(
+            "the caller's credential is refused: {}",
+            answer.decision.reason.code()
+        ))),
+        (reason, _) => Err(ApiError::forbidden(format!(
+            "the caller may not evaluate access: {}",
+            reason.code()
+        ))
+        .with_code("evaluate_not_allowed")),
+    }
+}
+
+/// Opens (once per NHI and action) an approval request for an action a guardrail holds back:
+/// a task for exactly that action, waiting on a reviewer. `None` if the action cannot be put
+/// as a grant (a service or operation name outside the scope grammar).
+async fn request_approval(
+    state: &AppState,
+    nhi_id: &str,
+    question: &Question<'_>,
+    policies: &[String],
+) -> ApiResult<Option<String>> {
+    let resource = (!question.resource.is_empty()).then_some(question.resource);
+    let Ok(grant) = custos_core::Grant::new(question.service, question.operation, resource) else {
+        return Ok(None);
+    };
+    let grant_text = grant.to_string();
+    if let Some(approval) = state.live.approval_for(nhi_id, &grant_text) {
+        return Ok(Some(approval));
+    }
+    let now = state.now();
+    let scope = custos_core::Scope::new([grant])
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let ttl_seconds = state.limits.issuance.default_ttl_seconds;
+    let requested_by = format!("nhi:{nhi_id}");
+    let purpose = format!(
+        "guardrail {} asks a human to approve {grant_text}",
+        policies.join(", ")
+    );
+    let task = custos_core::issuance::Task {
+        id: new_id(),
+        nhi_id: nhi_id.to_owned(),
+        purpose: purpose.clone(),
+        scope: scope.clone(),
+        ttl_seconds,
+        state: custos_core::issuance::TaskState::PendingApproval,
+        requested_by: requested_by.clone(),
+        created_at: now,
+        approval_id: None,
+        activated_at: None,
+        expires_at: None,
+        ended_at: None,
+        credential_id: None,
+    };
+    let approval = custos_core::issuance::Approval {
+        id: new_id(),
+        nhi_id: nhi_id.to_owned(),
+        task_id: task.id.clone(),
+        requested_by,
+        purpose,
+        requested_scope: scope,
+        excess: vec![grant_text.clone()],
+        requested_ttl_seconds: ttl_seconds,
+        state: custos_core::issuance::ApprovalState::Pending,
+        created_at: now,
+        decided_at: None,
+        decided_by: None,
+        reason: None,
+        granted_scope: None,
+        granted_ttl_seconds: None,
+    };
+    let task = custos_core::issuance::Task {
+        approval_id: Some(approval.id.clone()),
+        ..task
+    };
+    let actor = Actor::Nhi(nhi_id.to_owned());
+    let requested = state
+        .event(
+            EventKind::TaskRequested,
+            actor.clone(),
+            format!("task:{}", task.id),
+        )
+        .with("nhi", nhi_id)
+        .with("scope", grant_text.clone())
+        .with("purpose", &task.purpose);
+    let asked = state
+        .event(
+            EventKind::ApprovalRequested,
+            actor,
+            format!("approval:{}", approval.id),
+        )
+        .with("nhi", nhi_id)
+        .with("task", &task.id)
+        .with("excess", grant_text.clone())
+        .with("policies", policies.join(","));
+    state
+        .store
+        .create_task(&task, Some(&approval), None, &[requested, asked])
+        .await?;
+    state
+        .live
+        .remember_approval(nhi_id, &grant_text, &approval.id);
+    Ok(Some(approval.id))
+}

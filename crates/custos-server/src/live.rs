@@ -1,0 +1,315 @@
+//! The live state the decision point reads on every check: credentials, their delegation
+//! ancestors, tasks and NHIs, held in memory and kept current by every write, so that a warm
+//! check makes no database round trip and no signature check.
+//!
+//! Entries are loaded from the store on first use. Writes go through [`LiveState::after_write`]
+//! (the store wrapper in `metrics.rs` calls it for every write that can change a decision): it
+//! bumps a generation and drops what the write touched, under a gate that loaders also take to
+//! insert what they read. A loader whose read began before a write finished sees the generation
+//! moved and reads again, so a stale copy is never cached. Revocation is permanent and is also
+//! remembered in a set that only grows: a revoked credential is refused from the moment
+//! `revoke` returns, whatever copy of it a concurrent check holds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use custos_core::decision::{LiveCredential, LiveNhi, LiveTask, LiveView, Presented};
+use custos_core::guardrails::{Guardrails, NhiFacts};
+use custos_core::{Credential, Nhi, Timestamp};
+use custos_store::{Store, StoreError};
+use dashmap::{DashMap, DashSet};
+
+/// How many verified tokens are remembered; beyond it, expired ones are dropped first and then
+/// everything (a cold check costs one signature verification, nothing worse).
+const MAX_VERIFIED: usize = 200_000;
+/// How often a loader retries when writes keep moving the generation under it.
+const MAX_LOAD_ATTEMPTS: usize = 16;
+
+/// A token or static key whose proof has been checked once, remembered by its keyed hash.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub presented: Presented,
+    /// When the proof stops counting: the token's expiry (static keys have none of their own).
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the live state kept changing while it was being loaded")]
+    Busy,
+}
+
+pub struct LiveState {
+    credentials: DashMap<String, Arc<LiveCredential>>,
+    nhis: DashMap<String, Arc<LiveNhi>>,
+    tasks: DashMap<String, Arc<LiveTask>>,
+    revoked: DashSet<String>,
+    verified: DashMap<[u8; 32], Arc<Verified>>,
+    /// Approval requests opened for an action a guardrail holds back, by (NHI, grant), so that
+    /// an agent retrying the action is pointed at the same request instead of opening more.
+    approvals: DashMap<(String, String), String>,
+    generation: AtomicU64,
+    /// Held by a write while it moves the generation and drops entries, and by a loader while
+    /// it checks the generation and inserts.
+    gate: Mutex<()>,
+    guardrails: RwLock<Arc<Guardrails>>,
+}
+
+/// What a write changed, for [`LiveState::after_write`].
+pub enum Change<'a> {
+    Nhi(&'a str),
+    Credential(&'a str),
+    Task(&'a str),
+    Revoked(&'a [String]),
+}
+
+impl Default for LiveState {
+    fn default() -> Self {
+        Self::new(Guardrails::empty())
+    }
+}
+
+impl LiveState {
+    pub fn new(guardrails: Guardrails) -> Self {
+        Self {
+            credentials: DashMap::new(),
+            nhis: DashMap::new(),
+            tasks: DashMap::new(),
+            revoked: DashSet::new(),
+            verified: DashMap::new(),
+            approvals: DashMap::new(),
+            generation: AtomicU64::new(0),
+            gate: Mutex::new(()),
+            guardrails: RwLock::new(Arc::new(guardrails)),
+        }
+    }
+
+    pub fn guardrails(&self) -> Arc<Guardrails> {
+        self.guardrails
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Installs a new policy set. Every NHI's prepared principal belongs to the old one, so
+    /// they are dropped with it.
+    pub fn set_guardrails(&self, guardrails: Guardrails) {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *self.guardrails.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(guardrails);
+        self.nhis.clear();
+    }
+
+    pub fn verified(&self, token_hash: &[u8; 32]) -> Option<Arc<Verified>> {
+        self.verified.get(token_hash).map(|v| v.clone())
+    }
+
+    pub fn remember_verified(&self, token_hash: [u8; 32], verified: Verified, now: Timestamp) {
+        if self.verified.len() >= MAX_VERIFIED {
+            self.verified
+                .retain(|_, v| v.until.is_none_or(|until| now < until));
+            if self.verified.len() >= MAX_VERIFIED {
+                self.verified.clear();
+            }
+        }
+        self.verified.insert(token_hash, Arc::new(verified));
+    }
+
+    /// Called by every write that can change a decision, after it committed.
+    pub fn after_write(&self, change: Change<'_>) {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Change::Revoked(ids) = change {
+            // Into the permanent set before anything else, so no check can miss it.
+            for id in ids {
+                self.revoked.insert(id.clone());
+            }
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        match change {
+            Change::Nhi(id) => {
+                self.nhis.remove(id);
+            }
+            Change::Credential(id) => {
+                self.credentials.remove(id);
+            }
+            Change::Task(id) => {
+                self.tasks.remove(id);
+            }
+            Change::Revoked(ids) => {
+                for id in ids {
+                    self.credentials.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Forgets every credential, NHI and task held (not the revoked set, nor verified
+    /// signatures): another node changed the store, and what it touched is read again.
+    pub fn invalidate_all(&self) {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.credentials.clear();
+        self.nhis.clear();
+        self.tasks.clear();
+    }
+
+    /// Makes sure the credential, its ancestors, their NHIs and its task are in memory,
+    /// reading what is missing from the store.
+    pub async fn hydrate(&self, store: &dyn Store, credential_id: &str) -> Result<(), LiveError> {
+        for _ in 0..MAX_LOAD_ATTEMPTS {
+            if self.is_complete(credential_id) {
+                return Ok(());
+            }
+            let generation = self.generation.load(Ordering::SeqCst);
+            let chain = store.credential_chain(credential_id).await?;
+            let mut nhis = Vec::new();
+            for credential in &chain {
+                if !self.nhis.contains_key(&credential.nhi_id)
+                    && !nhis.iter().any(|n: &Nhi| n.id == credential.nhi_id)
+                    && let Some(nhi) = store.get_nhi(&credential.nhi_id).await?
+                {
+                    nhis.push(nhi);
+                }
+            }
+            let task = match chain.first().and_then(|c| c.task_id.as_deref()) {
+                Some(id) if !self.tasks.contains_key(id) => store.get_task(id).await?,
+                _ => None,
+            };
+            let guardrails = self.guardrails();
+            let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+            if self.generation.load(Ordering::SeqCst) != generation {
+                continue;
+            }
+            for credential in &chain {
+                self.credentials
+                    .entry(credential.id.clone())
+                    .or_insert_with(|| Arc::new(live_credential(credential)));
+            }
+            for nhi in &nhis {
+                self.nhis
+                    .entry(nhi.id.clone())
+                    .or_insert_with(|| Arc::new(live_nhi(nhi, &guardrails)));
+            }
+            if let Some(task) = task {
+                self.tasks.entry(task.id.clone()).or_insert_with(|| {
+                    Arc::new(LiveTask {
+                        id: task.id.clone(),
+                        purpose: task.purpose.clone(),
+                        state: task.state,
+                        expires_at: task.expires_at,
+                        approved: task.approval_id.is_some(),
+                    })
+                });
+            }
+            return Ok(());
+        }
+        Err(LiveError::Busy)
+    }
+
+    /// Whether everything a decision on this credential reads is in memory. A credential the
+    /// store does not know stays incomplete, and the decision refuses it.
+    fn is_complete(&self, credential_id: &str) -> bool {
+        let mut next = Some(credential_id.to_owned());
+        let mut first = true;
+        while let Some(id) = next {
+            let Some(credential) = self.credential(&id) else {
+                return false;
+            };
+            if !self.nhis.contains_key(&credential.nhi_id) {
+                return false;
+            }
+            if first
+                && let Some(task) = &credential.task_id
+                && !self.tasks.contains_key(task)
+            {
+                return false;
+            }
+            first = false;
+            next = credential.parent_id.clone();
+        }
+        true
+    }
+
+    pub fn approval_for(&self, nhi: &str, grant: &str) -> Option<String> {
+        self.approvals
+            .get(&(nhi.to_owned(), grant.to_owned()))
+            .map(|a| a.clone())
+    }
+
+    pub fn remember_approval(&self, nhi: &str, grant: &str, approval: &str) {
+        self.approvals
+            .insert((nhi.to_owned(), grant.to_owned()), approval.to_owned());
+    }
+
+    /// The name of an NHI held in memory.
+    pub fn nhi_name(&self, id: &str) -> Option<String> {
+        self.nhis.get(id).map(|n| n.name.clone())
+    }
+
+    /// Forgets what can no longer change a decision: expired credentials and tokens, and tasks
+    /// past their end. They are refused either way and would be read again if asked about.
+    pub fn sweep(&self, now: Timestamp) {
+        self.credentials
+            .retain(|_, c| c.expires_at.is_none_or(|end| now < end));
+        self.verified
+            .retain(|_, v| v.until.is_none_or(|until| now < until));
+        self.tasks
+            .retain(|_, t| t.expires_at.is_none_or(|end| now < end));
+    }
+}
+
+impl LiveView for LiveState {
+    fn credential(&self, id: &str) -> Option<Arc<LiveCredential>> {
+        self.credentials.get(id).map(|c| c.clone())
+    }
+
+    fn nhi(&self, id: &str) -> Option<Arc<LiveNhi>> {
+        self.nhis.get(id).map(|n| n.clone())
+    }
+
+    fn task(&self, id: &str) -> Option<Arc<LiveTask>> {
+        self.tasks.get(id).map(|t| t.clone())
+    }
+
+    fn is_revoked(&self, credential_id: &str) -> bool {
+        self.revoked.contains(credential_id)
+    }
+}
+
+fn live_credential(credential: &Credential) -> LiveCredential {
+    LiveCredential {
+        id: credential.id.clone(),
+        nhi_id: credential.nhi_id.clone(),
+        fingerprint: credential.fingerprint.clone(),
+        expires_at: credential.expires_at,
+        revoked: credential.revoked_at.is_some(),
+        task_id: credential.task_id.clone(),
+        parent_id: credential.parent_id.clone(),
+    }
+}
+
+fn live_nhi(nhi: &Nhi, guardrails: &Guardrails) -> LiveNhi {
+    let risk = nhi
+        .tags
+        .get("risk")
+        .and_then(|r| r.parse::<i64>().ok())
+        .unwrap_or(0);
+    LiveNhi {
+        id: nhi.id.clone(),
+        name: nhi.name.clone(),
+        status: nhi.status,
+        scope_ceiling: nhi.scope_ceiling.clone(),
+        principal: guardrails.principal(&NhiFacts {
+            id: &nhi.id,
+            name: &nhi.name,
+            kind: nhi.kind.as_str(),
+            platform: &nhi.platform,
+            environment: &nhi.environment,
+            status: nhi.status.as_str(),
+            risk,
+            owner_team: &nhi.owner.team_id,
+        }),
+    }
+}
