@@ -37,13 +37,15 @@
 //!
 //! - of the principal: an NHI or a team from its scope, or else from a leading condition
 //!   `principal == Nhi::"x"`, `principal in Team::"t"` or `principal.<string attribute> == "v"`;
-//! - of the action and resource: a service or an operation group from its action or resource
-//!   scope, or else from a leading condition on `action`, `resource.service == "s"` or
+//! - of the action and resource: an action, a service or an operation group from its action or
+//!   resource scope, or else from a leading condition on `action`, `resource.service == "s"` or
 //!   `resource.sensitivity.contains("tag")`.
 //!
 //! "Leading" means that Cedar evaluates nothing before the condition that could fail (no
 //! arithmetic, no extension function): if the condition is false the policy is simply not
-//! satisfied, with no error to report. A policy with neither key is evaluated for every request.
+//! satisfied, with no error to report. Any leading condition can serve, not only the first, and
+//! of several principal conditions the narrowest does. A policy with neither key is evaluated
+//! for every request.
 //!
 //! A request looks up the few buckets its principal, service, operation and resource tags name,
 //! and only their policies are evaluated, each with Cedar's own evaluator as Cedar's authorizer
@@ -51,12 +53,15 @@
 //! the whole set (the tests check this on random policy sets and requests). The request's
 //! entities are built directly in the shape the schema prescribes: the policies were validated
 //! against it, and their hierarchy (an NHI in its team, a resource in its service, an action in
-//! its two groups) is closed by construction, so neither check is repeated per request.
+//! its two groups) is closed by construction, so neither check is repeated per request. Only
+//! the parts of the request that the applicable policies can look at are built (a policy on
+//! `context.depth` needs no resource), and what does not depend on the request (an NHI's entity,
+//! a catalogued service's id, its resource patterns' tags, its actions) is built beforehand.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use cedar_policy::{
     ActionConstraint, Effect, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
@@ -348,8 +353,12 @@ pub struct Principal {
     team: String,
     /// The values of `NHI_STRING_ATTRS`, in order.
     attrs: [String; NHI_STRING_ATTRS.len()],
-    uid: ast::EntityUID,
-    entity: Arc<ast::Entity>,
+    /// Shared, as the request takes it: no copy per check.
+    uid: Arc<ast::EntityUID>,
+    /// Cedar's entity store holding the NHI's entity alone: a check that reaches the principal
+    /// starts from a copy of it rather than inserting the entity afresh. `None` if Cedar
+    /// refused the entity (it cannot), and then every policy that reaches the principal forbids.
+    entities: Option<Entities>,
 }
 
 /// The guardrails' answer for one action.
@@ -474,6 +483,9 @@ enum PrincipalKey {
 #[derive(Debug, PartialEq, Eq)]
 enum ActionKey {
     Any,
+    /// The action `"<.0>:<.1>"` itself: a policy pinned to `crm:delete` is not evaluated for
+    /// `crm:read`.
+    Action(String, String),
     Service(String),
     Operation(String),
     /// The resource's sensitivity contains the tag.
@@ -483,14 +495,19 @@ enum ActionKey {
 /// The index keys of a policy: one principal key, and action keys of which at least one holds
 /// whenever the policy is satisfied (a policy listing several actions is filed under each).
 /// Each key is a necessary condition for the policy to be satisfied *or to fail*: from its scope,
-/// or from a condition that Cedar evaluates before anything that could fail.
+/// or from any condition that Cedar evaluates before anything that could fail (not only the
+/// first: `resource.sensitivity.contains("pii") && principal.environment == "staging"` is filed
+/// under both its tag and its environment, so it costs nothing for an NHI in production).
 fn keys(policy: &Policy) -> (PrincipalKey, Vec<ActionKey>) {
     let json = policy.to_json().unwrap_or_default();
     let conjuncts = safe_conjuncts(&json);
     let principal = match principal_scope_key(policy.principal_constraint()) {
+        // An NHI names one principal, a team or an attribute value possibly many: of several
+        // principal conditions the policy is filed by the narrowest (the first if equally so).
         PrincipalKey::Any => conjuncts
             .iter()
-            .find_map(|c| principal_condition_key(c))
+            .filter_map(|c| principal_condition_key(c))
+            .min_by_key(|key| !matches!(key, PrincipalKey::Nhi(_)))
             .unwrap_or(PrincipalKey::Any),
         key => key,
     };
@@ -558,16 +575,22 @@ fn action_scope_keys(policy: &Policy) -> Vec<ActionKey> {
     }
 }
 
-/// `"*:op"` is the group of an operation on every service; `"svc:op"` and `"svc:*"` are of one
-/// service. An action named otherwise (there is none in the schema) could be anything.
+/// `"*:op"` is the group of an operation on every service, `"svc:*"` that of every operation of
+/// one service, and `"svc:op"` one action, which no other action is in. An action named
+/// otherwise (there is none in the schema) could be anything.
 fn action_keys_of<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<ActionKey> {
     let keys: Vec<ActionKey> = ids
         .into_iter()
         .map(|id| {
             if let Some(operation) = id.strip_prefix("*:") {
                 ActionKey::Operation(operation.to_owned())
-            } else if let Some((service, _)) = id.split_once(':') {
-                ActionKey::Service(service.to_owned())
+            } else if let Some((service, operation)) = id.split_once(':') {
+                // A service name has no `:`, so the first one ends it.
+                if operation == "*" {
+                    ActionKey::Service(service.to_owned())
+                } else {
+                    ActionKey::Action(service.to_owned(), operation.to_owned())
+                }
             } else {
                 ActionKey::Any
             }
@@ -755,6 +778,8 @@ fn action_condition_keys(conjunct: &serde_json::Value) -> Option<Vec<ActionKey>>
 #[derive(Debug, Default)]
 struct ActionBuckets {
     any: Option<u32>,
+    /// By service, then operation.
+    by_action: HashMap<String, HashMap<String, u32>>,
     by_service: HashMap<String, u32>,
     by_operation: HashMap<String, u32>,
     by_tag: HashMap<String, u32>,
@@ -789,6 +814,12 @@ impl SliceIndex {
         };
         let id = match action {
             ActionKey::Any => *by_action.any.get_or_insert_with(new),
+            ActionKey::Action(s, o) => *by_action
+                .by_action
+                .entry(s.clone())
+                .or_default()
+                .entry(o.clone())
+                .or_insert_with(new),
             ActionKey::Service(s) => *by_action.by_service.entry(s.clone()).or_insert_with(new),
             ActionKey::Operation(o) => *by_action.by_operation.entry(o.clone()).or_insert_with(new),
             ActionKey::Tag(t) => *by_action.by_tag.entry(t.clone()).or_insert_with(new),
@@ -811,6 +842,12 @@ impl SliceIndex {
             );
         for by_action in by_principal {
             ids.extend(by_action.any);
+            ids.extend(
+                by_action
+                    .by_action
+                    .get(action.service)
+                    .and_then(|by_operation| by_operation.get(action.operation)),
+            );
             ids.extend(by_action.by_service.get(action.service));
             ids.extend(by_action.by_operation.get(action.operation));
             ids.extend(tags.iter().filter_map(|t| by_action.by_tag.get(t)));
@@ -830,6 +867,193 @@ struct Compiled {
     condition: ast::Expr,
     /// The template link's slot values; empty for a static policy.
     slots: ast::SlotEnv,
+    /// What of the request the condition can look at.
+    reach: Reach,
+    /// The catalogued actions that the condition names outright, see `named_actions`.
+    named_actions: Vec<Arc<ast::Entity>>,
+}
+
+/// The entities of the catalogued actions that a condition names outright, as in
+/// `Custos::Action::"crm:read" in Custos::Action::"*:read"`. Cedar's authorizer, given the
+/// schema, knows every action's groups, so the request's entities must hold these too whenever
+/// the policy applies, not only the request's own action. (Groups have no groups of their own:
+/// one absent from the entities answers as Cedar would.)
+fn named_actions(
+    condition: &ast::Expr,
+    services: &HashMap<String, ServiceEntities>,
+) -> Vec<Arc<ast::Entity>> {
+    let action_type: &ast::EntityType = NAMES.action.as_ref();
+    let mut named: Vec<Arc<ast::Entity>> = Vec::new();
+    for expr in condition.subexpressions() {
+        let ast::ExprKind::Lit(ast::Literal::EntityUID(uid)) = expr.expr_kind() else {
+            continue;
+        };
+        if uid.entity_type() != action_type {
+            continue;
+        }
+        // A service name has no `:`, so the first one ends it.
+        let entity = <str>::split_once(uid.eid().as_ref(), ':')
+            .and_then(|(service, operation)| services.get(service)?.action(service, operation));
+        if let Some(entity) = entity
+            && !named.iter().any(|e| e.uid() == entity.entity.uid())
+        {
+            named.push(Arc::clone(&entity.entity));
+        }
+    }
+    named
+}
+
+/// The parts of a request that a policy's condition can look at. A request is built with only
+/// what its applicable policies reach: a check that needs no resource builds none.
+///
+/// A variable is reached if the condition names it, and then its entity (attributes and
+/// ancestors) too. So is the entity if the condition names any entity of its type, by a literal
+/// or a template slot, for that might be the request's own. Nothing else can yield an entity: no
+/// attribute of the schema and no field of the context is one. A variable left out is *unknown*
+/// to Cedar's evaluator: a policy that used it after all would evaluate to a residual, which
+/// counts as a failure and forbids. (An entity left out but named by a literal would not fail
+/// so; the property test checks this analysis against Cedar's authorizer.)
+#[derive(Clone, Copy, Debug, Default)]
+struct Reach {
+    principal: bool,
+    action: bool,
+    resource: bool,
+    context: bool,
+}
+
+impl Reach {
+    fn of(condition: &ast::Expr, slots: &ast::SlotEnv) -> Self {
+        let mut reach = Self::default();
+        for expr in condition.subexpressions() {
+            match expr.expr_kind() {
+                ast::ExprKind::Var(ast::Var::Principal) => reach.principal = true,
+                ast::ExprKind::Var(ast::Var::Action) => reach.action = true,
+                ast::ExprKind::Var(ast::Var::Resource) => reach.resource = true,
+                ast::ExprKind::Var(ast::Var::Context) => reach.context = true,
+                ast::ExprKind::Lit(ast::Literal::EntityUID(uid)) => reach.entity(uid),
+                ast::ExprKind::Slot(slot) => match slots.get(slot) {
+                    Some(uid) => reach.entity(uid),
+                    // A link binds every slot of its template; were one unbound, assume all.
+                    None => reach = reach.union(Self::all()),
+                },
+                _ => {}
+            }
+        }
+        reach
+    }
+
+    fn all() -> Self {
+        Self {
+            principal: true,
+            action: true,
+            resource: true,
+            context: true,
+        }
+    }
+
+    /// An entity named outright: the request's own entity of its type, if any, is reached.
+    fn entity(&mut self, uid: &ast::EntityUID) {
+        let names = &*NAMES;
+        let type_name = uid.entity_type();
+        if type_name == AsRef::<ast::EntityType>::as_ref(&names.nhi) {
+            self.principal = true;
+        } else if type_name == AsRef::<ast::EntityType>::as_ref(&names.action) {
+            self.action = true;
+        } else if type_name == AsRef::<ast::EntityType>::as_ref(&names.resource) {
+            self.resource = true;
+        }
+    }
+
+    fn union(self, other: Self) -> Self {
+        Self {
+            principal: self.principal || other.principal,
+            action: self.action || other.action,
+            resource: self.resource || other.resource,
+            context: self.context || other.context,
+        }
+    }
+}
+
+/// A catalogued service's part of the request's entities, built once so that a check only clones
+/// it (reference counts, mostly) instead of formatting ids and allocating sets.
+#[derive(Debug)]
+struct ServiceEntities {
+    /// `Custos::Service::"<service>"`, the parent of each of its resources.
+    uid: ast::EntityUID,
+    /// The resources' `service` attribute.
+    name: ast::Value,
+    /// The resource patterns, in order.
+    classes: Vec<ResourceClass>,
+    /// The `sensitivity` attribute of each pattern's resources, as a Cedar set, built when
+    /// first asked for (as the actions are, below).
+    sensitivity: Vec<OnceLock<ast::Value>>,
+    /// The action entity of each catalogued operation, built when first asked for: a catalogue
+    /// may list 256,000 actions, and each entity takes about a kilobyte.
+    actions: HashMap<String, OnceLock<ActionEntity>>,
+}
+
+impl ServiceEntities {
+    fn new(service: &CatalogueService) -> Self {
+        let names = &*NAMES;
+        Self {
+            uid: core_uid(&names.service, &service.name),
+            name: service.name.as_str().into(),
+            classes: service.resources.clone(),
+            sensitivity: service.resources.iter().map(|_| OnceLock::new()).collect(),
+            actions: service
+                .operations
+                .iter()
+                .map(|op| (op.clone(), OnceLock::new()))
+                .collect(),
+        }
+    }
+
+    /// The entity of the action `"<service>:<operation>"`, if the catalogue lists it; `service`
+    /// is this service's name.
+    fn action(&self, service: &str, operation: &str) -> Option<&ActionEntity> {
+        let cell = self.actions.get(operation)?;
+        Some(cell.get_or_init(|| ActionEntity::new(service, operation)))
+    }
+
+    /// The index of the first pattern matching the resource id.
+    fn class(&self, resource_id: &str) -> Option<usize> {
+        self.classes
+            .iter()
+            .position(|c| glob_matches(c.pattern.as_bytes(), resource_id.as_bytes()))
+    }
+
+    /// The `sensitivity` attribute of the resources of the pattern `class`.
+    fn sensitivity(&self, class: usize) -> &ast::Value {
+        self.sensitivity[class].get_or_init(|| sensitivity_value(&self.classes[class].sensitivity))
+    }
+}
+
+fn sensitivity_value(tags: &[String]) -> ast::Value {
+    ast::Value::set(tags.iter().map(|t| t.as_str().into()), None)
+}
+
+/// `Custos::Action::"<service>:<operation>"` in its groups `"<service>:*"` and `"*:<operation>"`.
+#[derive(Debug)]
+struct ActionEntity {
+    uid: Arc<ast::EntityUID>,
+    entity: Arc<ast::Entity>,
+}
+
+impl ActionEntity {
+    fn new(service: &str, operation: &str) -> Self {
+        let names = &*NAMES;
+        let uid = core_uid(&names.action, &format!("{service}:{operation}"));
+        let groups = HashSet::from([
+            core_uid(&names.action, &format!("{service}:*")),
+            core_uid(&names.action, &format!("*:{operation}")),
+        ]);
+        let entity =
+            ast::Entity::new_with_attr_partial_value(uid.clone(), [], HashSet::new(), groups, []);
+        Self {
+            uid: Arc::new(uid),
+            entity: Arc::new(entity),
+        }
+    }
 }
 
 /// Compiled guardrails: validated policies filed in buckets. Immutable, so cheap to share in an
@@ -841,8 +1065,8 @@ pub struct Guardrails {
     /// For each bucket, indices into `policies`, ascending.
     buckets: Vec<Vec<u32>>,
     index: SliceIndex,
-    /// The catalogue's resource patterns by service, for the resources' `sensitivity`.
-    resources: HashMap<String, Vec<ResourceClass>>,
+    /// The catalogue's services, prepared for building requests.
+    services: HashMap<String, ServiceEntities>,
 }
 
 impl Guardrails {
@@ -892,6 +1116,11 @@ impl Guardrails {
     }
 
     fn index(set: &PolicySet, catalogue: &Catalogue) -> Self {
+        let services: HashMap<String, ServiceEntities> = catalogue
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), ServiceEntities::new(s)))
+            .collect();
         let mut policies = Vec::new();
         let mut index = SliceIndex::default();
         let mut buckets: Vec<Vec<u32>> = Vec::new();
@@ -908,23 +1137,22 @@ impl Guardrails {
                 }
             }
             let ast: &ast::Policy = policy.as_ref();
+            let condition = without_leading_true(ast.condition());
+            let slots = ast.env().clone();
             policies.push(Compiled {
                 id: policy.id().to_string(),
                 approval_required: policy.annotation(APPROVAL_REQUIRED).is_some(),
-                condition: without_leading_true(ast.condition()),
-                slots: ast.env().clone(),
+                reach: Reach::of(&condition, &slots),
+                named_actions: named_actions(&condition, &services),
+                condition,
+                slots,
             });
         }
-        let resources = catalogue
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.resources.clone()))
-            .collect();
         Self {
             policies,
             buckets,
             index,
-            resources,
+            services,
         }
     }
 
@@ -962,6 +1190,15 @@ impl Guardrails {
             parents,
             [],
         );
+        // Its only ancestor, its team, is not an entity: the hierarchy is closed as it is.
+        let entities = Entities::new()
+            .add_entities(
+                [Arc::new(entity)],
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .ok();
         Principal {
             nhi: nhi.id.to_owned(),
             team: nhi.owner_team.to_owned(),
@@ -974,8 +1211,8 @@ impl Guardrails {
                 nhi.owner_team,
             ]
             .map(str::to_owned),
-            uid,
-            entity: Arc::new(entity),
+            uid: Arc::new(uid),
+            entities,
         }
     }
 
@@ -992,25 +1229,36 @@ impl Guardrails {
         if self.policies.is_empty() {
             return GuardrailOutcome::Allow;
         }
-        let sensitivity = self
-            .resources
-            .get(action.service)
-            .map_or(&[][..], |classes| first_match(classes, action.resource));
-        let buckets = self.index.lookup(principal, action, sensitivity);
+        let service = self.services.get(action.service);
+        let class = service.and_then(|s| Some((s, s.class(action.resource)?)));
+        let tags = class.map_or(&[][..], |(s, c)| &s.classes[c].sensitivity[..]);
+        let buckets = self.index.lookup(principal, action, tags);
         if buckets.is_empty() {
             return GuardrailOutcome::Allow;
         }
         // A policy with several action keys may sit in several of these buckets; evaluating it
         // twice is harmless, and the outcome lists each policy once.
-        let applicable = buckets
-            .iter()
-            .flat_map(|&b| &self.buckets[b as usize])
-            .map(|&i| &self.policies[i as usize]);
-        let Some((request, entities)) = Self::request(principal, action, sensitivity) else {
+        let applicable = || {
+            buckets
+                .iter()
+                .flat_map(|&b| &self.buckets[b as usize])
+                .map(|&i| &self.policies[i as usize])
+        };
+        let reach = applicable().fold(Reach::default(), |r, p| r.union(p.reach));
+        let sensitivity = class.map(|(s, c)| s.sensitivity(c));
+        let named_actions = applicable().flat_map(|p| p.named_actions.iter().cloned());
+        let Some((request, entities)) = Self::request(
+            principal,
+            action,
+            service,
+            sensitivity,
+            reach,
+            named_actions,
+        ) else {
             // Cedar refused the request's entities, which cannot happen for these; should it
             // ever, every policy that could have applied forbids.
             return GuardrailOutcome::Forbid {
-                policies: sorted(applicable.map(|p| p.id.clone())),
+                policies: sorted(applicable().map(|p| p.id.clone())),
             };
         };
         // Cedar's evaluator, as its authorizer uses it for every policy: one evaluation of each
@@ -1019,7 +1267,7 @@ impl Guardrails {
         let mut forbidding = Vec::new();
         let mut failed = false;
         let mut approval_only = true;
-        for policy in applicable {
+        for policy in applicable() {
             let value = evaluator.interpret(&policy.condition, &policy.slots);
             match value.as_ref().map(ast::Value::value_kind) {
                 Ok(ast::ValueKind::Lit(ast::Literal::Bool(false))) => continue,
@@ -1027,7 +1275,8 @@ impl Guardrails {
                     approval_only &= policy.approval_required;
                 }
                 // Cedar would skip a policy that fails (or, as it never does once validated,
-                // yields no boolean); a guardrail must not let that through.
+                // yields no boolean); a guardrail must not let that through. A residual (a part
+                // of the request left out, see `Reach`) is such a failure.
                 _ => failed = true,
             }
             forbidding.push(policy.id.clone());
@@ -1045,74 +1294,117 @@ impl Guardrails {
         }
     }
 
-    /// The Cedar request and its entities; `None` if Cedar refuses the entities.
+    /// The Cedar request and its entities, with only what the policies `reach`: the rest of
+    /// the request is unknown to Cedar, and absent from the entities, which also hold the
+    /// actions the policies name. `None` if Cedar refuses the entities.
+    ///
+    /// The entities are built directly in the schema's shape: the policies were validated
+    /// against it, so nothing is checked again. A catalogued service's parts (its uid, its
+    /// resources' `service` and `sensitivity`, its action entities) are built once, and the
+    /// principal's entity comes with the `Principal`.
     fn request(
         principal: &Principal,
         action: &ActionFacts,
-        sensitivity: &[String],
+        service: Option<&ServiceEntities>,
+        sensitivity: Option<&ast::Value>,
+        reach: Reach,
+        named_actions: impl Iterator<Item = Arc<ast::Entity>>,
     ) -> Option<(ast::Request, Entities)> {
         let names = &*NAMES;
-        let service = action.service;
-        let operation = action.operation;
-        let action_uid = core_uid(&names.action, &format!("{service}:{operation}"));
-        let groups = HashSet::from([
-            core_uid(&names.action, &format!("{service}:*")),
-            core_uid(&names.action, &format!("*:{operation}")),
-        ]);
-        let action_entity = ast::Entity::new_with_attr_partial_value(
-            action_uid.clone(),
-            [],
-            HashSet::new(),
-            groups,
-            [],
-        );
-        let resource_uid = core_uid(&names.resource, &format!("{service}:{}", action.resource));
-        let attrs = [
-            ("service", ast::Value::from(service)),
-            ("id", action.resource.into()),
+        let known = |euid: Arc<ast::EntityUID>| ast::EntityUIDEntry::Known { euid, loc: None };
+        let (action_entry, action_entity) = if reach.action {
+            let cached = service.and_then(|s| s.action(action.service, action.operation));
+            // An operation the catalogue does not list is still its service's.
+            let built;
+            let entity = match cached {
+                Some(entity) => entity,
+                None => {
+                    built = ActionEntity::new(action.service, action.operation);
+                    &built
+                }
+            };
             (
-                "sensitivity",
-                ast::Value::set(sensitivity.iter().map(|t| t.as_str().into()), None),
-            ),
-        ]
-        .map(|(k, v)| (k.into(), v.into()));
-        let resource = ast::Entity::new_with_attr_partial_value(
-            resource_uid.clone(),
-            attrs,
-            HashSet::new(),
-            HashSet::from([core_uid(&names.service, service)]),
-            [],
-        );
-        let context = BTreeMap::from([
-            ("delegated".into(), action.delegated.into()),
-            ("depth".into(), i64::from(action.depth).into()),
-            ("hour".into(), i64::from(action.hour).into()),
-            ("weekday".into(), i64::from(action.weekday).into()),
-            ("purpose".into(), action.purpose.into()),
-        ]);
+                known(Arc::clone(&entity.uid)),
+                Some(Arc::clone(&entity.entity)),
+            )
+        } else {
+            (ast::EntityUIDEntry::unknown(), None)
+        };
+        let (resource_entry, resource_entity) = if reach.resource {
+            let uid = core_uid(
+                &names.resource,
+                &format!("{}:{}", action.service, action.resource),
+            );
+            let (service_uid, name) = match service {
+                Some(s) => (s.uid.clone(), s.name.clone()),
+                None => (
+                    core_uid(&names.service, action.service),
+                    action.service.into(),
+                ),
+            };
+            let sensitivity = sensitivity
+                .cloned()
+                .unwrap_or_else(|| sensitivity_value(&[]));
+            let attrs = [
+                ("service", name),
+                ("id", action.resource.into()),
+                ("sensitivity", sensitivity),
+            ]
+            .map(|(k, v)| (k.into(), v.into()));
+            let entity = ast::Entity::new_with_attr_partial_value(
+                uid.clone(),
+                attrs,
+                HashSet::new(),
+                HashSet::from([service_uid]),
+                [],
+            );
+            (known(Arc::new(uid)), Some(Arc::new(entity)))
+        } else {
+            (ast::EntityUIDEntry::unknown(), None)
+        };
+        let context = reach.context.then(|| {
+            // Inserted one by one, in key order: `BTreeMap::from` would first copy and sort.
+            let mut record = BTreeMap::new();
+            record.insert("delegated".into(), action.delegated.into());
+            record.insert("depth".into(), i64::from(action.depth).into());
+            record.insert("hour".into(), i64::from(action.hour).into());
+            record.insert("purpose".into(), action.purpose.into());
+            record.insert("weekday".into(), i64::from(action.weekday).into());
+            ast::Context::Value(Arc::new(record))
+        });
         // Each entity lists all of its ancestors (none of which is an entity here, so none has
-        // ancestors of its own), and an action is never its own group (refused above), so the
-        // hierarchy is already transitively closed and acyclic: Cedar need not compute it. No
-        // schema either: the policies were validated against it, and these entities are built
-        // to its shape.
-        let entities = Entities::new()
-            .add_entities(
-                [
-                    Arc::clone(&principal.entity),
-                    Arc::new(resource),
-                    Arc::new(action_entity),
-                ],
+        // ancestors of its own), and an action is never its own group (`evaluate` refuses it),
+        // so the hierarchy is already transitively closed and acyclic: Cedar need not compute
+        // it. An action both named and the request's own is the same entity, which Cedar
+        // accepts twice.
+        let base = if reach.principal {
+            principal.entities.clone()?
+        } else {
+            Entities::new()
+        };
+        let mut others = [resource_entity, action_entity]
+            .into_iter()
+            .flatten()
+            .chain(named_actions)
+            .peekable();
+        let entities = if others.peek().is_none() {
+            base
+        } else {
+            base.add_entities(
+                others,
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
             )
-            .ok()?;
-        let request = ast::Request::new_unchecked(
-            ast::EntityUIDEntry::known(principal.uid.clone(), None),
-            ast::EntityUIDEntry::known(action_uid, None),
-            ast::EntityUIDEntry::known(resource_uid, None),
-            Some(ast::Context::Value(Arc::new(context))),
-        );
+            .ok()?
+        };
+        let principal_entry = if reach.principal {
+            known(Arc::clone(&principal.uid))
+        } else {
+            ast::EntityUIDEntry::unknown()
+        };
+        let request =
+            ast::Request::new_unchecked(principal_entry, action_entry, resource_entry, context);
         Some((request, entities))
     }
 }
