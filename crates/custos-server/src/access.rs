@@ -25,8 +25,12 @@ use crate::service::{AppState, new_id};
 
 /// Decisions waiting to be written; beyond this the decision point refuses (fails closed).
 const DECISION_QUEUE: usize = 65_536;
-/// Events per `append_events` call of the writer.
+/// Events per `append_events` call of a writer.
 const DECISION_BATCH: usize = 4_096;
+/// Writers appending concurrently.
+const DECISION_WRITERS: usize = 4;
+/// How long an idle writer waits before looking at the queue again.
+const DECISION_DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The queue of decision events and its writer.
 #[derive(Clone)]
@@ -41,22 +45,49 @@ impl DecisionLog {
     /// batch until it is written: nothing is dropped, and a trail that stays unwritable fills
     /// the queue, which refuses further checks.
     pub fn start(store: Arc<dyn Store>) -> Self {
-        let (queue, mut pending) = mpsc::channel::<DomainEvent>(DECISION_QUEUE);
+        let (queue, pending) = mpsc::channel::<DomainEvent>(DECISION_QUEUE);
+        let pending = Arc::new(tokio::sync::Mutex::new(pending));
         let unwritten = Arc::new(AtomicUsize::new(0));
-        let written = unwritten.clone();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(DECISION_BATCH);
-            while pending.recv_many(&mut batch, DECISION_BATCH).await > 0 {
-                let mut delay = std::time::Duration::from_millis(10);
-                while let Err(e) = store.append_events(&batch).await {
-                    tracing::error!(error = %e, events = batch.len(), "cannot write decision events; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        // Several writers, so that a batch is being committed while the next is gathered: the
+        // store's group commit makes their writes share fsyncs. They look at the queue on a
+        // short interval rather than wait on it: a writer parked in `recv` would be woken by
+        // every single decision, a cross-thread wake-up that cost more than the decision.
+        for _ in 0..DECISION_WRITERS {
+            let (pending, store, written) = (pending.clone(), store.clone(), unwritten.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(DECISION_BATCH);
+                loop {
+                    let closed = {
+                        let mut pending = pending.lock().await;
+                        loop {
+                            if batch.len() == DECISION_BATCH {
+                                break false;
+                            }
+                            match pending.try_recv() {
+                                Ok(event) => batch.push(event),
+                                Err(mpsc::error::TryRecvError::Empty) => break false,
+                                Err(mpsc::error::TryRecvError::Disconnected) => break true,
+                            }
+                        }
+                    };
+                    if batch.is_empty() {
+                        if closed {
+                            return;
+                        }
+                        tokio::time::sleep(DECISION_DRAIN_INTERVAL).await;
+                        continue;
+                    }
+                    let mut delay = std::time::Duration::from_millis(10);
+                    while let Err(e) = store.append_events(&batch).await {
+                        tracing::error!(error = %e, events = batch.len(), "cannot write decision events; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                    }
+                    written.fetch_sub(batch.len(), Ordering::SeqCst);
+                    batch.clear();
                 }
-                written.fetch_sub(batch.len(), Ordering::SeqCst);
-                batch.clear();
-            }
-        });
+            });
+        }
         Self { queue, unwritten }
     }
 

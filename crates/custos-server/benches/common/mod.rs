@@ -399,3 +399,46 @@ pub fn machine() -> String {
         mem_kib as f64 / (1024.0 * 1024.0)
     )
 }
+
+/// The resource catalogue the decision benches' guardrails are written against.
+pub fn guardrail_catalogue() -> serde_json::Value {
+    serde_json::json!({"services": [
+        {"name": "crm", "operations": ["read", "write", "delete", "export"],
+         "resources": [{"pattern": "customers/*", "sensitivity": ["pii"]}, {"pattern": "*", "sensitivity": []}]},
+        {"name": "mail", "operations": ["send"]},
+        {"name": "s3", "operations": ["get", "put"],
+         "resources": [{"pattern": "secrets/*", "sensitivity": ["secret"]}]}
+    ]})
+}
+
+/// `count` guardrail policies as an admin writes them: four in five pin one agent
+/// (`principal ==`) and an action; the others pin a service's action group with a condition on
+/// the resource's sensitivity and the agent's environment; two apply to every request.
+pub fn guardrail_policies(count: usize, agents: &[String]) -> String {
+    let mut text = String::new();
+    if count == 0 {
+        return text;
+    }
+    text.push_str("@id(\"no-suspended\")\nforbid(principal, action, resource) when { principal.status != \"active\" };\n");
+    text.push_str("@id(\"no-deep-delegation\")\nforbid(principal, action, resource) when { context.depth > 3 };\n");
+    for i in 2..count {
+        if i % 5 == 0 {
+            let (group, tag) = if i % 2 == 0 {
+                ("s3:*", "secret")
+            } else {
+                ("crm:*", "pii")
+            };
+            text.push_str(&format!(
+                "@id(\"g{i}\")\nforbid(principal, action in Custos::Action::\"{group}\", resource) \
+                 when {{ resource.sensitivity.contains(\"{tag}\") && principal.environment == \"staging-{i}\" }};\n"
+            ));
+        } else {
+            let agent = &agents[i % agents.len()];
+            let action = ["crm:delete", "crm:export", "s3:put", "mail:send"][i % 4];
+            text.push_str(&format!(
+                "@id(\"a{i}\")\nforbid(principal == Custos::Nhi::\"{agent}\", action == Custos::Action::\"{action}\", resource);\n"
+            ));
+        }
+    }
+    text
+}
