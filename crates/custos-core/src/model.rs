@@ -356,6 +356,8 @@ pub struct Credential {
     pub depth: u32,
     /// The public JWK of a client key, as registered.
     pub public_jwk: Option<String>,
+    /// When the decision point last let it through (recorded in batches, a few seconds late).
+    pub last_used_at: Option<Timestamp>,
 }
 
 impl Credential {

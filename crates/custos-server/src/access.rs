@@ -14,7 +14,8 @@ use custos_core::decision::{self, Ask, Decision, Presented, Reason};
 use custos_core::jose::{self, Expectations, JwtError};
 use custos_core::token::{self, SecretKind};
 use custos_core::{Actor, CredentialKind, DomainEvent, EventKind, Timestamp};
-use custos_store::Store;
+use custos_store::{Store, Use};
+use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -29,6 +30,8 @@ const DECISION_QUEUE: usize = 65_536;
 const DECISION_BATCH: usize = 4_096;
 /// Writers appending concurrently.
 const DECISION_WRITERS: usize = 4;
+/// How often the last-used times of credentials and NHIs are written.
+const USES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long an idle writer waits before looking at the queue again.
 const DECISION_DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -38,6 +41,9 @@ pub struct DecisionLog {
     queue: mpsc::Sender<DomainEvent>,
     /// Events queued and not yet written.
     unwritten: Arc<AtomicUsize>,
+    /// The latest allowed use of each credential since the last write of last-used times.
+    uses: Arc<DashMap<String, (String, Timestamp)>>,
+    store: Arc<dyn Store>,
 }
 
 impl DecisionLog {
@@ -88,7 +94,50 @@ impl DecisionLog {
                 }
             });
         }
-        Self { queue, unwritten }
+        let uses: Arc<DashMap<String, (String, Timestamp)>> = Arc::new(DashMap::new());
+        let log = Self {
+            queue,
+            unwritten,
+            uses,
+            store,
+        };
+        let writer = log.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(USES_INTERVAL).await;
+                writer.write_uses().await;
+            }
+        });
+        log
+    }
+
+    /// Writes the last-used times gathered since the last write; on failure they are kept for
+    /// the next round (a newer use of the same credential wins).
+    async fn write_uses(&self) {
+        let keys: Vec<String> = self.uses.iter().map(|e| e.key().clone()).collect();
+        let mut uses = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some((credential_id, (nhi_id, at))) = self.uses.remove(&key) {
+                uses.push(Use {
+                    credential_id,
+                    nhi_id,
+                    at,
+                });
+            }
+        }
+        if let Err(error) = self.store.record_uses(&uses).await {
+            tracing::warn!(%error, credentials = uses.len(), "cannot record last-used times; retrying");
+            for used in uses {
+                self.note_use(used.credential_id, used.nhi_id, used.at);
+            }
+        }
+    }
+
+    fn note_use(&self, credential_id: String, nhi_id: String, at: Timestamp) {
+        self.uses
+            .entry(credential_id)
+            .and_modify(|(_, last)| *last = (*last).max(at))
+            .or_insert((nhi_id, at));
     }
 
     /// Queues an event; `false` if the queue is full.
@@ -101,12 +150,14 @@ impl DecisionLog {
         queued
     }
 
-    /// Waits until every queued event is written, or `limit` has passed (at shutdown).
+    /// Waits until every queued event is written, or `limit` has passed, then writes the
+    /// last-used times (at shutdown, and for tests).
     pub async fn flush(&self, limit: std::time::Duration) {
         let started = std::time::Instant::now();
         while self.unwritten.load(Ordering::SeqCst) > 0 && started.elapsed() < limit {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        self.write_uses().await;
     }
 }
 
@@ -354,6 +405,13 @@ pub async fn check(
     if !state.decisions.record(event) {
         // The trail is not keeping up: no decision goes unrecorded, so none is given.
         answer.decision.reason = Reason::AuditUnavailable;
+    }
+    if answer.allowed()
+        && let (Some(credential), Some(nhi)) = (&answer.credential_id, &answer.decision.nhi_id)
+    {
+        state
+            .decisions
+            .note_use(credential.clone(), nhi.clone(), state.now());
     }
     Ok(answer)
 }

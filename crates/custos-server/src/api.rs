@@ -473,6 +473,9 @@ pub struct CredentialView {
     #[schema(schema_with = nullable_timestamp_schema)]
     pub revoked_at: Option<Timestamp>,
     pub created_by: String,
+    /// When the decision point last let it through (written every few seconds).
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub last_used_at: Option<Timestamp>,
     /// `active`, `expired` or `revoked`.
     pub status: String,
 }

@@ -53,7 +53,7 @@ use custos_core::issuance::{Approval, Task};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
-    Revocation, SigningKeyRecord, Store, StoredCheckpoint,
+    Revocation, SigningKeyRecord, Store, StoredCheckpoint, Use,
 };
 
 /// The store as the server uses it: every call timed into `custos_store_duration_seconds{op}`,
@@ -139,4 +139,5 @@ metered! {
     fn list_events(&self, query: &EventQuery) -> StoreResult<Vec<StoredEvent>>;
     fn put_policies(&self, policies: &PolicyVersion, event: &DomainEvent) -> StoreResult<()>;
     fn latest_policies(&self) -> StoreResult<Option<PolicyVersion>>;
+    fn record_uses(&self, uses: &[Use]) -> StoreResult<()>;
 }

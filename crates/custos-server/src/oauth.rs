@@ -411,6 +411,7 @@ pub fn access_token(state: &AppState, spec: TokenSpec<'_>) -> (String, Credentia
         parent_id: spec.parent.map(|p| p.id.clone()),
         depth: spec.depth,
         public_jwk: None,
+        last_used_at: None,
     };
     (token, credential)
 }

@@ -688,6 +688,7 @@ pub fn credential_view(c: Credential, now: Timestamp) -> CredentialView {
         expires_at: c.expires_at,
         revoked_at: c.revoked_at,
         created_by: c.created_by,
+        last_used_at: c.last_used_at,
     }
 }
 
@@ -756,6 +757,7 @@ pub fn new_static_key(
         parent_id: None,
         depth: 0,
         public_jwk: None,
+        last_used_at: None,
     };
     (secret, credential)
 }
@@ -873,6 +875,7 @@ pub async fn register_client_key(
         parent_id: None,
         depth: 0,
         public_jwk: Some(key.to_jwk().to_string()),
+        last_used_at: None,
     };
     let event = issued_key_event(state, who, &credential).with("kid", key.kid());
     state

@@ -59,6 +59,14 @@ pub struct ApprovalFilter {
     pub owner_teams: Option<Vec<String>>,
 }
 
+/// A credential let through at `at`, by its NHI: what `record_uses` keeps as last-used times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Use {
+    pub credential_id: String,
+    pub nhi_id: String,
+    pub at: Timestamp,
+}
+
 /// One version of the guardrail policies and of the resource catalogue they were validated
 /// against. Versions count up from 1 and are never changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,6 +299,11 @@ pub trait Store: Send + Sync + 'static {
     async fn put_policies(&self, policies: &PolicyVersion, event: &DomainEvent) -> Result<()>;
     /// The version in force.
     async fn latest_policies(&self) -> Result<Option<PolicyVersion>>;
+
+    /// Moves the last-used times of these credentials and their NHIs forward (never back),
+    /// in one write. Derived from `access.decided` events already in the trail, so it writes
+    /// no event of its own; unknown ids are ignored.
+    async fn record_uses(&self, uses: &[Use]) -> Result<()>;
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.

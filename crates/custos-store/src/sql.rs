@@ -21,7 +21,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 use crate::group_commit::{GroupCommit, Slot};
 use crate::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result, Retirement, Revocation,
-    SigningKeyRecord, Store, StoreError, StoredCheckpoint,
+    SigningKeyRecord, Store, StoreError, StoredCheckpoint, Use,
 };
 
 /// The embedded store: one SQLite file in WAL mode. Writes go through a single connection, so
@@ -261,7 +261,7 @@ const NHI_COLUMNS: &str = "id, name, kind, platform, environment, status, owner_
 const OPERATOR_COLUMNS: &str =
     "id, name, roles, token_hash, token_hint, created_at, created_by, revoked_at";
 const CREDENTIAL_COLUMNS: &str = "id, nhi_id, kind, secret_hash, fingerprint, created_at, \
-    expires_at, revoked_at, created_by, scope, task_id, parent_id, depth, public_jwk";
+    expires_at, revoked_at, created_by, scope, task_id, parent_id, depth, public_jwk, last_used_at";
 const TASK_COLUMNS: &str = "id, nhi_id, purpose, scope, ttl_seconds, state, requested_by, \
     created_at, approval_id, activated_at, expires_at, ended_at, credential_id";
 const APPROVAL_COLUMNS: &str = "id, nhi_id, task_id, requested_by, purpose, requested_scope, \
@@ -353,6 +353,7 @@ macro_rules! sql_store {
                     parent_id: row.try_get("parent_id")?,
                     depth: small(row.try_get("depth")?, "depth")?,
                     public_jwk: row.try_get("public_jwk")?,
+                    last_used_at: opt_ts(row.try_get("last_used_at")?)?,
                 })
             }
 
@@ -1707,6 +1708,39 @@ macro_rules! sql_store {
                     })
                 })
                 .transpose()
+            }
+
+            async fn record_uses(&self, uses: &[Use]) -> Result<()> {
+                if uses.is_empty() {
+                    return Ok(());
+                }
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                for (table, key) in [("credentials", 0), ("nhis", 1)] {
+                    for chunk in uses.chunks(500) {
+                        let mut q = QueryBuilder::<$db>::new("WITH used(id, at) AS (VALUES ");
+                        let mut first = true;
+                        for used in chunk {
+                            if !first {
+                                q.push(", ");
+                            }
+                            first = false;
+                            let id = if key == 0 { &used.credential_id } else { &used.nhi_id };
+                            q.push("(").push_bind(id.clone());
+                            q.push(", ").push_bind(used.at.unix_millis()).push(")");
+                        }
+                        // Never moves back: a late batch from another node keeps the newer time.
+                        q.push(format!(
+                            ") UPDATE {table} SET last_used_at = used.at FROM used \
+                             WHERE {table}.id = used.id \
+                             AND ({table}.last_used_at IS NULL OR {table}.last_used_at < used.at)"
+                        ));
+                        q.build().execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
             }
 
             async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {

@@ -304,8 +304,34 @@ async fn every_reason_code_reaches_the_enforcement_point(backend: Backend) {
         verdict(false, "invalid_token")
     );
 
-    // Every decision is in the trail, by fingerprint, never by secret.
+    // Every decision is in the trail, by fingerprint, never by secret; what was let through
+    // is the credential's and its NHI's last use.
     server.state().decisions.flush(Duration::from_secs(5)).await;
+    let nhi = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{agent_id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(nhi["last_used_at"].is_string(), "{nhi}");
+    let (_, creds) = server
+        .call(
+            Method::GET,
+            &format!("/v1/credentials?nhi_id={agent_id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert!(
+        creds["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["last_used_at"].is_string()),
+        "{creds}"
+    );
     let (status, events) = server
         .call(
             Method::GET,

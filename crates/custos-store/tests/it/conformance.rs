@@ -5,7 +5,7 @@ use custos_core::{
 };
 use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Retirement, Revocation, SigningKeyRecord,
-    Store, StoreError,
+    Store, StoreError, Use,
 };
 
 use crate::conformance;
@@ -42,6 +42,7 @@ conformance!(
     events_follow_every_change,
     meta_init_keeps_the_first_value,
     policy_versions_follow_one_another,
+    last_used_times_only_move_forward,
 );
 
 async fn teams_are_unique_by_name_and_found_by_id_or_name(store: &dyn Store) {
@@ -542,6 +543,7 @@ fn credential(nhi: &custos_core::Nhi, hash: &[u8], parent: Option<&Credential>) 
         parent_id: parent.map(|p| p.id.clone()),
         depth: parent.map_or(0, |p| p.depth + 1),
         public_jwk: None,
+        last_used_at: None,
     }
 }
 
@@ -1556,4 +1558,52 @@ async fn policy_versions_follow_one_another(store: &dyn Store) {
         .unwrap();
     let subjects: Vec<&str> = kinds.iter().map(|e| e.event.subject.as_str()).collect();
     assert_eq!(subjects, ["policies:1", "policies:2"]);
+}
+
+/// Last-used times come in batches, possibly late and out of order: they only move forward,
+/// for the credential and its NHI, and a use of an unknown credential changes nothing.
+async fn last_used_times_only_move_forward(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let key = credential(&n, &[9, 9, 9], None);
+    store
+        .create_credential(&key, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap();
+    let used = |at: Timestamp| Use {
+        credential_id: key.id.clone(),
+        nhi_id: n.id.clone(),
+        at,
+    };
+    let later = now().plus_seconds(30);
+    store.record_uses(&[]).await.unwrap();
+    store
+        .record_uses(&[
+            used(later),
+            Use {
+                credential_id: "nobody".into(),
+                nhi_id: "nobody".into(),
+                at: later,
+            },
+        ])
+        .await
+        .unwrap();
+    store.record_uses(&[used(now())]).await.unwrap();
+    let stored = store.get_credential(&key.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_used_at, Some(later));
+    let bot = store.get_nhi(&n.id).await.unwrap().unwrap();
+    assert_eq!(bot.last_used_at, Some(later));
+    assert_eq!(bot.version, n.version, "a use is not a change of the nhi");
+    let last = later.plus_seconds(1);
+    store.record_uses(&[used(last)]).await.unwrap();
+    assert_eq!(
+        store
+            .get_credential(&key.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(last)
+    );
 }
