@@ -154,7 +154,8 @@ impl Decision {
         self.reason == Reason::Allowed
     }
 
-    fn refuse(reason: Reason) -> Self {
+    /// A refusal known before anything about the credential is (a token that does not verify).
+    pub fn refuse(reason: Reason) -> Self {
         Decision {
             reason,
             nhi_id: None,

@@ -194,16 +194,6 @@ impl Answer {
     }
 }
 
-fn refusal(reason: Reason) -> Decision {
-    Decision {
-        reason,
-        nhi_id: None,
-        refused_nhi: None,
-        policies: Vec::new(),
-        task_id: None,
-    }
-}
-
 /// A compact JWS: three base64url segments, the first a JSON object (`eyJ` is `{"`).
 pub fn looks_like_jwt(secret: &str) -> bool {
     secret.starts_with("eyJ") && secret.bytes().filter(|&b| b == b'.').count() == 2
@@ -303,7 +293,7 @@ async fn decide_unrecorded(
     let now = state.now();
     let verified = match verify(state, question.secret, hash, now).await {
         Ok(verified) => verified,
-        Err(reason) => return Ok((refusal(reason), None)),
+        Err(reason) => return Ok((Decision::refuse(reason), None)),
     };
     let presented = &verified.presented;
     match state
