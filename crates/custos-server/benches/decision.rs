@@ -208,7 +208,7 @@ async fn run() -> Result<()> {
             "the policies were not installed"
         );
         let check = async |token: &str| {
-            access::check(&state, Some(&pep_id), &ask(token))
+            access::check(&state, &pep_id, &ask(token))
                 .await
                 .map_err(|e| anyhow::anyhow!("{} {}: {}", e.status, e.code, e.detail))
         };

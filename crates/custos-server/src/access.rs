@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use custos_core::decision::{self, Ask, Decision, Presented, Reason};
-use custos_core::jose::{self, Expectations, JwtError};
+use custos_core::jose::JwtError;
 use custos_core::token::{self, SecretKind};
 use custos_core::{Actor, CredentialKind, DomainEvent, EventKind, Timestamp};
 use custos_store::{Store, Use};
@@ -211,20 +211,7 @@ async fn verify(
         return Ok(verified);
     }
     let verified = if looks_like_jwt(secret) {
-        let expected =
-            Expectations::access_token(&state.issuer, &state.issuer, crate::oauth::LEEWAY_SECONDS);
-        let checked = match jose::verify_jwt(secret, &state.keyring.published(now), &expected, now)
-        {
-            Err(JwtError::UnknownKey) if state.keyring.may_refresh(now) => {
-                // Another node may have rotated the signing key since this one loaded them.
-                let _ = state
-                    .keyring
-                    .refresh(state.store.as_ref(), &state.keys, now)
-                    .await;
-                jose::verify_jwt(secret, &state.keyring.published(now), &expected, now)
-            }
-            other => other,
-        };
+        let checked = crate::oauth::verify_access_token_jwt(state, secret, now).await;
         let claims = match checked {
             Ok(verified) => verified.claims,
             Err(JwtError::Expired) => return Err(Reason::Expired),
@@ -280,8 +267,9 @@ async fn verify(
             until: None,
         }
     };
+    let verified = Arc::new(verified);
     state.live.remember_verified(*hash, verified.clone(), now);
-    Ok(Arc::new(verified))
+    Ok(verified)
 }
 
 /// Decides one question, without recording it.
@@ -289,28 +277,13 @@ async fn decide_unrecorded(
     state: &AppState,
     question: &Question<'_>,
     hash: &[u8; 32],
+    now: Timestamp,
 ) -> ApiResult<(Decision, Option<String>)> {
-    let now = state.now();
     let verified = match verify(state, question.secret, hash, now).await {
         Ok(verified) => verified,
         Err(reason) => return Ok((Decision::refuse(reason), None)),
     };
     let presented = &verified.presented;
-    match state
-        .live
-        .hydrate(state.store.as_ref(), &presented.credential_id)
-        .await
-    {
-        Ok(()) => {}
-        Err(LiveError::Store(e)) => return Err(e.into()),
-        Err(LiveError::Busy) => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "live_state_busy",
-                "the live state kept changing while it was being read; retry",
-            ));
-        }
-    }
     let (hour, weekday) = decision::hour_and_weekday(now);
     let ask = Ask {
         service: question.service,
@@ -320,13 +293,31 @@ async fn decide_unrecorded(
         weekday,
     };
     let guardrails = state.live.guardrails();
-    let mut decision = decision::decide(presented, state.live.as_ref(), &guardrails, &ask, now);
+    // From memory first; only if the decision looked for something memory does not hold is
+    // the store read, and the decision made again.
+    let noting = state.live.noting_misses();
+    let mut decision = decision::decide(presented, &noting, &guardrails, &ask, now);
+    if noting.missed() {
+        match state
+            .live
+            .hydrate(state.store.as_ref(), &presented.credential_id)
+            .await
+        {
+            Ok(()) => {}
+            Err(LiveError::Store(e)) => return Err(e.into()),
+            Err(LiveError::Busy) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "live_state_busy",
+                    "the live state kept changing while it was being read; retry",
+                ));
+            }
+        }
+        decision = decision::decide(presented, state.live.as_ref(), &guardrails, &ask, now);
+    }
     if let (Some(subject), Some(holder)) = (question.subject_id, &decision.nhi_id)
         && subject != holder
-        && state
-            .live
-            .nhi_name(holder)
-            .is_none_or(|name| name != subject)
+        && !state.live.nhi_is_named(holder, subject)
     {
         decision.reason = Reason::SubjectMismatch;
     }
@@ -334,36 +325,50 @@ async fn decide_unrecorded(
 }
 
 /// Decides one question and records the decision in the trail. `pep` is the enforcement
-/// point that asked (`None` when Custos asks itself whether a caller may evaluate).
-pub async fn check(
+/// point that asked.
+pub async fn check(state: &AppState, pep: &str, question: &Question<'_>) -> ApiResult<Answer> {
+    let now = state.now();
+    let hash = state.keys.secret_hash(question.secret);
+    let (decision, credential_id) = decide_unrecorded(state, question, &hash, now).await?;
+    record(
+        state,
+        Some(pep),
+        question,
+        &hash,
+        decision,
+        credential_id,
+        now,
+    )
+    .await
+}
+
+/// Writes a decision to the trail (queued), opens the approval request it asks for, and notes
+/// the use it allowed. A decision that cannot be queued is turned into a refusal.
+async fn record(
     state: &AppState,
     pep: Option<&str>,
     question: &Question<'_>,
+    hash: &[u8; 32],
+    decision: Decision,
+    credential_id: Option<String>,
+    now: Timestamp,
 ) -> ApiResult<Answer> {
-    let hash = state.keys.secret_hash(question.secret);
-    let (decision, credential_id) = decide_unrecorded(state, question, &hash).await?;
-    let fingerprint = fingerprint_of_hash(&hash);
+    let fingerprint = fingerprint_of_hash(hash);
     let actor = pep.map_or(Actor::System, |id| Actor::Nhi(id.to_owned()));
     let subject = match &decision.nhi_id {
         Some(nhi) => format!("nhi:{nhi}"),
         None => format!("secret:{fingerprint}"),
     };
-    let mut event = DomainEvent::new(
-        new_id(),
-        EventKind::AccessDecided,
-        actor,
-        subject,
-        state.now(),
-    )
-    .with(
-        "decision",
-        if decision.allowed() { "allow" } else { "deny" },
-    )
-    .with("reason", decision.reason.code())
-    .with("service", question.service)
-    .with("operation", question.operation)
-    .with("resource", question.resource)
-    .with("fingerprint", &fingerprint);
+    let mut event = DomainEvent::new(new_id(), EventKind::AccessDecided, actor, subject, now)
+        .with(
+            "decision",
+            if decision.allowed() { "allow" } else { "deny" },
+        )
+        .with("reason", decision.reason.code())
+        .with("service", question.service)
+        .with("operation", question.operation)
+        .with("resource", question.resource)
+        .with("fingerprint", &fingerprint);
     if let Some(id) = &credential_id {
         event = event.with("credential", id);
     }
@@ -396,32 +401,55 @@ pub async fn check(
         // The trail is not keeping up: no decision goes unrecorded, so none is given.
         answer.decision.reason = Reason::AuditUnavailable;
     }
-    if answer.allowed()
-        && let (Some(credential), Some(nhi)) = (&answer.credential_id, &answer.decision.nhi_id)
-    {
-        state
-            .decisions
-            .note_use(credential.clone(), nhi.clone(), state.now());
-    }
+    note_allowed_use(
+        state,
+        &answer.decision,
+        answer.credential_id.as_deref(),
+        now,
+    );
     Ok(answer)
 }
 
+fn note_allowed_use(
+    state: &AppState,
+    decision: &Decision,
+    credential: Option<&str>,
+    now: Timestamp,
+) {
+    if decision.allowed()
+        && let (Some(credential), Some(nhi)) = (credential, &decision.nhi_id)
+    {
+        state
+            .decisions
+            .note_use(credential.to_owned(), nhi.clone(), now);
+    }
+}
+
 /// The enforcement point behind an AuthZEN call: an NHI whose credential may
-/// `custos:evaluate`. Returns its NHI id.
+/// `custos:evaluate`. Returns its NHI id. Its own check is decided like any other but is not
+/// an `access.decided` event when it succeeds: the evaluation that follows names the
+/// enforcement point as its actor, and one event per call is the trail's whole load. A refused
+/// enforcement point is recorded.
 pub async fn authenticate_pep(state: &AppState, secret: &str) -> ApiResult<String> {
-    let answer = check(
-        state,
-        None,
-        &Question {
-            secret,
-            subject_id: None,
-            service: "custos",
-            operation: "evaluate",
-            resource: "",
-        },
-    )
-    .await?;
-    match (answer.decision.reason, answer.decision.nhi_id) {
+    let now = state.now();
+    let hash = state.keys.secret_hash(secret);
+    let question = Question {
+        secret,
+        subject_id: None,
+        service: "custos",
+        operation: "evaluate",
+        resource: "",
+    };
+    let (decision, credential_id) = decide_unrecorded(state, &question, &hash, now).await?;
+    let decision = if decision.allowed() {
+        note_allowed_use(state, &decision, credential_id.as_deref(), now);
+        decision
+    } else {
+        record(state, None, &question, &hash, decision, credential_id, now)
+            .await?
+            .decision
+    };
+    match (decision.reason, decision.nhi_id) {
         (Reason::Allowed, Some(nhi)) => Ok(nhi),
         (
             Reason::InvalidToken
@@ -434,7 +462,7 @@ pub async fn authenticate_pep(state: &AppState, secret: &str) -> ApiResult<Strin
             _,
         ) => Err(ApiError::invalid_token(format!(
             "the caller's credential is refused: {}",
-            answer.decision.reason.code()
+            decision.reason.code()
         ))),
         (reason, _) => Err(ApiError::forbidden(format!(
             "the caller may not evaluate access: {}",

@@ -40,14 +40,9 @@ pub(crate) fn bearer(parts: &Parts) -> ApiResult<&str> {
     Ok(token.trim())
 }
 
-/// A compact JWS: three base64url segments, the first a JSON object (`eyJ` is `{"`).
-fn looks_like_jwt(secret: &str) -> bool {
-    secret.starts_with("eyJ") && secret.bytes().filter(|&b| b == b'.').count() == 2
-}
-
 impl Principal {
     pub async fn authenticate(state: &AppState, secret: &str) -> ApiResult<Self> {
-        if looks_like_jwt(secret) {
+        if crate::access::looks_like_jwt(secret) {
             return match crate::oauth::check_access_token(state, secret).await {
                 Ok(live) => Ok(Principal::Nhi {
                     nhi: Box::new(live.nhi),

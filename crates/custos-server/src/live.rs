@@ -106,7 +106,7 @@ impl LiveState {
         self.verified.get(token_hash).map(|v| v.clone())
     }
 
-    pub fn remember_verified(&self, token_hash: [u8; 32], verified: Verified, now: Timestamp) {
+    pub fn remember_verified(&self, token_hash: [u8; 32], verified: Arc<Verified>, now: Timestamp) {
         if self.verified.len() >= MAX_VERIFIED {
             self.verified
                 .retain(|_, v| v.until.is_none_or(|until| now < until));
@@ -114,7 +114,7 @@ impl LiveState {
                 self.verified.clear();
             }
         }
-        self.verified.insert(token_hash, Arc::new(verified));
+        self.verified.insert(token_hash, verified);
     }
 
     /// Called by every write that can change a decision, after it committed.
@@ -155,13 +155,11 @@ impl LiveState {
         self.tasks.clear();
     }
 
-    /// Makes sure the credential, its ancestors, their NHIs and its task are in memory,
-    /// reading what is missing from the store.
+    /// Reads the credential, its ancestors, their NHIs (those not held) and its task from the
+    /// store into memory. Called when a decision missed something (see [`Self::noting_misses`]);
+    /// a credential the store does not know stays unknown, and the decision refuses it.
     pub async fn hydrate(&self, store: &dyn Store, credential_id: &str) -> Result<(), LiveError> {
         for _ in 0..MAX_LOAD_ATTEMPTS {
-            if self.is_complete(credential_id) {
-                return Ok(());
-            }
             let generation = self.generation.load(Ordering::SeqCst);
             let chain = store.credential_chain(credential_id).await?;
             let mut nhis = Vec::new();
@@ -208,30 +206,6 @@ impl LiveState {
         Err(LiveError::Busy)
     }
 
-    /// Whether everything a decision on this credential reads is in memory. A credential the
-    /// store does not know stays incomplete, and the decision refuses it.
-    fn is_complete(&self, credential_id: &str) -> bool {
-        let mut next = Some(credential_id.to_owned());
-        let mut first = true;
-        while let Some(id) = next {
-            let Some(credential) = self.credential(&id) else {
-                return false;
-            };
-            if !self.nhis.contains_key(&credential.nhi_id) {
-                return false;
-            }
-            if first
-                && let Some(task) = &credential.task_id
-                && !self.tasks.contains_key(task)
-            {
-                return false;
-            }
-            first = false;
-            next = credential.parent_id.clone();
-        }
-        true
-    }
-
     pub fn approval_for(&self, nhi: &str, grant: &str) -> Option<String> {
         self.approvals
             .get(&(nhi.to_owned(), grant.to_owned()))
@@ -243,9 +217,18 @@ impl LiveState {
             .insert((nhi.to_owned(), grant.to_owned()), approval.to_owned());
     }
 
-    /// The name of an NHI held in memory.
-    pub fn nhi_name(&self, id: &str) -> Option<String> {
-        self.nhis.get(id).map(|n| n.name.clone())
+    /// Whether the NHI held in memory under `id` is named `name`.
+    pub fn nhi_is_named(&self, id: &str, name: &str) -> bool {
+        self.nhis.get(id).is_some_and(|n| n.name == name)
+    }
+
+    /// A view of this state that remembers whether a decision asked for something it does not
+    /// hold: the signal to read the store and decide again.
+    pub fn noting_misses(&self) -> NotingMisses<'_> {
+        NotingMisses {
+            live: self,
+            missed: std::cell::Cell::new(false),
+        }
     }
 
     /// Forgets what can no longer change a decision: expired credentials and tokens, and tasks
@@ -275,6 +258,43 @@ impl LiveView for LiveState {
 
     fn is_revoked(&self, credential_id: &str) -> bool {
         self.revoked.contains(credential_id)
+    }
+}
+
+/// See [`LiveState::noting_misses`].
+pub struct NotingMisses<'a> {
+    live: &'a LiveState,
+    missed: std::cell::Cell<bool>,
+}
+
+impl NotingMisses<'_> {
+    pub fn missed(&self) -> bool {
+        self.missed.get()
+    }
+
+    fn note<T>(&self, found: Option<T>) -> Option<T> {
+        if found.is_none() {
+            self.missed.set(true);
+        }
+        found
+    }
+}
+
+impl LiveView for NotingMisses<'_> {
+    fn credential(&self, id: &str) -> Option<Arc<LiveCredential>> {
+        self.note(self.live.credential(id))
+    }
+
+    fn nhi(&self, id: &str) -> Option<Arc<LiveNhi>> {
+        self.note(self.live.nhi(id))
+    }
+
+    fn task(&self, id: &str) -> Option<Arc<LiveTask>> {
+        self.note(self.live.task(id))
+    }
+
+    fn is_revoked(&self, credential_id: &str) -> bool {
+        self.live.is_revoked(credential_id)
     }
 }
 

@@ -26,7 +26,7 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 /// RFC 8693 §3: our access tokens are JWTs, so this type names them too.
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// Clock skew tolerated on every time claim.
-pub(crate) const LEEWAY_SECONDS: u32 = 30;
+const LEEWAY_SECONDS: u32 = 30;
 /// A client assertion may live at most this long; its `jti` is remembered that long.
 const MAX_ASSERTION_LIFETIME_SECONDS: u32 = 300;
 
@@ -468,20 +468,30 @@ pub struct LiveToken {
 
 /// Checks a presented access token against the keys and against live state: its record and
 /// every delegation ancestor unrevoked and unexpired, and every NHI along the chain active.
-pub async fn check_access_token(state: &AppState, token: &str) -> Result<LiveToken, TokenRefusal> {
-    let now = state.now();
+/// The signature and claims of one of our access tokens (`typ`, issuer, audience, time),
+/// reloading the signing keys once if the `kid` is unknown.
+pub async fn verify_access_token_jwt(
+    state: &AppState,
+    token: &str,
+    now: Timestamp,
+) -> Result<jose::VerifiedJwt, JwtError> {
     let expected = Expectations::access_token(&state.issuer, &state.issuer, LEEWAY_SECONDS);
-    let verified = match jose::verify_jwt(token, &state.keyring.published(now), &expected, now) {
+    match jose::verify_jwt(token, &state.keyring.published(now), &expected, now) {
         Err(JwtError::UnknownKey) if state.keyring.may_refresh(now) => {
             // Another node may have rotated the signing key since this one loaded them.
             let _ = state
                 .keyring
                 .refresh(state.store.as_ref(), &state.keys, now)
                 .await;
-            jose::verify_jwt(token, &state.keyring.published(now), &expected, now)?
+            jose::verify_jwt(token, &state.keyring.published(now), &expected, now)
         }
-        other => other?,
-    };
+        other => other,
+    }
+}
+
+pub async fn check_access_token(state: &AppState, token: &str) -> Result<LiveToken, TokenRefusal> {
+    let now = state.now();
+    let verified = verify_access_token_jwt(state, token, now).await?;
     let jti = verified
         .claims
         .get("jti")

@@ -1547,16 +1547,14 @@ macro_rules! sql_store {
                 }
                 // The asked ids as a table joined to the primary key: point lookups, however
                 // many ids, instead of an OR of up to 40 conditions for the planner to weigh.
-                let mut q = QueryBuilder::<$db>::new("WITH asked(level, idx) AS (VALUES ");
-                let mut first = true;
-                for (level, index) in ids {
-                    if !first {
-                        q.push(", ");
-                    }
-                    first = false;
-                    q.push("(").push_bind(i64::from(*level));
-                    q.push(", ").push_bind(to_i64(*index)?).push(")");
-                }
+                let ids = ids
+                    .iter()
+                    .map(|(level, index)| Ok((i64::from(*level), to_i64(*index)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut q = QueryBuilder::<$db>::new("WITH asked(level, idx) AS (");
+                q.push_values(&ids, |mut row, (level, index)| {
+                    row.push_bind(*level).push_bind(*index);
+                });
                 q.push(
                     ") SELECT n.level, n.idx, n.hash FROM asked a \
                      JOIN audit_nodes n ON n.level = a.level AND n.idx = a.idx",
@@ -1568,9 +1566,7 @@ macro_rules! sql_store {
                     let index: i64 = row.try_get("idx")?;
                     found.insert((level, index), row.try_get::<Vec<u8>, _>("hash")?);
                 }
-                ids.iter()
-                    .map(|(level, index)| Ok(found.get(&(i64::from(*level), to_i64(*index)?)).cloned()))
-                    .collect()
+                Ok(ids.iter().map(|key| found.get(key).cloned()).collect())
             }
 
             async fn audit_event(&self, leaf_index: u64) -> Result<Option<StoredEvent>> {
@@ -1718,17 +1714,11 @@ macro_rules! sql_store {
                 let mut tx = slot.begin().await?;
                 for (table, key) in [("credentials", 0), ("nhis", 1)] {
                     for chunk in uses.chunks(500) {
-                        let mut q = QueryBuilder::<$db>::new("WITH used(id, at) AS (VALUES ");
-                        let mut first = true;
-                        for used in chunk {
-                            if !first {
-                                q.push(", ");
-                            }
-                            first = false;
+                        let mut q = QueryBuilder::<$db>::new("WITH used(id, at) AS (");
+                        q.push_values(chunk, |mut row, used| {
                             let id = if key == 0 { &used.credential_id } else { &used.nhi_id };
-                            q.push("(").push_bind(id.clone());
-                            q.push(", ").push_bind(used.at.unix_millis()).push(")");
-                        }
+                            row.push_bind(id.clone()).push_bind(used.at.unix_millis());
+                        });
                         // Never moves back: a late batch from another node keeps the newer time.
                         q.push(format!(
                             ") UPDATE {table} SET last_used_at = used.at FROM used \

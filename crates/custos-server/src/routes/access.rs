@@ -187,7 +187,7 @@ pub async fn evaluation(
 ) -> ApiResult<Json<Value>> {
     let question = question(&request.subject, &request.action, &request.resource)
         .map_err(|Malformed(m)| ApiError::bad_request("invalid_request", m))?;
-    let answer = access::check(&state, Some(&pep), &question).await?;
+    let answer = access::check(&state, &pep, &question).await?;
     Ok(Json(answer_json(&answer)))
 }
 
@@ -218,7 +218,7 @@ pub async fn evaluations(
             };
             let question = question(subject, action, resource)
                 .map_err(|Malformed(m)| ApiError::bad_request("invalid_request", m))?;
-            let answer = access::check(&state, Some(&pep), &question).await?;
+            let answer = access::check(&state, &pep, &question).await?;
             return Ok(Json(answer_json(&answer)));
         }
     };
@@ -242,7 +242,7 @@ pub async fn evaluations(
             (Some(subject), Some(action), Some(resource)) => {
                 match question(subject, action, resource) {
                     Ok(question) => {
-                        let answer = access::check(&state, Some(&pep), &question).await?;
+                        let answer = access::check(&state, &pep, &question).await?;
                         results.push(answer_json(&answer));
                         answer.allowed()
                     }
