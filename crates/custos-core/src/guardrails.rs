@@ -65,7 +65,8 @@ use std::sync::{Arc, LazyLock, OnceLock};
 
 use cedar_policy::{
     ActionConstraint, Effect, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
-    PrincipalConstraint, ResourceConstraint, Schema, SlotId, Template, ValidationMode, Validator,
+    PrincipalConstraint, ResourceConstraint, Schema, SlotId, Template, ValidationMode,
+    ValidationWarning, Validator,
 };
 use cedar_policy_core::ast;
 use cedar_policy_core::entities::{Entities, NoEntitiesSchema, TCComputation};
@@ -304,6 +305,15 @@ pub fn schema_text(catalogue: &Catalogue) -> String {
     for operation in &operations {
         let _ = writeln!(out, "  action \"*:{operation}\";");
     }
+    // Actions outside the catalogue are checked too, so every policy is typed against one
+    // action that stands for them: without it an empty catalogue would leave the validator no
+    // request to type a condition in, and it would pass a condition that reads a missing
+    // attribute, which then fails, and so forbids, on every action. No real action is named
+    // `*:*`: `evaluate` refuses a `*` service or operation.
+    out.push_str(
+        "\n  // Every action outside the catalogue.\n  action \"*:*\" appliesTo {\n    \
+         principal: [Nhi],\n    resource: [Resource],\n    context: RequestContext\n  };\n",
+    );
     for service in &catalogue.services {
         let _ = writeln!(out, "\n  // {}", service.name);
         for operation in &service.operations {
@@ -383,9 +393,9 @@ pub enum GuardrailOutcome {
 pub struct TemplateLink {
     pub template_id: String,
     pub link_id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<PrincipalSlot>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<ResourceSlot>,
 }
 
@@ -1106,6 +1116,22 @@ impl Guardrails {
                 }
             });
             return Err(GuardrailError::Validation(messages.collect()));
+        }
+        // A policy that Cedar finds can never apply is a mistake, and a dangerous one: its
+        // condition is typed for no action, so it may fail (and so forbid) on every action.
+        let never_apply: Vec<String> = result
+            .validation_warnings()
+            .filter(|w| {
+                matches!(
+                    w,
+                    ValidationWarning::ImpossiblePolicy(_)
+                        | ValidationWarning::InvalidActionApplication(_)
+                )
+            })
+            .map(ToString::to_string)
+            .collect();
+        if !never_apply.is_empty() {
+            return Err(GuardrailError::Validation(never_apply));
         }
         Ok(Self::index(&set, catalogue))
     }

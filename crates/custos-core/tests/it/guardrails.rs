@@ -492,9 +492,9 @@ fn templates_link_to_nhis_teams_resources_and_services() {
         assert!(err.to_string().contains(r#"template link "l""#), "{err}");
     }
     // The API only names NHIs and teams as principals, resources and services as resources.
-    // A team where the template compares with `==` passes Cedar's validator but can never
-    // match, since principals are NHIs.
-    let g = Guardrails::compile_with_links(
+    // A team where the template compares with `==` can never match, since principals are
+    // NHIs; Cedar's validator finds no action such a link applies to, and it is refused.
+    let err = Guardrails::compile_with_links(
         text,
         &[link(
             "quarantine",
@@ -504,11 +504,9 @@ fn templates_link_to_nhis_teams_resources_and_services() {
         )],
         &catalogue(),
     )
-    .unwrap();
-    assert_eq!(
-        check(&g, &n1, &act("crm", "read", "x")),
-        GuardrailOutcome::Allow
-    );
+    .unwrap_err();
+    assert_eq!(err.code(), "policy_invalid", "{err}");
+    assert!(err.to_string().contains("for policy `l`"), "{err}");
 }
 
 #[test]
@@ -591,7 +589,8 @@ fn the_schema_is_readable_cedar_with_both_action_groups() {
             "{group} in {groups:?}"
         );
     }
-    assert_eq!(schema.actions().count(), 8 + 3 + 6);
+    // Eight operations, three service groups, six operation groups and `*:*`.
+    assert_eq!(schema.actions().count(), 8 + 3 + 6 + 1);
     let (_empty, _) = Schema::from_cedarschema_str(&schema_text(&Catalogue::default())).unwrap();
 }
 
@@ -658,7 +657,10 @@ fn actions_named_outright_keep_their_groups() {
         when { Custos::Action::"crm:write" in Custos::Action::"*:write" && context.delegated };
         @id("group") forbid(principal, action, resource)
         when { Custos::Action::"crm:*" in Custos::Action::"*:write" };"#;
-    let g = compile(text);
+    // The second can never hold, so Cedar's validator finds it impossible and it is refused;
+    // the oracle, which is Cedar's authorizer, takes it, and both must agree on the rest.
+    assert_eq!(compile_err(text).code(), "policy_invalid");
+    let g = compile(&text[..text.find("@id(\"group\")").unwrap()]);
     let oracle = Oracle::new(text, &[]);
     let nhi = Nhi::new("n1", "t1", "dev");
     for (action, expected) in [
@@ -1064,6 +1066,24 @@ mod oracle {
     }
 
     /// Policy text and links: statics and templates in random order, ids filled in.
+    /// Whether a policy (or a template, with or without one link) can ever apply. Guardrails
+    /// refuse the policies Cedar's validator finds never apply, so the generator leaves them out;
+    /// any other refusal is a fault of the generator.
+    fn can_apply(text: &str, links: &[TemplateLink]) -> bool {
+        match Guardrails::compile_with_links(text, links, &catalogue()) {
+            Ok(_) => true,
+            Err(GuardrailError::Validation(messages))
+                if messages.iter().all(|m| {
+                    m.contains("policy is impossible")
+                        || m.contains("unable to find an applicable action")
+                }) =>
+            {
+                false
+            }
+            Err(e) => panic!("the generator made an invalid policy: {e}\n{text}\n{links:?}"),
+        }
+    }
+
     pub fn policy_set() -> impl Strategy<Value = (String, Vec<TemplateLink>)> {
         (
             proptest::collection::vec(static_policy(), 0..12),
@@ -1075,19 +1095,27 @@ mod oracle {
                     .into_iter()
                     .enumerate()
                     .map(|(i, text)| text.replace("\"ID\"", &format!("\"p{i}\"")))
+                    .filter(|text| can_apply(text, &[]))
                     .collect();
                 let mut links = Vec::new();
                 for (k, (text, targets)) in templates.into_iter().enumerate() {
+                    let text = text.replace("\"ID\"", &format!("\"tpl{k}\""));
+                    if !can_apply(&text, &[]) {
+                        continue;
+                    }
                     let position = (seed as usize >> (k * 4)) % (texts.len() + 1);
-                    texts.insert(position, text.replace("\"ID\"", &format!("\"tpl{k}\"")));
                     for (j, (principal, resource)) in targets.into_iter().enumerate() {
-                        links.push(TemplateLink {
+                        let link = TemplateLink {
                             template_id: format!("tpl{k}"),
                             link_id: format!("tpl{k}-link{j}"),
                             principal,
                             resource,
-                        });
+                        };
+                        if can_apply(&text, std::slice::from_ref(&link)) {
+                            links.push(link);
+                        }
                     }
+                    texts.insert(position, text);
                 }
                 (texts.join("\n"), links)
             })
@@ -1443,4 +1471,55 @@ fn guardrail_timing_bench_mix() {
     )
     .unwrap();
     time(&g, "one global policy, false");
+}
+
+#[test]
+fn without_a_catalogue_a_condition_is_still_typed() {
+    // With no catalogued action Cedar's validator once had no request to type a condition in,
+    // and it passed one that reads a missing attribute; that policy then failed, and so forbade,
+    // every action, Custos's own `custos:evaluate` included.
+    let empty = Catalogue::default();
+    let err = Guardrails::compile(
+        r#"forbid(principal, action, resource) when { principal.team == "t1" };"#,
+        &empty,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "policy_invalid");
+    assert!(err.to_string().contains("team"), "{err}");
+
+    // A condition on what exists compiles, and applies to actions outside the catalogue.
+    let g = Guardrails::compile(
+        r#"forbid(principal, action, resource) when { principal.environment == "prod" };"#,
+        &empty,
+    )
+    .unwrap();
+    let action = act("github", "read", "repos/x");
+    assert_eq!(
+        check(&g, &Nhi::new("n1", "t1", "prod"), &action),
+        forbid(&["policy0"])
+    );
+    assert_eq!(
+        check(&g, &Nhi::new("n2", "t1", "dev"), &action),
+        GuardrailOutcome::Allow
+    );
+}
+
+#[test]
+fn a_policy_that_can_never_apply_is_refused() {
+    for text in [
+        "forbid(principal, action, resource) when { false };",
+        // An action group compared with `==`: no request's action is ever a group.
+        r#"forbid(principal, action == Custos::Action::"crm:*", resource);"#,
+    ] {
+        let err = compile_err(text);
+        assert_eq!(err.code(), "policy_invalid", "{text}");
+        assert!(
+            err.to_string().contains("for policy `policy0`"),
+            "{text}: {err}"
+        );
+    }
+    for text in ["", "forbid(principal, action, resource) when { false };"] {
+        let empty = Guardrails::compile(text, &Catalogue::default());
+        assert_eq!(empty.is_ok(), text.is_empty(), "{text}");
+    }
 }
