@@ -2,7 +2,7 @@
 //! code, instead of axum's plain-text rejections.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::{StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -17,22 +17,29 @@ pub const MAX_ID_LEN: usize = 128;
 /// [`MAX_BODY_BYTES`], and deserialised strictly: unknown fields are refused by the types.
 pub struct JsonBody<T>(pub T);
 
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
+/// The media type a header names (`Content-Type`, or the first of `Accept`), lowercased and
+/// without its parameters; "" if the header is missing or not text.
+pub fn media_type(headers: &HeaderMap, name: HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split([';', ','])
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Whether a media type (as [`media_type`] gives it) is JSON: `application/json` or any
+/// `application/…+json`.
+pub fn is_json(essence: &str) -> bool {
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-fn content_type(req: &Request) -> &str {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+fn is_json_request(req: &Request) -> bool {
+    is_json(&media_type(req.headers(), header::CONTENT_TYPE))
 }
 
 fn unsupported_media_type() -> ApiError {
@@ -59,7 +66,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(content_type(&req)) {
+        if !is_json_request(&req) {
             return Err(unsupported_media_type());
         }
         let bytes = read_body(req).await?;
@@ -75,7 +82,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let json = is_json(content_type(&req));
+        let json = is_json_request(&req);
         let bytes = read_body(req).await?;
         if bytes.is_empty() {
             return Ok(OptionalJsonBody(T::default()));

@@ -2,7 +2,7 @@
 //! as numbered versions. A version is compiled before it is kept, so the one in force always
 //! compiles; keeping it swaps it into the live state at once.
 
-use custos_core::guardrails::{Catalogue, GuardrailError, Guardrails, schema_text};
+use custos_core::guardrails::{Catalogue, GuardrailError, Guardrails, TemplateLink, schema_text};
 use custos_core::{EventKind, Role};
 use custos_store::{PolicyVersion, Store};
 use serde::{Deserialize, Serialize};
@@ -21,14 +21,18 @@ pub struct PoliciesView {
     pub policies: String,
     #[schema(value_type = Object)]
     pub catalogue: Catalogue,
-    /// The name of every policy, by `@id` or position.
+    /// The links of the policy templates: each applies its template as a policy of its own.
+    #[schema(value_type = Vec<Object>)]
+    pub links: Vec<TemplateLink>,
+    /// The name of every policy and template link, by `@id` or position.
     pub policy_ids: Vec<String>,
     #[schema(schema_with = crate::api::nullable_timestamp_schema)]
     pub created_at: Option<custos_core::Timestamp>,
     pub created_by: Option<String>,
 }
 
-/// A new version: Cedar text and, optionally, a new catalogue (the current one otherwise).
+/// A new version: Cedar text and, optionally, a new catalogue and new template links (the
+/// current ones otherwise).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutPolicies {
@@ -36,6 +40,11 @@ pub struct PutPolicies {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub catalogue: Option<Catalogue>,
+    /// Each binds a template's `?principal` (`{"nhi": id}` or `{"team": id}`) and `?resource`
+    /// (`{"resource": {"service", "id"}}` or `{"service": name}`) under a `link_id` of its own.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub links: Option<Vec<TemplateLink>>,
 }
 
 fn invalid(error: GuardrailError) -> ApiError {
@@ -47,13 +56,25 @@ fn catalogue_of(version: &PolicyVersion) -> Result<Catalogue, GuardrailError> {
         .map_err(|e| GuardrailError::Catalogue(format!("the stored catalogue: {e}")))
 }
 
+fn links_of(version: &PolicyVersion) -> Result<Vec<TemplateLink>, GuardrailError> {
+    serde_json::from_str(&version.links).map_err(|e| GuardrailError::Link {
+        link: String::new(),
+        reason: format!("the stored links do not read: {e}"),
+    })
+}
+
 /// The guardrails a store holds, compiled; none if no version was ever kept.
 pub async fn load(store: &dyn Store) -> anyhow::Result<Guardrails> {
     let Some(version) = store.latest_policies().await? else {
         return Ok(Guardrails::empty());
     };
     let catalogue = catalogue_of(&version)?;
-    Ok(Guardrails::compile(&version.policies, &catalogue)?)
+    let links = links_of(&version)?;
+    Ok(Guardrails::compile_with_links(
+        &version.policies,
+        &links,
+        &catalogue,
+    )?)
 }
 
 pub async fn get(state: &AppState, who: &Principal) -> ApiResult<PoliciesView> {
@@ -63,12 +84,14 @@ pub async fn get(state: &AppState, who: &Principal) -> ApiResult<PoliciesView> {
             version: 0,
             policies: String::new(),
             catalogue: Catalogue::default(),
+            links: Vec::new(),
             policy_ids: Vec::new(),
             created_at: None,
             created_by: None,
         },
         Some(version) => PoliciesView {
             catalogue: catalogue_of(&version).map_err(invalid)?,
+            links: links_of(&version).map_err(invalid)?,
             policy_ids: state.live.guardrails().policy_ids(),
             version: version.version,
             policies: version.policies,
@@ -113,11 +136,18 @@ pub async fn put(
         (None, Some(version)) => catalogue_of(version).map_err(invalid)?,
         (None, None) => Catalogue::default(),
     };
-    let guardrails = Guardrails::compile(&input.policies, &catalogue).map_err(invalid)?;
+    let links = match (input.links, &current) {
+        (Some(links), _) => links,
+        (None, Some(version)) => links_of(version).map_err(invalid)?,
+        (None, None) => Vec::new(),
+    };
+    let guardrails =
+        Guardrails::compile_with_links(&input.policies, &links, &catalogue).map_err(invalid)?;
     let version = PolicyVersion {
         version: current_version + 1,
         policies: input.policies,
         catalogue: serde_json::to_string(&catalogue).unwrap_or_default(),
+        links: serde_json::to_string(&links).unwrap_or_default(),
         created_at: state.now(),
         created_by: who.actor().to_string(),
     };
@@ -129,6 +159,7 @@ pub async fn put(
         )
         .with("version", version.version.to_string())
         .with("policies", guardrails.policy_count().to_string())
+        .with("links", links.len().to_string())
         .with("services", catalogue.services.len().to_string());
     state.store.put_policies(&version, &event).await?;
     let policy_ids = guardrails.policy_ids();
@@ -137,6 +168,7 @@ pub async fn put(
         version: version.version,
         policies: version.policies,
         catalogue,
+        links,
         policy_ids,
         created_at: Some(version.created_at),
         created_by: Some(version.created_by),

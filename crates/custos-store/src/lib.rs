@@ -76,6 +76,8 @@ pub struct PolicyVersion {
     pub policies: String,
     /// The resource catalogue, as JSON.
     pub catalogue: String,
+    /// The template links, as a JSON array.
+    pub links: String,
     pub created_at: Timestamp,
     /// The actor who kept it (`operator:<id>`).
     pub created_by: String,

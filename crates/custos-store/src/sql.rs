@@ -1671,12 +1671,13 @@ macro_rules! sql_store {
                     return Err(StoreError::VersionMismatch { current });
                 }
                 sqlx::query(
-                    "INSERT INTO policy_versions (version, policies, catalogue, created_at, created_by) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO policy_versions (version, policies, catalogue, links, created_at, created_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(policies.version)
                 .bind(&policies.policies)
                 .bind(&policies.catalogue)
+                .bind(&policies.links)
                 .bind(policies.created_at.unix_millis())
                 .bind(&policies.created_by)
                 .execute(&mut *tx)
@@ -1689,7 +1690,7 @@ macro_rules! sql_store {
 
             async fn latest_policies(&self) -> Result<Option<PolicyVersion>> {
                 let row = sqlx::query(
-                    "SELECT version, policies, catalogue, created_at, created_by FROM policy_versions \
+                    "SELECT version, policies, catalogue, links, created_at, created_by FROM policy_versions \
                      ORDER BY version DESC LIMIT 1",
                 )
                 .fetch_optional(self.reader())
@@ -1699,6 +1700,7 @@ macro_rules! sql_store {
                         version: row.try_get("version")?,
                         policies: row.try_get("policies")?,
                         catalogue: row.try_get("catalogue")?,
+                        links: row.try_get("links")?,
                         created_at: ts(row.try_get("created_at")?)?,
                         created_by: row.try_get("created_by")?,
                     })

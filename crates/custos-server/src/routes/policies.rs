@@ -9,21 +9,9 @@ use axum::response::{IntoResponse, Response};
 use super::inventory::{etag, if_match};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{MAX_BODY_BYTES, parse_json};
+use crate::extract::{MAX_BODY_BYTES, is_json, media_type, parse_json};
 use crate::policies::{self, PoliciesView, PutPolicies};
 use crate::service::AppState;
-
-fn media_type(headers: &HeaderMap, name: header::HeaderName) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
 
 fn respond(view: PoliciesView, as_text: bool) -> Response {
     let tag = etag(view.version);
@@ -63,8 +51,9 @@ pub async fn get_policies(
     ))
 }
 
-/// Keeps a new version of the guardrail policies (admin): JSON `{"policies", "catalogue"?}`,
-/// or the Cedar text alone as `text/plain`. Validated against the schema first: a policy that
+/// Keeps a new version of the guardrail policies (admin): JSON `{"policies", "catalogue"?,
+/// "links"?}`, or the Cedar text alone as `text/plain`; what is left out (the catalogue, the
+/// template links) stays as it is. Validated against the schema first: a policy that
 /// does not parse, names what the catalogue does not have, or permits is refused with 422 and
 /// nothing is kept. With `If-Match`, a stale write gets 412.
 #[utoipa::path(put, path = "/v1/policies", tag = "policies",
@@ -95,8 +84,9 @@ pub async fn put_policies(
         PutPolicies {
             policies: text,
             catalogue: None,
+            links: None,
         }
-    } else if content_type == "application/json" {
+    } else if is_json(&content_type) {
         parse_json(&body)?
     } else {
         return Err(ApiError::new(

@@ -11,6 +11,7 @@ use crate::support::{ADMIN_TOKEN, Backend, TestServer, client};
 both_backends!(
     policies_are_validated_versioned_and_audited,
     guardrails_forbid_or_hold_back_for_approval,
+    templates_apply_through_links_kept_with_each_version,
 );
 
 fn catalogue() -> Value {
@@ -295,5 +296,135 @@ async fn guardrails_forbid_or_hold_back_for_approval(backend: Backend) {
         evaluate(ask(&key, "export", "customers/all")).await["decision"],
         false
     );
+    server.stop().await;
+}
+
+async fn templates_apply_through_links_kept_with_each_version(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, pep) = client(&server, "gateway", &["custos:evaluate"]).await;
+    let (suspect, suspect_key) = client(&server, "suspect-agent", &["crm:*"]).await;
+    let (_, other_key) = client(&server, "other-agent", &["crm:*"]).await;
+    let reason = async |token: &str| {
+        let body = json!({
+            "subject": {"type": "agent", "id": "", "properties": {"token": token}},
+            "action": {"name": "read"},
+            "resource": {"type": "crm", "id": "customers/1"},
+        });
+        let (status, answer) = server
+            .call(
+                Method::POST,
+                "/access/v1/evaluation",
+                Some(&pep),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        (
+            answer["context"]["reason"].as_str().unwrap().to_owned(),
+            answer["context"]["policies"].clone(),
+        )
+    };
+
+    // Before any catalogue exists a condition is still typed: one that reads an attribute NHIs
+    // lack is refused, rather than kept to fail, and so forbid, on every action.
+    let (status, problem) = put(
+        &server,
+        ADMIN_TOKEN,
+        json!({"policies": "forbid(principal, action, resource) when { principal.team == \"t1\" };"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("policy_invalid")),
+        "{problem}"
+    );
+    assert_eq!(reason(&suspect_key).await.0, "allowed");
+
+    // A template applies through its links alone.
+    let template = r#"@id("quarantine") forbid(principal == ?principal, action, resource);"#;
+    let (status, kept) = put(
+        &server,
+        ADMIN_TOKEN,
+        json!({"policies": template, "catalogue": catalogue()}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(
+        (kept["policy_ids"].clone(), kept["links"].clone()),
+        (json!([]), json!([]))
+    );
+    assert_eq!(reason(&suspect_key).await.0, "allowed");
+
+    let links = json!([{"template_id": "quarantine", "link_id": "quarantine-suspect",
+                        "principal": {"nhi": suspect}}]);
+    let (status, kept) = put(
+        &server,
+        ADMIN_TOKEN,
+        json!({"policies": template, "links": links}),
+        Some("\"1\""),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept["policy_ids"], json!(["quarantine-suspect"]));
+    assert_eq!(kept["links"], links);
+    assert_eq!(
+        reason(&suspect_key).await,
+        ("policy_forbid".to_owned(), json!(["quarantine-suspect"]))
+    );
+    assert_eq!(reason(&other_key).await.0, "allowed");
+
+    // The Cedar text alone keeps the links; text that drops their template is refused whole.
+    let text_put = async |body: &str| {
+        server
+            .http
+            .put(format!("{}/v1/policies", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    };
+    let response = text_put(&format!("{template}\n// reviewed")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let kept: Value = response.json().await.unwrap();
+    assert_eq!(
+        (kept["version"].clone(), kept["links"].clone()),
+        (json!(3), links.clone())
+    );
+    let response = text_put("").await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "policy_link_invalid", "{problem}");
+
+    // A link that fills a slot its template does not have is refused.
+    let (status, problem) = put(
+        &server,
+        ADMIN_TOKEN,
+        json!({"policies": template, "links": [{"template_id": "quarantine", "link_id": "q2",
+               "principal": {"nhi": suspect}, "resource": {"service": "crm"}}]}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("policy_link_invalid")
+        ),
+        "{problem}"
+    );
+
+    // The version in force, read back, still has its links.
+    let (_, current) = server
+        .call(Method::GET, "/v1/policies", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(
+        (current["version"].clone(), current["links"].clone()),
+        (json!(3), links)
+    );
+    assert_eq!(reason(&suspect_key).await.0, "policy_forbid");
     server.stop().await;
 }

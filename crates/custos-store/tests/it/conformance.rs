@@ -1520,6 +1520,7 @@ async fn policy_versions_follow_one_another(store: &dyn Store) {
         version: n,
         policies: text.to_owned(),
         catalogue: r#"{"services":[]}"#.to_owned(),
+        links: format!(r#"[{{"template_id":"t","link_id":"l{n}"}}]"#),
         created_at: now(),
         created_by: "operator:1".to_owned(),
     };
