@@ -139,20 +139,10 @@ async fn run() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let config = custos_server::config::Config {
         listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        database_url: None,
-        log_format: custos_server::config::LogFormat::Text,
         log_level: "error".into(),
         admin_token: Some(ADMIN.into()),
-        master_key: None,
-        static_key_max_age_seconds: 90 * 24 * 3600,
         static_key_rotation_grace_seconds: 3600,
-        public_url: None,
-        signing_alg: custos_core::jose::SigningAlg::Es256,
-        issuance: custos_core::issuance::IssuanceLimits::default(),
-        audit_origin: None,
-        audit_witness_dir: None,
-        audit_checkpoint_interval_seconds: 60,
+        ..custos_server::config::Config::defaults(dir.path().to_path_buf())
     };
     let server = custos_server::serve::start(config).await?;
     let state = server.state.clone();

@@ -489,75 +489,35 @@ async fn request_approval(
     if let Some(approval) = state.live.approval_for(nhi_id, &grant_text) {
         return Ok(Some(approval));
     }
-    let now = state.now();
     let scope = custos_core::Scope::new([grant])
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-    let ttl_seconds = state.limits.issuance.default_ttl_seconds;
-    let requested_by = format!("nhi:{nhi_id}");
-    let purpose = format!(
-        "guardrail {} asks a human to approve {grant_text}",
-        policies.join(", ")
-    );
-    let task = custos_core::issuance::Task {
+    let requested_by = Actor::Nhi(nhi_id.to_owned());
+    let mut task = custos_core::issuance::Task {
         id: new_id(),
         nhi_id: nhi_id.to_owned(),
-        purpose: purpose.clone(),
-        scope: scope.clone(),
-        ttl_seconds,
+        purpose: format!(
+            "guardrail {} asks a human to approve {grant_text}",
+            policies.join(", ")
+        ),
+        scope,
+        ttl_seconds: state.limits.issuance.default_ttl_seconds,
         state: custos_core::issuance::TaskState::PendingApproval,
-        requested_by: requested_by.clone(),
-        created_at: now,
+        requested_by: requested_by.to_string(),
+        created_at: state.now(),
         approval_id: None,
         activated_at: None,
         expires_at: None,
         ended_at: None,
         credential_id: None,
     };
-    let approval = custos_core::issuance::Approval {
-        id: new_id(),
-        nhi_id: nhi_id.to_owned(),
-        task_id: task.id.clone(),
-        requested_by,
-        purpose,
-        requested_scope: scope,
-        excess: vec![grant_text.clone()],
-        requested_ttl_seconds: ttl_seconds,
-        state: custos_core::issuance::ApprovalState::Pending,
-        created_at: now,
-        decided_at: None,
-        decided_by: None,
-        reason: None,
-        granted_scope: None,
-        granted_ttl_seconds: None,
-    };
-    let task = custos_core::issuance::Task {
-        approval_id: Some(approval.id.clone()),
-        ..task
-    };
-    let actor = Actor::Nhi(nhi_id.to_owned());
-    let requested = state
-        .event(
-            EventKind::TaskRequested,
-            actor.clone(),
-            format!("task:{}", task.id),
-        )
-        .with("nhi", nhi_id)
-        .with("scope", grant_text.clone())
-        .with("purpose", &task.purpose);
-    let asked = state
-        .event(
-            EventKind::ApprovalRequested,
-            actor,
-            format!("approval:{}", approval.id),
-        )
-        .with("nhi", nhi_id)
-        .with("task", &task.id)
-        .with("excess", grant_text.clone())
-        .with("policies", policies.join(","));
-    state
-        .store
-        .create_task(&task, Some(&approval), None, &[requested, asked])
-        .await?;
+    let approval = crate::tasks::file_for_approval(
+        state,
+        &mut task,
+        vec![grant_text.clone()],
+        &requested_by,
+        policies,
+    )
+    .await?;
     state
         .live
         .remember_approval(nhi_id, &grant_text, &approval.id);

@@ -124,6 +124,28 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// What `custos serve` runs with when nothing is configured, on the embedded store in
+    /// `data_dir`: the defaults `resolve` falls back to.
+    pub fn defaults(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir,
+            database_url: None,
+            log_format: LogFormat::default(),
+            log_level: "info".to_owned(),
+            admin_token: None,
+            master_key: None,
+            static_key_max_age_seconds: 90 * 24 * 3600,
+            static_key_rotation_grace_seconds: 24 * 3600,
+            public_url: None,
+            signing_alg: SigningAlg::Es256,
+            issuance: IssuanceLimits::default(),
+            audit_origin: None,
+            audit_witness_dir: None,
+            audit_checkpoint_interval_seconds: 60,
+        }
+    }
+
     /// Resolves flags/env (already merged by clap) over the file over the defaults. Secrets
     /// come from the environment only, never from flags (which `ps` shows) or the file.
     pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
@@ -131,25 +153,29 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let key_age = file.static_key_max_age_seconds.unwrap_or(90 * 24 * 3600);
+        let defaults = Self::defaults(PathBuf::from("custos-data"));
+        let key_age = file
+            .static_key_max_age_seconds
+            .unwrap_or(defaults.static_key_max_age_seconds);
         if !(60..=31_536_000).contains(&key_age) {
             return Err(ConfigError::KeyAge);
         }
-        let grace = file.static_key_rotation_grace_seconds.unwrap_or(24 * 3600);
+        let grace = file
+            .static_key_rotation_grace_seconds
+            .unwrap_or(defaults.static_key_rotation_grace_seconds);
         if !(0..=30 * 24 * 3600).contains(&grace) {
             return Err(ConfigError::RotationGrace);
         }
-        let defaults = IssuanceLimits::default();
         let issuance = IssuanceLimits {
             default_ttl_seconds: file
                 .task_ttl_default_seconds
-                .unwrap_or(defaults.default_ttl_seconds),
+                .unwrap_or(defaults.issuance.default_ttl_seconds),
             max_ttl_seconds: file
                 .task_ttl_max_seconds
-                .unwrap_or(defaults.max_ttl_seconds),
+                .unwrap_or(defaults.issuance.max_ttl_seconds),
             max_delegation_depth: file
                 .max_delegation_depth
-                .unwrap_or(defaults.max_delegation_depth),
+                .unwrap_or(defaults.issuance.max_delegation_depth),
         };
         if !(1 <= issuance.default_ttl_seconds
             && issuance.default_ttl_seconds <= issuance.max_ttl_seconds
@@ -161,10 +187,7 @@ impl Config {
             return Err(ConfigError::DelegationDepth);
         }
         let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let listen = args
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listen = args.listen.or(file.listen).unwrap_or(defaults.listen);
         let public_url = match args.public_url.clone().or(file.public_url) {
             None => None,
             Some(url) => {
@@ -183,7 +206,9 @@ impl Config {
         }) {
             return Err(ConfigError::AuditOrigin);
         }
-        let checkpoint_interval = file.audit_checkpoint_interval_seconds.unwrap_or(60);
+        let checkpoint_interval = file
+            .audit_checkpoint_interval_seconds
+            .unwrap_or(defaults.audit_checkpoint_interval_seconds);
         if !(1..=86_400).contains(&checkpoint_interval) {
             return Err(ConfigError::CheckpointInterval);
         }
@@ -193,14 +218,14 @@ impl Config {
                 .data_dir
                 .clone()
                 .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("custos-data")),
+                .unwrap_or(defaults.data_dir),
             database_url: args.database_url.clone().or(file.database_url),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             log_level: args
                 .log_level
                 .clone()
                 .or(file.log_level)
-                .unwrap_or_else(|| "info".to_owned()),
+                .unwrap_or(defaults.log_level),
             admin_token: non_empty("CUSTOS_ADMIN_TOKEN"),
             master_key: non_empty("CUSTOS_MASTER_KEY"),
             static_key_max_age_seconds: key_age,
@@ -209,7 +234,7 @@ impl Config {
             signing_alg: args
                 .signing_alg
                 .or(file.signing_alg)
-                .unwrap_or(SigningAlg::Es256),
+                .unwrap_or(defaults.signing_alg),
             issuance,
             audit_origin,
             audit_witness_dir: file.audit_witness_dir,

@@ -118,15 +118,6 @@ pub async fn create_task(
         ended_at: None,
         credential_id: None,
     };
-    let requested = state
-        .event(
-            EventKind::TaskRequested,
-            actor.clone(),
-            format!("task:{}", task.id),
-        )
-        .with("nhi", &nhi.id)
-        .with("scope", task.scope.to_strings().join(" "))
-        .with("purpose", &task.purpose);
     match plan {
         TaskPlan::Issue { ttl_seconds } => {
             task.ttl_seconds = ttl_seconds;
@@ -150,6 +141,7 @@ pub async fn create_task(
             );
             task.credential_id = Some(credential.id.clone());
             let issued = oauth::issued_event(state, &credential);
+            let requested = requested_event(state, &actor, &task);
             state
                 .store
                 .create_task(&task, None, Some(&credential), &[requested, issued])
@@ -166,40 +158,71 @@ pub async fn create_task(
             excess,
         } => {
             task.ttl_seconds = ttl_seconds;
-            let approval = Approval {
-                id: new_id(),
-                nhi_id: nhi.id.clone(),
-                task_id: task.id.clone(),
-                requested_by: task.requested_by.clone(),
-                purpose: task.purpose.clone(),
-                requested_scope: task.scope.clone(),
-                excess: excess.iter().map(ToString::to_string).collect(),
-                requested_ttl_seconds: ttl_seconds,
-                state: ApprovalState::Pending,
-                created_at: now,
-                decided_at: None,
-                decided_by: None,
-                reason: None,
-                granted_scope: None,
-                granted_ttl_seconds: None,
-            };
-            task.approval_id = Some(approval.id.clone());
-            let asked = state
-                .event(
-                    EventKind::ApprovalRequested,
-                    actor,
-                    format!("approval:{}", approval.id),
-                )
-                .with("nhi", &nhi.id)
-                .with("task", &task.id)
-                .with("excess", approval.excess.join(" "));
-            state
-                .store
-                .create_task(&task, Some(&approval), None, &[requested, asked])
-                .await?;
+            let excess = excess.iter().map(ToString::to_string).collect();
+            file_for_approval(state, &mut task, excess, &actor, &[]).await?;
             Ok((false, task_view(task, None, now)))
         }
     }
+}
+
+fn requested_event(state: &AppState, actor: &Actor, task: &Task) -> custos_core::DomainEvent {
+    state
+        .event(
+            EventKind::TaskRequested,
+            actor.clone(),
+            format!("task:{}", task.id),
+        )
+        .with("nhi", &task.nhi_id)
+        .with("scope", task.scope.to_strings().join(" "))
+        .with("purpose", &task.purpose)
+}
+
+/// Files a task that waits for a human, with its approval request for `excess` (the grants
+/// beyond the NHI's ceiling, or the action a guardrail holds back, naming `policies`) and both
+/// events, in one write. Sets the task's `approval_id` and returns the request.
+pub(crate) async fn file_for_approval(
+    state: &AppState,
+    task: &mut Task,
+    excess: Vec<String>,
+    actor: &Actor,
+    policies: &[String],
+) -> ApiResult<Approval> {
+    let approval = Approval {
+        id: new_id(),
+        nhi_id: task.nhi_id.clone(),
+        task_id: task.id.clone(),
+        requested_by: task.requested_by.clone(),
+        purpose: task.purpose.clone(),
+        requested_scope: task.scope.clone(),
+        excess,
+        requested_ttl_seconds: task.ttl_seconds,
+        state: ApprovalState::Pending,
+        created_at: task.created_at,
+        decided_at: None,
+        decided_by: None,
+        reason: None,
+        granted_scope: None,
+        granted_ttl_seconds: None,
+    };
+    task.approval_id = Some(approval.id.clone());
+    let mut asked = state
+        .event(
+            EventKind::ApprovalRequested,
+            actor.clone(),
+            format!("approval:{}", approval.id),
+        )
+        .with("nhi", &task.nhi_id)
+        .with("task", &task.id)
+        .with("excess", approval.excess.join(" "));
+    if !policies.is_empty() {
+        asked = asked.with("policies", policies.join(","));
+    }
+    let requested = requested_event(state, actor, task);
+    state
+        .store
+        .create_task(task, Some(&approval), None, &[requested, asked])
+        .await?;
+    Ok(approval)
 }
 
 /// Who may read a task: the NHI it belongs to, and operators who may see that NHI.

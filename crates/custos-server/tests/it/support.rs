@@ -1,4 +1,4 @@
-use custos_server::config::{Config, LogFormat};
+use custos_server::config::Config;
 use custos_server::{RunningServer, start};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -61,20 +61,11 @@ pub struct TestServer {
 pub fn test_config(data_dir: &std::path::Path, database_url: Option<String>) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data_dir.to_path_buf(),
         database_url,
-        log_format: LogFormat::Text,
         log_level: "warn".into(),
         admin_token: Some(ADMIN_TOKEN.into()),
-        master_key: None,
-        static_key_max_age_seconds: 90 * 24 * 3600,
         static_key_rotation_grace_seconds: 1,
-        public_url: None,
-        signing_alg: custos_core::jose::SigningAlg::Es256,
-        issuance: custos_core::issuance::IssuanceLimits::default(),
-        audit_origin: None,
-        audit_witness_dir: None,
-        audit_checkpoint_interval_seconds: 60,
+        ..Config::defaults(data_dir.to_path_buf())
     }
 }
 
