@@ -133,6 +133,10 @@ enum Command {
     },
 }
 
+/// How long `custos check` waits for a decision. Longer than an enforcement point's default: a
+/// person or a script at a prompt would rather wait for a cold server than see an error.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A refusal from `custos check`: not an error of the tool, and told apart by its exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("refused: {0}")]
@@ -419,19 +423,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             subject,
             client,
         } => {
-            let body = json!({
-                "subject": {"type": "agent", "id": subject, "properties": {"token": credential}},
-                "action": {"name": operation},
-                "resource": {"type": service, "id": resource},
-            });
-            let (_, answer) = request(
-                &client,
-                Method::POST,
-                "/access/v1/evaluation",
-                Some(body),
-                &[],
-            )
-            .await?;
+            let token = client
+                .token
+                .as_deref()
+                .context("no token: pass --token or set CUSTOS_TOKEN")?;
+            let evaluator = custos_enforce::Client::builder(&client.url, token)
+                .timeout(CHECK_TIMEOUT)
+                .build()?;
+            let mut question = custos_enforce::Question::new(credential, service, operation)
+                .with_resource(resource);
+            if !subject.is_empty() {
+                question = question.with_subject(subject);
+            }
+            let decision = evaluator.evaluate(&question).await?;
+            // The answer as the endpoint gave it: `--output json` prints it whole.
+            let answer = json!({"decision": decision.allowed, "context": decision.context});
             print_one(
                 &client,
                 &answer,
@@ -443,11 +449,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "context.approval_id",
                 ],
             )?;
-            if answer["decision"] == Value::Bool(true) {
+            if decision.allowed {
                 Ok(())
             } else {
-                let reason = answer["context"]["reason"].as_str().unwrap_or("refused");
-                Err(Refused(reason.to_owned()).into())
+                Err(Refused(decision.reason).into())
             }
         }
     }

@@ -6,6 +6,7 @@ mod support;
 mod access;
 mod audit;
 mod decisions;
+mod enforce;
 mod inventory;
 mod negative;
 mod oauth;
