@@ -62,9 +62,11 @@ PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0
 BASE=http://127.0.0.1:$PORT
 
 # Only our flags: no preset admin token (the server must mint one), no outside store or config.
+# Notification channels the run creates may send only to this machine: generated webhook URLs
+# and SMTP hosts name anything.
 env -u CUSTOS_ADMIN_TOKEN -u CUSTOS_DATABASE_URL -u CUSTOS_CONFIG -u CUSTOS_MASTER_KEY \
     -u CUSTOS_LISTEN -u CUSTOS_DATA_DIR \
-    CUSTOS_LOG_LEVEL=warn \
+    CUSTOS_LOG_LEVEL=warn CUSTOS_NOTIFY_ALLOWED_HOSTS=127.0.0.1 \
     "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 

@@ -51,16 +51,26 @@ pub enum EventKind {
     TaskEnded,
     ApprovalRequested,
     ApprovalDecided,
+    /// A reviewer approved a request that needs a quorum; more approvals are needed.
+    ApprovalVoted,
+    /// A request passed its deadline unanswered, and so was denied.
+    ApprovalExpired,
     SigningKeyCreated,
     SigningKeyRetired,
     /// An enforcement point asked whether a credential may do something, and was answered.
     AccessDecided,
     /// A new version of the guardrail policies and the resource catalogue was kept.
     PoliciesUpdated,
+    /// A notification channel (webhook or email) was added.
+    NotificationChannelCreated,
+    /// A notification channel was disabled; its pending deliveries were given up.
+    NotificationChannelDisabled,
+    /// A notification could not be delivered and was given up after its retries.
+    NotificationFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::OperatorCreated,
@@ -77,10 +87,15 @@ impl EventKind {
         EventKind::TaskEnded,
         EventKind::ApprovalRequested,
         EventKind::ApprovalDecided,
+        EventKind::ApprovalVoted,
+        EventKind::ApprovalExpired,
         EventKind::SigningKeyCreated,
         EventKind::SigningKeyRetired,
         EventKind::AccessDecided,
         EventKind::PoliciesUpdated,
+        EventKind::NotificationChannelCreated,
+        EventKind::NotificationChannelDisabled,
+        EventKind::NotificationFailed,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -102,10 +117,15 @@ impl EventKind {
             EventKind::TaskEnded => "task.ended",
             EventKind::ApprovalRequested => "approval.requested",
             EventKind::ApprovalDecided => "approval.decided",
+            EventKind::ApprovalVoted => "approval.voted",
+            EventKind::ApprovalExpired => "approval.expired",
             EventKind::SigningKeyCreated => "signing_key.created",
             EventKind::SigningKeyRetired => "signing_key.retired",
             EventKind::AccessDecided => "access.decided",
             EventKind::PoliciesUpdated => "policies.updated",
+            EventKind::NotificationChannelCreated => "notification.channel_created",
+            EventKind::NotificationChannelDisabled => "notification.channel_disabled",
+            EventKind::NotificationFailed => "notification.failed",
         }
     }
 

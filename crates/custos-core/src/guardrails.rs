@@ -1182,6 +1182,15 @@ impl Guardrails {
         }
     }
 
+    /// The sensitivity tags of a resource in the catalogue these guardrails were compiled with
+    /// (see [`Catalogue::sensitivity`]).
+    pub fn sensitivity(&self, service: &str, resource_id: &str) -> &[String] {
+        self.services
+            .get(service)
+            .and_then(|s| Some(&s.classes[s.class(resource_id)?].sensitivity[..]))
+            .unwrap_or(&[])
+    }
+
     /// The number of evaluated policies: static policies and template links.
     pub fn policy_count(&self) -> usize {
         self.policies.len()

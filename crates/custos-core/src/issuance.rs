@@ -58,6 +58,25 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// What a human is asked to decide. One model, one inbox.
+    ApprovalKind {
+        /// A task asked for more than its NHI's scope ceiling.
+        ScopeEscalation => "scope_escalation",
+        /// A guardrail marked `@approval_required` held back one action.
+        PolicyApproval => "policy_approval",
+    }
+);
+
+string_enum!(
+    /// How much could go wrong if the request were granted wrongly.
+    RiskLevel {
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+    }
+);
+
 /// Why something cannot be issued or decided. Each has a stable code for the API.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum IssuanceError {
@@ -81,6 +100,8 @@ pub enum IssuanceError {
     NotNarrower(String),
     #[error("nobody may decide a request they made")]
     OwnRequest,
+    #[error("{0} has already approved this request; a quorum needs other reviewers")]
+    AlreadyVoted(String),
 }
 
 impl IssuanceError {
@@ -96,6 +117,7 @@ impl IssuanceError {
             IssuanceError::NotPending(_) => "approval_not_pending",
             IssuanceError::NotNarrower(_) => "not_narrower",
             IssuanceError::OwnRequest => "own_request",
+            IssuanceError::AlreadyVoted(_) => "already_voted",
         }
     }
 }
@@ -226,6 +248,7 @@ impl Task {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Approval {
     pub id: String,
+    pub kind: ApprovalKind,
     pub nhi_id: String,
     pub task_id: String,
     pub requested_by: String,
@@ -234,8 +257,15 @@ pub struct Approval {
     /// The grants beyond the NHI's ceiling when it was asked.
     pub excess: Vec<String>,
     pub requested_ttl_seconds: u32,
+    /// The guardrail policies that raised it (for `policy_approval`).
+    pub policies: Vec<String>,
+    pub risk: Risk,
+    /// How many reviewers must approve: one, or a quorum for high-risk requests.
+    pub required_approvals: u32,
     pub state: ApprovalState,
     pub created_at: Timestamp,
+    /// Unanswered by then, it is expired, and so denied: a request never waits forever.
+    pub expires_at: Timestamp,
     pub decided_at: Option<Timestamp>,
     pub decided_by: Option<String>,
     pub reason: Option<String>,
@@ -257,58 +287,202 @@ pub enum Decision {
     },
 }
 
+/// A risk level and the facts that made it, for the reviewer to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Risk {
+    pub level: RiskLevel,
+    pub factors: Vec<String>,
+}
+
+/// What the risk of a request is judged from.
+#[derive(Clone, Copy, Debug)]
+pub struct RiskFacts<'a> {
+    /// The NHI's environment (`production`, `prod`, `staging`, ...).
+    pub environment: &'a str,
+    /// The NHI's own risk tag, 0-100 (0 without one).
+    pub nhi_risk: i64,
+    /// The grants a human is asked for.
+    pub asked: &'a [Grant],
+    /// The sensitivity tags of the resources those grants reach, from the resource catalogue.
+    pub sensitivity: &'a [String],
+    /// The lifetime asked for.
+    pub ttl_seconds: u32,
+}
+
+/// Operations that change or remove things, or move data out.
+const DESTRUCTIVE_OPERATIONS: [&str; 6] = ["write", "delete", "admin", "export", "purge", "*"];
+
+/// Judges a request's risk by points: production (2), a wildcard service or resource (2), a
+/// destructive operation (1), sensitive resources (2), a risky NHI (2 at 70 or more), a
+/// lifetime over an hour (1). Five or more is high, two to four medium: production alone, or a
+/// whole service alone, is medium; both with a destructive operation is high.
+pub fn assess_risk(facts: RiskFacts<'_>) -> Risk {
+    let mut points = 0;
+    let mut factors = Vec::new();
+    let mut add = |weight: u32, factor: String| {
+        points += weight;
+        factors.push(factor);
+    };
+    if matches!(facts.environment, "production" | "prod") {
+        add(2, format!("the nhi runs in {}", facts.environment));
+    }
+    if facts
+        .asked
+        .iter()
+        .any(|g| g.service() == "*" || g.resource().is_none_or(|r| r.contains('*')))
+    {
+        add(
+            2,
+            "a grant reaches every resource of its service, or more".into(),
+        );
+    }
+    if let Some(op) = facts
+        .asked
+        .iter()
+        .find(|g| DESTRUCTIVE_OPERATIONS.contains(&g.operation()))
+    {
+        add(
+            1,
+            format!("the operation {:?} changes or exports data", op.operation()),
+        );
+    }
+    if !facts.sensitivity.is_empty() {
+        add(
+            2,
+            format!("the resources are tagged {}", facts.sensitivity.join(", ")),
+        );
+    }
+    if facts.nhi_risk >= 70 {
+        add(2, format!("the nhi's risk tag is {}", facts.nhi_risk));
+    }
+    if facts.ttl_seconds > 3600 {
+        add(1, format!("the lifetime asked is {} s", facts.ttl_seconds));
+    }
+    let level = match points {
+        0..=1 => RiskLevel::Low,
+        2..=4 => RiskLevel::Medium,
+        _ => RiskLevel::High,
+    };
+    Risk { level, factors }
+}
+
+/// One reviewer's approval of a request that needs a quorum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Vote {
+    pub reviewer: String,
+    pub scope: Scope,
+    pub ttl_seconds: u32,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// What a decision comes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ruling {
+    /// The request is decided: denied, or approved by the last reviewer its quorum needed.
+    Decided(Box<Approval>),
+    /// An approval was counted; `remaining` more are needed.
+    Voted { vote: Vote, remaining: u32 },
+}
+
 impl Approval {
-    /// Applies a decision by `decider` (an actor string). Only a pending request can be
-    /// decided, never by whoever asked, and an approval can only narrow what was asked.
+    /// The state as of `now`: a pending request past its deadline has expired.
+    pub fn state_at(&self, now: Timestamp) -> ApprovalState {
+        match self.state {
+            ApprovalState::Pending if self.expires_at <= now => ApprovalState::Expired,
+            state => state,
+        }
+    }
+
+    /// Applies a decision by `decider` (an actor string), given the approvals already counted
+    /// (`votes`). Only a pending, unexpired request can be decided, never by whoever asked, and
+    /// by each reviewer once. A deny decides at once. An approval can only narrow: what was
+    /// asked, and what every earlier reviewer approved (scope and lifetime); the last approval
+    /// the quorum needs decides, with its own, narrowest, scope and lifetime.
     pub fn decide(
         &self,
         decision: Decision,
         decider: &str,
+        votes: &[Vote],
         now: Timestamp,
-    ) -> Result<Approval, IssuanceError> {
-        if self.state != ApprovalState::Pending {
-            return Err(IssuanceError::NotPending(self.state));
+    ) -> Result<Ruling, IssuanceError> {
+        let state = self.state_at(now);
+        if state != ApprovalState::Pending {
+            return Err(IssuanceError::NotPending(state));
         }
         if decider == self.requested_by {
             return Err(IssuanceError::OwnRequest);
         }
+        if votes.iter().any(|v| v.reviewer == decider) {
+            return Err(IssuanceError::AlreadyVoted(decider.to_owned()));
+        }
         let mut next = self.clone();
         next.decided_at = Some(now);
         next.decided_by = Some(decider.to_owned());
-        match decision {
+        let (reason, scope, ttl_seconds) = match decision {
             Decision::Deny { reason } => {
                 next.state = ApprovalState::Denied;
                 next.reason = Some(reason);
+                return Ok(Ruling::Decided(Box::new(next)));
             }
             Decision::Approve {
                 reason,
                 scope,
                 ttl_seconds,
-            } => {
-                let scope = scope.unwrap_or_else(|| self.requested_scope.clone());
-                if scope.is_empty() {
-                    return Err(IssuanceError::EmptyScope);
-                }
-                if !scope.is_subset_of(&self.requested_scope) {
-                    return Err(IssuanceError::NotNarrower(format!(
-                        "{} was not asked for",
-                        joined(scope.excess_over(&self.requested_scope))
-                    )));
-                }
-                let ttl = ttl_seconds.unwrap_or(self.requested_ttl_seconds);
-                if ttl == 0 || ttl > self.requested_ttl_seconds {
-                    return Err(IssuanceError::NotNarrower(format!(
-                        "ttl_seconds must be between 1 and the {} asked for",
-                        self.requested_ttl_seconds
-                    )));
-                }
-                next.state = ApprovalState::Approved;
-                next.reason = Some(reason);
-                next.granted_scope = Some(scope);
-                next.granted_ttl_seconds = Some(ttl);
-            }
+            } => (reason, scope, ttl_seconds),
+        };
+        // What this reviewer may approve at most: the narrowest of the request and the votes.
+        let bound_scope = votes.last().map_or(&self.requested_scope, |v| &v.scope);
+        let (bound_ttl, bound_by) = votes
+            .iter()
+            .map(|v| v.ttl_seconds)
+            .min()
+            .map_or((self.requested_ttl_seconds, "asked for"), |t| {
+                (t.min(self.requested_ttl_seconds), "already approved")
+            });
+        let scope = scope.unwrap_or_else(|| bound_scope.clone());
+        if scope.is_empty() {
+            return Err(IssuanceError::EmptyScope);
         }
-        Ok(next)
+        if !scope.is_subset_of(&self.requested_scope) {
+            return Err(IssuanceError::NotNarrower(format!(
+                "{} was not asked for",
+                joined(scope.excess_over(&self.requested_scope))
+            )));
+        }
+        if let Some(vote) = votes.iter().find(|v| !scope.is_subset_of(&v.scope)) {
+            return Err(IssuanceError::NotNarrower(format!(
+                "{} was not approved by {}",
+                joined(scope.excess_over(&vote.scope)),
+                vote.reviewer
+            )));
+        }
+        let ttl = ttl_seconds.unwrap_or(bound_ttl);
+        if ttl == 0 || ttl > bound_ttl {
+            return Err(IssuanceError::NotNarrower(format!(
+                "ttl_seconds must be between 1 and the {bound_ttl} {bound_by}"
+            )));
+        }
+        let counted = u32::try_from(votes.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        if counted < self.required_approvals {
+            return Ok(Ruling::Voted {
+                vote: Vote {
+                    reviewer: decider.to_owned(),
+                    scope,
+                    ttl_seconds: ttl,
+                    reason,
+                    at: now,
+                },
+                remaining: self.required_approvals - counted,
+            });
+        }
+        next.state = ApprovalState::Approved;
+        next.reason = Some(reason);
+        next.granted_scope = Some(scope);
+        next.granted_ttl_seconds = Some(ttl);
+        Ok(Ruling::Decided(Box::new(next)))
     }
 }
 
@@ -580,6 +754,7 @@ mod tests {
     fn pending() -> Approval {
         Approval {
             id: "a1".into(),
+            kind: ApprovalKind::ScopeEscalation,
             nhi_id: "n1".into(),
             task_id: "t1".into(),
             requested_by: "nhi:n1".into(),
@@ -587,8 +762,15 @@ mod tests {
             requested_scope: scope(&["crm:read", "mail:send"]),
             excess: vec!["mail:send".into()],
             requested_ttl_seconds: 600,
+            policies: Vec::new(),
+            risk: Risk {
+                level: RiskLevel::Low,
+                factors: Vec::new(),
+            },
+            required_approvals: 1,
             state: ApprovalState::Pending,
             created_at: at(1),
+            expires_at: at(100),
             decided_at: None,
             decided_by: None,
             reason: None,
@@ -597,45 +779,161 @@ mod tests {
         }
     }
 
-    #[test]
-    fn approvals_only_narrow_and_happen_once() {
-        let approve = |scope: Option<Scope>, ttl| Decision::Approve {
+    fn approve(scope: Option<Scope>, ttl: Option<u32>) -> Decision {
+        Decision::Approve {
             reason: "ok".into(),
             scope,
             ttl_seconds: ttl,
-        };
-        let narrower = pending()
-            .decide(
-                approve(Some(scope(&["mail:send"])), Some(60)),
-                "operator:o",
-                at(2),
-            )
-            .unwrap();
+        }
+    }
+
+    fn decided(ruling: Result<Ruling, IssuanceError>) -> Approval {
+        match ruling {
+            Ok(Ruling::Decided(approval)) => *approval,
+            other => panic!("not decided: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn approvals_only_narrow_and_happen_once() {
+        let narrower = decided(pending().decide(
+            approve(Some(scope(&["mail:send"])), Some(60)),
+            "operator:o",
+            &[],
+            at(2),
+        ));
         assert_eq!(narrower.state, ApprovalState::Approved);
         assert_eq!(narrower.granted_scope, Some(scope(&["mail:send"])));
         assert_eq!(narrower.granted_ttl_seconds, Some(60));
         assert_eq!(
-            narrower.decide(approve(None, None), "operator:o", at(3)),
+            narrower.decide(approve(None, None), "operator:o", &[], at(3)),
             Err(IssuanceError::NotPending(ApprovalState::Approved))
         );
         assert_eq!(
             pending()
-                .decide(approve(Some(scope(&["mail:*"])), None), "operator:o", at(2))
+                .decide(
+                    approve(Some(scope(&["mail:*"])), None),
+                    "operator:o",
+                    &[],
+                    at(2)
+                )
                 .unwrap_err()
                 .code(),
             "not_narrower"
         );
         assert_eq!(
             pending()
-                .decide(approve(None, Some(601)), "operator:o", at(2))
+                .decide(approve(None, Some(601)), "operator:o", &[], at(2))
                 .unwrap_err()
                 .code(),
             "not_narrower"
         );
         assert_eq!(
-            pending().decide(approve(None, None), "nhi:n1", at(2)),
+            pending().decide(approve(None, None), "nhi:n1", &[], at(2)),
             Err(IssuanceError::OwnRequest)
         );
+    }
+
+    #[test]
+    fn an_unanswered_request_expires_and_cannot_be_decided() {
+        let request = pending();
+        assert_eq!(request.state_at(at(99)), ApprovalState::Pending);
+        assert_eq!(request.state_at(at(100)), ApprovalState::Expired);
+        for decision in [
+            approve(None, None),
+            Decision::Deny {
+                reason: "no".into(),
+            },
+        ] {
+            assert_eq!(
+                request.decide(decision, "operator:o", &[], at(100)),
+                Err(IssuanceError::NotPending(ApprovalState::Expired))
+            );
+        }
+    }
+
+    #[test]
+    fn a_quorum_needs_distinct_reviewers_each_narrowing() {
+        let request = Approval {
+            required_approvals: 2,
+            ..pending()
+        };
+        let Ok(Ruling::Voted { vote, remaining: 1 }) = request.decide(
+            approve(Some(scope(&["mail:send"])), Some(300)),
+            "operator:a",
+            &[],
+            at(2),
+        ) else {
+            panic!("the first approval is a vote")
+        };
+        let votes = [vote];
+        assert_eq!(
+            request.decide(approve(None, None), "operator:a", &votes, at(3)),
+            Err(IssuanceError::AlreadyVoted("operator:a".into()))
+        );
+        // The second reviewer may not widen what the first approved, in scope or lifetime.
+        for wider in [
+            approve(Some(scope(&["crm:read"])), None),
+            approve(None, Some(301)),
+        ] {
+            assert_eq!(
+                request
+                    .decide(wider, "operator:b", &votes, at(3))
+                    .unwrap_err()
+                    .code(),
+                "not_narrower"
+            );
+        }
+        let done = decided(request.decide(approve(None, Some(120)), "operator:b", &votes, at(3)));
+        assert_eq!(done.state, ApprovalState::Approved);
+        assert_eq!(done.granted_scope, Some(scope(&["mail:send"])));
+        assert_eq!(done.granted_ttl_seconds, Some(120));
+        assert_eq!(done.decided_by.as_deref(), Some("operator:b"));
+        // One deny decides, whatever was approved before it.
+        let denied = decided(request.decide(
+            Decision::Deny {
+                reason: "no".into(),
+            },
+            "operator:c",
+            &votes,
+            at(3),
+        ));
+        assert_eq!(denied.state, ApprovalState::Denied);
+    }
+
+    #[test]
+    fn risk_is_judged_from_the_request_with_its_reasons() {
+        let grants = |texts: &[&str]| -> Vec<Grant> {
+            texts.iter().map(|t| Grant::parse(t).unwrap()).collect()
+        };
+        let read = grants(&["crm:read:orders/1"]);
+        let low = assess_risk(RiskFacts {
+            environment: "dev",
+            nhi_risk: 0,
+            asked: &read,
+            sensitivity: &[],
+            ttl_seconds: 600,
+        });
+        assert_eq!((low.level, low.factors.len()), (RiskLevel::Low, 0));
+        let export = grants(&["crm:export:customers/*"]);
+        let pii = vec!["pii".to_owned()];
+        let high = assess_risk(RiskFacts {
+            environment: "production",
+            nhi_risk: 10,
+            asked: &export,
+            sensitivity: &pii,
+            ttl_seconds: 600,
+        });
+        assert_eq!(high.level, RiskLevel::High);
+        assert_eq!(high.factors.len(), 4, "{:?}", high.factors);
+        let medium = assess_risk(RiskFacts {
+            environment: "staging",
+            nhi_risk: 80,
+            asked: &read,
+            sensitivity: &[],
+            ttl_seconds: 600,
+        });
+        assert_eq!(medium.level, RiskLevel::Medium);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use custos_core::decision::{self, Ask, Decision, Presented, Reason};
+use custos_core::issuance::{ApprovalKind, ApprovalState};
 use custos_core::jose::JwtError;
 use custos_core::token::{self, SecretKind};
 use custos_core::{Actor, CredentialKind, DomainEvent, EventKind, Timestamp};
@@ -486,9 +487,21 @@ async fn request_approval(
         return Ok(None);
     };
     let grant_text = grant.to_string();
-    if let Some(approval) = state.live.approval_for(nhi_id, &grant_text) {
-        return Ok(Some(approval));
+    // The request opened before, unless it was denied or expired: then the agent may ask anew.
+    if let Some(id) = state.live.approval_for(nhi_id, &grant_text) {
+        let open = state.store.get_approval(&id).await?.is_some_and(|a| {
+            !matches!(
+                a.state_at(state.now()),
+                ApprovalState::Denied | ApprovalState::Expired
+            )
+        });
+        if open {
+            return Ok(Some(id));
+        }
     }
+    let Some(nhi) = state.store.get_nhi(nhi_id).await? else {
+        return Ok(None);
+    };
     let scope = custos_core::Scope::new([grant])
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     let requested_by = Actor::Nhi(nhi_id.to_owned());
@@ -510,14 +523,13 @@ async fn request_approval(
         ended_at: None,
         credential_id: None,
     };
-    let approval = crate::tasks::file_for_approval(
-        state,
-        &mut task,
-        vec![grant_text.clone()],
-        &requested_by,
+    let asked = crate::tasks::Asked {
+        kind: ApprovalKind::PolicyApproval,
+        excess: vec![grant_text.clone()],
         policies,
-    )
-    .await?;
+    };
+    let approval =
+        crate::tasks::file_for_approval(state, &nhi, &mut task, asked, &requested_by).await?;
     state
         .live
         .remember_approval(nhi_id, &grant_text, &approval.id);

@@ -616,6 +616,9 @@ pub struct TaskView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApprovalView {
     pub id: String,
+    /// `scope_escalation` (a task beyond its NHI's ceiling) or `policy_approval` (one action a
+    /// guardrail holds back).
+    pub kind: String,
     pub nhi_id: String,
     pub task_id: String,
     pub requested_by: String,
@@ -625,16 +628,96 @@ pub struct ApprovalView {
     /// The grants beyond the NHI's scope ceiling: what the approval is really about.
     pub excess: Vec<String>,
     pub requested_ttl_seconds: u32,
+    /// The guardrail policies that raised it.
+    pub policies: Vec<String>,
+    /// `low`, `medium` or `high`, judged when it was asked.
+    pub risk: String,
+    /// What made the risk what it is.
+    pub risk_factors: Vec<String>,
+    /// How many reviewers must approve (a quorum for high-risk requests).
+    pub required_approvals: u32,
+    /// The approvals counted so far towards the quorum, before the deciding one.
+    pub approvals: Vec<VoteView>,
     /// `pending`, `approved`, `denied` or `expired`.
     pub state: String,
     #[schema(schema_with = timestamp_schema)]
     pub created_at: Timestamp,
+    /// Unanswered by then, the request expires, and its task is denied.
+    #[schema(schema_with = timestamp_schema)]
+    pub expires_at: Timestamp,
     #[schema(schema_with = nullable_timestamp_schema)]
     pub decided_at: Option<Timestamp>,
     pub decided_by: Option<String>,
     pub reason: Option<String>,
     pub granted_scope: Option<Vec<String>>,
     pub granted_ttl_seconds: Option<u32>,
+    /// What a reviewer needs to decide (on `GET /v1/approvals/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<ApprovalContext>,
+}
+
+/// Everything about a request a reviewer decides on: who asks and who owns it, what it asks
+/// against what the NHI may do already, what it would reach, and how such requests went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalContext {
+    pub nhi: NhiSummary,
+    /// The NHI's scope ceiling now.
+    pub ceiling: Vec<String>,
+    /// The grants asked for that the ceiling already allows.
+    pub within_ceiling: Vec<String>,
+    /// The resources the grants asked beyond the ceiling would reach, with their sensitivity
+    /// tags from the resource catalogue.
+    pub reach: Vec<ReachView>,
+    /// Earlier requests of the same NHI for the same grants, and how they were decided.
+    pub history: RequestHistory,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NhiSummary {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub environment: String,
+    pub status: String,
+    pub owner_team: String,
+    pub owner_team_name: Option<String>,
+    pub owner_contact: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReachView {
+    pub grant: String,
+    pub sensitivity: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestHistory {
+    pub approved: u32,
+    pub denied: u32,
+    pub expired: u32,
+    /// The latest few, newest first.
+    pub recent: Vec<PastRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PastRequest {
+    pub id: String,
+    pub state: String,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    #[schema(schema_with = timestamp_schema)]
+    pub created_at: Timestamp,
+}
+
+/// One reviewer's approval, counted towards a quorum.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoteView {
+    pub reviewer: String,
+    pub scope: Vec<String>,
+    pub ttl_seconds: u32,
+    pub reason: String,
+    #[schema(schema_with = timestamp_schema)]
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -663,6 +746,37 @@ pub struct ApproveRequest {
 pub struct DenyRequest {
     #[schema(schema_with = text_2000)]
     pub reason: String,
+}
+
+/// One decision for several similar requests: each is decided on its own, as if alone.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchDecision {
+    /// 1 to 100 approval request ids.
+    #[schema(min_items = 1, max_items = 100)]
+    pub ids: Vec<String>,
+    /// `approve` (each as asked) or `deny`.
+    #[schema(pattern = "^(approve|deny)$")]
+    pub decision: String,
+    #[schema(schema_with = text_2000)]
+    pub reason: String,
+}
+
+/// How each request of a batch went: its view, or the problem that left it undecided.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchOutcome {
+    pub id: String,
+    /// `decided` (approved or denied), `counted` (an approval towards a quorum) or `refused`.
+    pub outcome: String,
+    pub approval: Option<ApprovalView>,
+    /// The stable code of the problem, when refused.
+    pub code: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    pub items: Vec<BatchOutcome>,
 }
 
 // ---- key management ----

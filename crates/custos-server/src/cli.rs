@@ -317,9 +317,16 @@ enum ApprovalsCommand {
         state: Option<String>,
         #[arg(long)]
         nhi_id: Option<String>,
+        /// scope_escalation or policy_approval
+        #[arg(long)]
+        kind: Option<String>,
+        /// low, medium or high
+        #[arg(long)]
+        risk: Option<String>,
     },
-    /// Show one request, with the scope beyond the ceiling
-    Get { id: String },
+    /// Show one request: the scope beyond the ceiling, its risk and why, the approvals counted
+    #[command(alias = "get")]
+    Show { id: String },
     /// Approve, optionally narrower
     Approve {
         id: String,
@@ -943,7 +950,14 @@ async fn keys(client: &Client, command: KeysCommand) -> anyhow::Result<()> {
 
 const APPROVAL_FIELDS: &[&str] = &[
     "id",
+    "kind",
     "state",
+    "risk",
+    "risk_factors",
+    "required_approvals",
+    "approvals",
+    "expires_at",
+    "policies",
     "nhi_id",
     "task_id",
     "requested_by",
@@ -959,14 +973,21 @@ const APPROVAL_FIELDS: &[&str] = &[
 
 async fn approvals(client: &Client, command: ApprovalsCommand) -> anyhow::Result<()> {
     match command {
-        ApprovalsCommand::List { state, nhi_id } => {
-            let mut query = Vec::new();
-            if let Some(state) = state {
-                query.push(format!("state={}", enc(&state)));
-            }
-            if let Some(nhi_id) = nhi_id {
-                query.push(format!("nhi_id={}", enc(&nhi_id)));
-            }
+        ApprovalsCommand::List {
+            state,
+            nhi_id,
+            kind,
+            risk,
+        } => {
+            let query: Vec<String> = [
+                ("state", state),
+                ("nhi_id", nhi_id),
+                ("kind", kind),
+                ("risk", risk),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| Some(format!("{name}={}", enc(&value?))))
+            .collect();
             let path = if query.is_empty() {
                 "/v1/approvals".to_owned()
             } else {
@@ -976,10 +997,19 @@ async fn approvals(client: &Client, command: ApprovalsCommand) -> anyhow::Result
             print_page(
                 client,
                 &page,
-                &["id", "state", "nhi_id", "purpose", "excess", "created_at"],
+                &[
+                    "id",
+                    "state",
+                    "kind",
+                    "risk",
+                    "nhi_id",
+                    "purpose",
+                    "excess",
+                    "expires_at",
+                ],
             )
         }
-        ApprovalsCommand::Get { id } => {
+        ApprovalsCommand::Show { id } => {
             let approval = get(client, &format!("/v1/approvals/{}", enc(&id))).await?;
             print_one(client, &approval, APPROVAL_FIELDS)
         }

@@ -33,7 +33,8 @@ pub struct ServeArgs {
     /// A TOML file with any of: listen, data_dir, database_url, log_format, log_level,
     /// public_url, signing_alg, static_key_max_age_seconds, static_key_rotation_grace_seconds,
     /// task_ttl_default_seconds, task_ttl_max_seconds, max_delegation_depth, audit_origin,
-    /// audit_witness_dir, audit_checkpoint_interval_seconds
+    /// audit_witness_dir, audit_checkpoint_interval_seconds, notify_retry_base_ms,
+    /// notify_allowed_hosts
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -49,6 +50,9 @@ pub struct ServeArgs {
     /// [default: ES256]
     #[arg(long, env = "CUSTOS_SIGNING_ALG")]
     pub signing_alg: Option<SigningAlg>,
+    /// The only hosts notification channels may send to, comma-separated [default: any]
+    #[arg(long, env = "CUSTOS_NOTIFY_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub notify_allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +73,10 @@ struct FileConfig {
     audit_origin: Option<String>,
     audit_witness_dir: Option<PathBuf>,
     audit_checkpoint_interval_seconds: Option<u64>,
+    notify_retry_base_ms: Option<u64>,
+    notify_allowed_hosts: Option<Vec<String>>,
+    approval_ttl_seconds: Option<u32>,
+    high_risk_quorum: Option<u32>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -94,6 +102,16 @@ pub struct Config {
     pub audit_witness_dir: Option<PathBuf>,
     /// How often a checkpoint is signed when the log has grown.
     pub audit_checkpoint_interval_seconds: u64,
+    /// The first wait before a failed notification is retried; each retry waits twice as long
+    /// as the one before, at most 5 minutes.
+    pub notify_retry_base_ms: u64,
+    /// The only hosts notification channels may send to (webhook and SMTP hosts, compared
+    /// case-insensitively); `None`: any host.
+    pub notify_allowed_hosts: Option<Vec<String>>,
+    /// How long an approval request waits for a decision before it expires (and so denies).
+    pub approval_ttl_seconds: u32,
+    /// How many reviewers must approve a high-risk request.
+    pub high_risk_quorum: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +139,14 @@ pub enum ConfigError {
     AuditOrigin,
     #[error("audit_checkpoint_interval_seconds must be between 1 and 86400")]
     CheckpointInterval,
+    #[error("notify_retry_base_ms must be between 1 and 300000")]
+    NotifyRetryBase,
+    #[error("notify_allowed_hosts must name hosts, without spaces, schemes or paths")]
+    NotifyAllowedHosts,
+    #[error("approval_ttl_seconds must be between 1 and 2592000")]
+    ApprovalTtl,
+    #[error("high_risk_quorum must be between 1 and 5")]
+    Quorum,
 }
 
 impl Config {
@@ -143,6 +169,10 @@ impl Config {
             audit_origin: None,
             audit_witness_dir: None,
             audit_checkpoint_interval_seconds: 60,
+            notify_retry_base_ms: 2000,
+            notify_allowed_hosts: None,
+            approval_ttl_seconds: 24 * 3600,
+            high_risk_quorum: 2,
         }
     }
 
@@ -212,6 +242,39 @@ impl Config {
         if !(1..=86_400).contains(&checkpoint_interval) {
             return Err(ConfigError::CheckpointInterval);
         }
+        let notify_retry_base_ms = file
+            .notify_retry_base_ms
+            .unwrap_or(defaults.notify_retry_base_ms);
+        if !(1..=300_000).contains(&notify_retry_base_ms) {
+            return Err(ConfigError::NotifyRetryBase);
+        }
+        let notify_allowed_hosts = match args
+            .notify_allowed_hosts
+            .clone()
+            .or(file.notify_allowed_hosts)
+        {
+            None => None,
+            Some(hosts) => {
+                let hosts: Vec<String> = hosts.iter().map(|h| h.trim().to_lowercase()).collect();
+                if hosts
+                    .iter()
+                    .any(|h| h.is_empty() || h.contains([' ', '/', '@']) || h.contains("://"))
+                {
+                    return Err(ConfigError::NotifyAllowedHosts);
+                }
+                Some(hosts)
+            }
+        };
+        let approval_ttl_seconds = file
+            .approval_ttl_seconds
+            .unwrap_or(defaults.approval_ttl_seconds);
+        if !(1..=30 * 24 * 3600).contains(&approval_ttl_seconds) {
+            return Err(ConfigError::ApprovalTtl);
+        }
+        let high_risk_quorum = file.high_risk_quorum.unwrap_or(defaults.high_risk_quorum);
+        if !(1..=5).contains(&high_risk_quorum) {
+            return Err(ConfigError::Quorum);
+        }
         Ok(Self {
             listen,
             data_dir: args
@@ -239,6 +302,10 @@ impl Config {
             audit_origin,
             audit_witness_dir: file.audit_witness_dir,
             audit_checkpoint_interval_seconds: checkpoint_interval,
+            notify_retry_base_ms,
+            notify_allowed_hosts,
+            approval_ttl_seconds,
+            high_risk_quorum,
         })
     }
 

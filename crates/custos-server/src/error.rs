@@ -118,9 +118,11 @@ impl From<custos_core::issuance::IssuanceError> for ApiError {
     fn from(error: custos_core::issuance::IssuanceError) -> Self {
         use custos_core::issuance::IssuanceError as E;
         let status = match error {
-            E::NhiNotActive { .. } | E::NhiExpired(_) | E::NotPending(_) | E::ParentNotLive => {
-                StatusCode::CONFLICT
-            }
+            E::NhiNotActive { .. }
+            | E::NhiExpired(_)
+            | E::NotPending(_)
+            | E::ParentNotLive
+            | E::AlreadyVoted(_) => StatusCode::CONFLICT,
             E::OwnRequest => StatusCode::FORBIDDEN,
             E::EmptyScope
             | E::TtlOutOfRange

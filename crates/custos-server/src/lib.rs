@@ -12,6 +12,7 @@ pub mod extract;
 pub mod keyring;
 pub mod live;
 pub mod metrics;
+pub mod notify;
 pub mod oauth;
 pub mod openapi;
 pub mod policies;

@@ -310,12 +310,16 @@ fn live_credential(credential: &Credential) -> LiveCredential {
     }
 }
 
-fn live_nhi(nhi: &Nhi, guardrails: &Guardrails) -> LiveNhi {
-    let risk = nhi
-        .tags
+/// An NHI's `risk` tag as a number, 0 without one (or with one that is not a number).
+pub fn risk_tag(nhi: &Nhi) -> i64 {
+    nhi.tags
         .get("risk")
         .and_then(|r| r.parse::<i64>().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn live_nhi(nhi: &Nhi, guardrails: &Guardrails) -> LiveNhi {
+    let risk = risk_tag(nhi);
     LiveNhi {
         id: nhi.id.clone(),
         name: nhi.name.clone(),

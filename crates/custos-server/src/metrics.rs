@@ -49,12 +49,13 @@ use std::sync::Arc;
 use crate::live::{Change, LiveState};
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
-use custos_core::issuance::{Approval, Task};
+use custos_core::issuance::{Approval, Task, Vote};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
     Revocation, SigningKeyRecord, Store, StoredCheckpoint, Use,
 };
+use custos_store::{DeliveryFilter, DeliveryOutcome, NotificationChannel, NotificationDelivery};
 
 /// The store as the server uses it: every call timed into `custos_store_duration_seconds{op}`,
 /// and every write that can change an access decision reported to the live state once it has
@@ -122,6 +123,9 @@ metered! {
     fn get_approval(&self, id: &str) -> StoreResult<Option<Approval>>;
     fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> StoreResult<Vec<Approval>>;
     fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Task(&task.id)];
+    fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent) -> StoreResult<()>;
+    fn list_votes(&self, approval_id: &str) -> StoreResult<Vec<Vote>>;
+    fn expire_approval(&self, approval: &Approval, at: Timestamp, event: &DomainEvent) -> StoreResult<bool> => |_| [Change::Task(&approval.task_id)];
     fn add_signing_key(&self, key: &SigningKeyRecord, retire: Option<Retirement<'_>>, event: &DomainEvent) -> StoreResult<()>;
     fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
     fn append_events(&self, events: &[DomainEvent]) -> StoreResult<()>;
@@ -140,4 +144,18 @@ metered! {
     fn put_policies(&self, policies: &PolicyVersion, event: &DomainEvent) -> StoreResult<()>;
     fn latest_policies(&self) -> StoreResult<Option<PolicyVersion>>;
     fn record_uses(&self, uses: &[Use]) -> StoreResult<()>;
+    fn create_notification_channel(&self, channel: &NotificationChannel, event: &DomainEvent) -> StoreResult<()>;
+    fn get_notification_channel(&self, id: &str) -> StoreResult<Option<NotificationChannel>>;
+    fn list_notification_channels(&self) -> StoreResult<Vec<NotificationChannel>>;
+    fn disable_notification_channel(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
+    fn enqueue_notifications(&self, deliveries: &[NotificationDelivery]) -> StoreResult<()>;
+    fn claim_notifications(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<NotificationDelivery>>;
+    fn finish_notification(&self, id: &str, attempt: u32, outcome: &DeliveryOutcome<'_>) -> StoreResult<bool>;
+    fn list_notification_deliveries(&self, filter: &DeliveryFilter, page: &Page) -> StoreResult<Vec<NotificationDelivery>>;
+}
+
+/// Counts a notification attempt by channel kind and outcome (`delivered`, `retry`, `failed`).
+pub fn notification_attempt(kind: &str, outcome: &'static str) {
+    metrics::counter!("custos_notifications_total", "kind" => kind.to_owned(), "outcome" => outcome)
+        .increment(1);
 }

@@ -23,6 +23,9 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     sealer: JoinHandle<()>,
+    /// Sends queued notifications; stopped with the server (an attempt cut short is sent again
+    /// when its lease ends, by this node's successor or another).
+    notifier: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -38,6 +41,7 @@ impl RunningServer {
         // Requests have drained: write their decisions, seal and checkpoint what they wrote,
         // then stop the sealer.
         self.state.decisions.flush(Duration::from_secs(10)).await;
+        self.notifier.abort();
         self.sealer.abort();
         if let Err(error) = self
             .state
@@ -147,16 +151,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             static_key_max_age_seconds: config.static_key_max_age_seconds,
             static_key_rotation_grace_seconds: config.static_key_rotation_grace_seconds,
             issuance: config.issuance,
+            approval_ttl_seconds: config.approval_ttl_seconds,
+            high_risk_quorum: config.high_risk_quorum,
         },
         issuer,
         task_updates: Arc::new(tokio::sync::Notify::new()),
         audit: Arc::new(audit),
+        notify: Arc::new(crate::notify::Settings::from_config(&config)),
     };
     bootstrap(&state, &config).await?;
     tokio::spawn(sweep_live_state(state.clone()));
+    tokio::spawn(expire_approval_requests(state.clone()));
     if state.store.backend() == "postgres" {
         tokio::spawn(follow_other_nodes(state.clone()));
     }
+    let notifier = tokio::spawn(crate::notify::run(state.clone()));
     let sealer = tokio::spawn(seal_and_checkpoint(
         state.clone(),
         Duration::from_secs(config.audit_checkpoint_interval_seconds),
@@ -179,6 +188,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown: Some(tx),
         task,
         sealer,
+        notifier,
     })
 }
 
@@ -228,8 +238,23 @@ async fn sweep_live_state(state: AppState) {
     }
 }
 
+/// How often overdue approval requests are expired: an agent waiting on one hears within
+/// about this long after its deadline that it was denied.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Expires the approval requests past their deadline (each is denied, its task with it).
+/// Several nodes may do it at once: a request is expired once, by whichever gets there first.
+async fn expire_approval_requests(state: AppState) {
+    loop {
+        tokio::time::sleep(EXPIRY_INTERVAL).await;
+        if let Err(e) = crate::tasks::expire_overdue(&state).await {
+            tracing::warn!(code = e.code, detail = %e.detail, "expiring overdue approval requests failed; retrying");
+        }
+    }
+}
+
 /// Events after which what this node holds in memory may be stale, if another node wrote them.
-const STATE_CHANGES: [custos_core::EventKind; 8] = {
+const STATE_CHANGES: [custos_core::EventKind; 9] = {
     use custos_core::EventKind as K;
     [
         K::NhiUpdated,
@@ -239,6 +264,7 @@ const STATE_CHANGES: [custos_core::EventKind; 8] = {
         K::CredentialRotated,
         K::TaskEnded,
         K::ApprovalDecided,
+        K::ApprovalExpired,
         K::PoliciesUpdated,
     ]
 };

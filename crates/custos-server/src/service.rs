@@ -46,6 +46,10 @@ pub struct Limits {
     pub static_key_rotation_grace_seconds: i64,
     /// Lifetimes of task credentials and the depth of delegation chains.
     pub issuance: IssuanceLimits,
+    /// How long an approval request waits before it expires.
+    pub approval_ttl_seconds: u32,
+    /// How many reviewers must approve a high-risk request.
+    pub high_risk_quorum: u32,
 }
 
 impl Default for Limits {
@@ -54,6 +58,8 @@ impl Default for Limits {
             static_key_max_age_seconds: 90 * 24 * 3600,
             static_key_rotation_grace_seconds: 24 * 3600,
             issuance: IssuanceLimits::default(),
+            approval_ttl_seconds: 24 * 3600,
+            high_risk_quorum: 2,
         }
     }
 }
@@ -75,6 +81,8 @@ pub struct AppState {
     pub live: Arc<crate::live::LiveState>,
     /// Decision events on their way to the trail.
     pub decisions: crate::access::DecisionLog,
+    /// Notification settings: retry backoff, the hosts channels may send to.
+    pub notify: Arc<crate::notify::Settings>,
 }
 
 pub fn new_id() -> String {

@@ -2,12 +2,17 @@
 
 use std::time::Duration;
 
-use custos_core::issuance::{self, Approval, ApprovalState, Decision, Task, TaskPlan, TaskState};
-use custos_core::{Actor, Credential, EventKind, Nhi, Page, Timestamp};
+use custos_core::issuance::{
+    self, Approval, ApprovalKind, ApprovalState, Decision, RiskFacts, RiskLevel, Ruling, Task,
+    TaskPlan, TaskState,
+};
+use custos_core::{Actor, Credential, EventKind, Grant, Nhi, Page, Role, Timestamp};
 use custos_store::{ApprovalFilter, StoreError};
 
 use crate::api::{
-    ApprovalList, ApprovalView, ApproveRequest, CreateTask, DenyRequest, TaskCredential, TaskView,
+    ApprovalContext, ApprovalList, ApprovalView, ApproveRequest, BatchDecision, BatchOutcome,
+    BatchResult, CreateTask, DenyRequest, NhiSummary, PastRequest, ReachView, RequestHistory,
+    TaskCredential, TaskView, VoteView,
 };
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -35,9 +40,11 @@ fn task_view(task: Task, credential: Option<TaskCredential>, now: Timestamp) -> 
     }
 }
 
-fn approval_view(a: Approval) -> ApprovalView {
+fn approval_view(a: Approval, votes: Vec<issuance::Vote>, now: Timestamp) -> ApprovalView {
     ApprovalView {
+        state: a.state_at(now).as_str().to_owned(),
         id: a.id,
+        kind: a.kind.as_str().to_owned(),
         nhi_id: a.nhi_id,
         task_id: a.task_id,
         requested_by: a.requested_by,
@@ -45,13 +52,29 @@ fn approval_view(a: Approval) -> ApprovalView {
         requested_scope: a.requested_scope,
         excess: a.excess,
         requested_ttl_seconds: a.requested_ttl_seconds,
-        state: a.state.as_str().to_owned(),
+        policies: a.policies,
+        risk: a.risk.level.as_str().to_owned(),
+        risk_factors: a.risk.factors,
+        required_approvals: a.required_approvals,
+        approvals: votes.into_iter().map(vote_view).collect(),
         created_at: a.created_at,
+        expires_at: a.expires_at,
         decided_at: a.decided_at,
         decided_by: a.decided_by,
         reason: a.reason,
         granted_scope: a.granted_scope.map(|s| s.to_strings()),
         granted_ttl_seconds: a.granted_ttl_seconds,
+        context: None,
+    }
+}
+
+fn vote_view(v: issuance::Vote) -> VoteView {
+    VoteView {
+        reviewer: v.reviewer,
+        scope: v.scope.to_strings(),
+        ttl_seconds: v.ttl_seconds,
+        reason: v.reason,
+        at: v.at,
     }
 }
 
@@ -158,8 +181,12 @@ pub async fn create_task(
             excess,
         } => {
             task.ttl_seconds = ttl_seconds;
-            let excess = excess.iter().map(ToString::to_string).collect();
-            file_for_approval(state, &mut task, excess, &actor, &[]).await?;
+            let asked = Asked {
+                kind: ApprovalKind::ScopeEscalation,
+                excess: excess.iter().map(ToString::to_string).collect(),
+                policies: &[],
+            };
+            file_for_approval(state, &nhi, &mut task, asked, &actor).await?;
             Ok((false, task_view(task, None, now)))
         }
     }
@@ -177,27 +204,74 @@ fn requested_event(state: &AppState, actor: &Actor, task: &Task) -> custos_core:
         .with("purpose", &task.purpose)
 }
 
-/// Files a task that waits for a human, with its approval request for `excess` (the grants
-/// beyond the NHI's ceiling, or the action a guardrail holds back, naming `policies`) and both
-/// events, in one write. Sets the task's `approval_id` and returns the request.
+/// What a human is asked, beyond the task itself.
+pub(crate) struct Asked<'a> {
+    pub kind: ApprovalKind,
+    /// The grants beyond the NHI's ceiling, or the one action a guardrail holds back; empty
+    /// when all of the task's scope is asked (an operator's request).
+    pub excess: Vec<String>,
+    /// The guardrails that raised it.
+    pub policies: &'a [String],
+}
+
+/// Files a task that waits for a human, with its approval request and both events, in one
+/// write: the request's risk is judged from what is asked and the NHI, a high-risk request
+/// needs a quorum, and every request has a deadline. Sets the task's `approval_id`.
 pub(crate) async fn file_for_approval(
     state: &AppState,
+    nhi: &Nhi,
     task: &mut Task,
-    excess: Vec<String>,
+    asked: Asked<'_>,
     actor: &Actor,
-    policies: &[String],
 ) -> ApiResult<Approval> {
+    let grants: Vec<Grant> = if asked.excess.is_empty() {
+        task.scope.grants().to_vec()
+    } else {
+        asked
+            .excess
+            .iter()
+            .filter_map(|g| Grant::parse(g).ok())
+            .collect()
+    };
+    let guardrails = state.live.guardrails();
+    let mut sensitivity: Vec<String> = grants
+        .iter()
+        .filter_map(|g| Some(guardrails.sensitivity(g.service(), g.resource()?)))
+        .flatten()
+        .cloned()
+        .collect();
+    sensitivity.sort();
+    sensitivity.dedup();
+    let risk = issuance::assess_risk(RiskFacts {
+        environment: &nhi.environment,
+        nhi_risk: crate::live::risk_tag(nhi),
+        asked: &grants,
+        sensitivity: &sensitivity,
+        ttl_seconds: task.ttl_seconds,
+    });
+    let required_approvals = if risk.level == RiskLevel::High {
+        state.limits.high_risk_quorum
+    } else {
+        1
+    };
     let approval = Approval {
         id: new_id(),
+        kind: asked.kind,
         nhi_id: task.nhi_id.clone(),
         task_id: task.id.clone(),
         requested_by: task.requested_by.clone(),
         purpose: task.purpose.clone(),
         requested_scope: task.scope.clone(),
-        excess,
+        excess: asked.excess,
         requested_ttl_seconds: task.ttl_seconds,
+        policies: asked.policies.to_vec(),
+        risk,
+        required_approvals,
         state: ApprovalState::Pending,
         created_at: task.created_at,
+        expires_at: task
+            .created_at
+            .plus_seconds(i64::from(state.limits.approval_ttl_seconds)),
         decided_at: None,
         decided_by: None,
         reason: None,
@@ -205,7 +279,7 @@ pub(crate) async fn file_for_approval(
         granted_ttl_seconds: None,
     };
     task.approval_id = Some(approval.id.clone());
-    let mut asked = state
+    let mut asked_event = state
         .event(
             EventKind::ApprovalRequested,
             actor.clone(),
@@ -213,16 +287,58 @@ pub(crate) async fn file_for_approval(
         )
         .with("nhi", &task.nhi_id)
         .with("task", &task.id)
-        .with("excess", approval.excess.join(" "));
-    if !policies.is_empty() {
-        asked = asked.with("policies", policies.join(","));
+        .with("kind", approval.kind.as_str())
+        .with("excess", approval.excess.join(" "))
+        .with("risk", approval.risk.level.as_str())
+        .with("required_approvals", required_approvals.to_string());
+    if !approval.policies.is_empty() {
+        asked_event = asked_event.with("policies", approval.policies.join(","));
     }
     let requested = requested_event(state, actor, task);
     state
         .store
-        .create_task(task, Some(&approval), None, &[requested, asked])
+        .create_task(task, Some(&approval), None, &[requested, asked_event])
         .await?;
+    crate::notify::approval_requested(state, &approval).await;
     Ok(approval)
+}
+
+/// Expires the pending requests past their deadline: each is denied, its task with it, and
+/// the agent waiting on the task is told. Returns how many expired.
+pub async fn expire_overdue(state: &AppState) -> ApiResult<usize> {
+    let now = state.now();
+    let overdue = state
+        .store
+        .list_approvals(
+            &ApprovalFilter {
+                pending_past: Some(now),
+                ..Default::default()
+            },
+            &Page {
+                after: None,
+                limit: 500,
+            },
+        )
+        .await?;
+    let mut expired = 0;
+    for approval in &overdue {
+        let event = state
+            .event(
+                EventKind::ApprovalExpired,
+                Actor::System,
+                format!("approval:{}", approval.id),
+            )
+            .with("nhi", &approval.nhi_id)
+            .with("task", &approval.task_id)
+            .with("deadline", approval.expires_at.to_string());
+        if state.store.expire_approval(approval, now, &event).await? {
+            expired += 1;
+        }
+    }
+    if expired > 0 {
+        state.task_updates.notify_waiters();
+    }
+    Ok(expired)
 }
 
 /// Who may read a task: the NHI it belongs to, and operators who may see that NHI.
@@ -355,22 +471,23 @@ pub async fn end_task(state: &AppState, who: &Principal, id: &str) -> ApiResult<
     Ok(task_view(task, None, now))
 }
 
+/// Approval requests the caller may see, matching `filter` (whose team restriction is set
+/// here from the caller's rights).
 pub async fn list_approvals(
     state: &AppState,
     who: &Principal,
-    filter_state: Option<ApprovalState>,
-    nhi_id: Option<String>,
+    filter: ApprovalFilter,
     page: Page,
 ) -> ApiResult<ApprovalList> {
     let owner_teams = who.visible_teams()?;
     let limit = page.limit;
+    let now = state.now();
     let found = state
         .store
         .list_approvals(
             &ApprovalFilter {
-                state: filter_state,
-                nhi_id,
                 owner_teams,
+                ..filter
             },
             &Page {
                 after: page.after,
@@ -379,11 +496,10 @@ pub async fn list_approvals(
         )
         .await?;
     let more = found.len() > limit as usize;
-    let items: Vec<_> = found
-        .into_iter()
-        .take(limit as usize)
-        .map(approval_view)
-        .collect();
+    let mut items = Vec::with_capacity(found.len().min(limit as usize));
+    for approval in found.into_iter().take(limit as usize) {
+        items.push(with_votes(state, approval, now).await?);
+    }
     let next_cursor = if more {
         items.last().map(|a| encode_cursor(&a.id))
     } else {
@@ -410,8 +526,117 @@ async fn visible_approval(
     Ok((approval, nhi))
 }
 
+/// How many earlier requests of the same NHI are looked through for the history.
+const HISTORY_WINDOW: u32 = 500;
+/// How many of them are listed.
+const HISTORY_SHOWN: usize = 5;
+
 pub async fn get_approval(state: &AppState, who: &Principal, id: &str) -> ApiResult<ApprovalView> {
-    Ok(approval_view(visible_approval(state, who, id).await?.0))
+    let (approval, nhi) = visible_approval(state, who, id).await?;
+    let context = approval_context(state, &approval, &nhi).await?;
+    let mut view = with_votes(state, approval, state.now()).await?;
+    view.context = Some(context);
+    Ok(view)
+}
+
+async fn approval_context(
+    state: &AppState,
+    approval: &Approval,
+    nhi: &Nhi,
+) -> ApiResult<ApprovalContext> {
+    let team = state.store.get_team(&nhi.owner.team_id).await?;
+    let within_ceiling = approval
+        .requested_scope
+        .to_strings()
+        .into_iter()
+        .filter(|g| !approval.excess.contains(g))
+        .collect();
+    let guardrails = state.live.guardrails();
+    let reach = approval
+        .excess
+        .iter()
+        .map(|text| {
+            let sensitivity = Grant::parse(text)
+                .ok()
+                .and_then(|g| Some(guardrails.sensitivity(g.service(), g.resource()?).to_vec()))
+                .unwrap_or_default();
+            ReachView {
+                grant: text.clone(),
+                sensitivity,
+            }
+        })
+        .collect();
+    // The same NHI asking for the same grants beyond its ceiling: how did that go before?
+    let earlier = state
+        .store
+        .list_approvals(
+            &ApprovalFilter {
+                nhi_id: Some(nhi.id.clone()),
+                ..Default::default()
+            },
+            &Page {
+                after: None,
+                limit: HISTORY_WINDOW,
+            },
+        )
+        .await?;
+    let now = state.now();
+    let mut similar: Vec<&Approval> = earlier
+        .iter()
+        .filter(|a| a.id != approval.id && a.excess == approval.excess)
+        .collect();
+    similar.sort_by_key(|a| std::cmp::Reverse(a.created_at));
+    let count = |wanted: ApprovalState| {
+        let n = similar.iter().filter(|a| a.state_at(now) == wanted).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    };
+    let history = RequestHistory {
+        approved: count(ApprovalState::Approved),
+        denied: count(ApprovalState::Denied),
+        expired: count(ApprovalState::Expired),
+        recent: similar
+            .iter()
+            .take(HISTORY_SHOWN)
+            .map(|a| PastRequest {
+                id: a.id.clone(),
+                state: a.state_at(now).as_str().to_owned(),
+                decided_by: a.decided_by.clone(),
+                reason: a.reason.clone(),
+                created_at: a.created_at,
+            })
+            .collect(),
+    };
+    Ok(ApprovalContext {
+        nhi: NhiSummary {
+            id: nhi.id.clone(),
+            name: nhi.name.clone(),
+            kind: nhi.kind.as_str().to_owned(),
+            environment: nhi.environment.clone(),
+            status: nhi.status.as_str().to_owned(),
+            owner_team: nhi.owner.team_id.clone(),
+            owner_team_name: team.map(|t| t.name),
+            owner_contact: nhi.owner.contact.clone(),
+        },
+        ceiling: nhi.scope_ceiling.to_strings(),
+        within_ceiling,
+        reach,
+        history,
+    })
+}
+
+/// The view of a request, with the approvals counted towards its quorum (only a request that
+/// needs more than one can have any).
+async fn with_votes(
+    state: &AppState,
+    approval: Approval,
+    now: Timestamp,
+) -> ApiResult<ApprovalView> {
+    let votes = if approval.required_approvals > 1 {
+        state.store.list_votes(&approval.id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(approval_view(approval, votes, now))
 }
 
 /// Approves or denies: an admin or a reviewer of the NHI's owner team, never an NHI and
@@ -426,7 +651,41 @@ pub async fn decide(
     let (approval, nhi) = visible_approval(state, who, id).await?;
     who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
     let now = state.now();
-    let decided = approval.decide(decision, &who.actor().to_string(), now)?;
+    let votes = state.store.list_votes(&approval.id).await?;
+    let decided = match approval.decide(decision, &who.actor().to_string(), &votes, now)? {
+        Ruling::Decided(decided) => *decided,
+        Ruling::Voted { vote, remaining } => {
+            let event = state
+                .event(
+                    EventKind::ApprovalVoted,
+                    who.actor(),
+                    format!("approval:{}", approval.id),
+                )
+                .with("nhi", &nhi.id)
+                .with("task", &approval.task_id)
+                .with("scope", vote.scope.to_strings().join(" "))
+                .with("remaining", remaining.to_string())
+                .with("reason", &vote.reason);
+            state
+                .store
+                .record_vote(&approval.id, &vote, &event)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Precondition(_) => ApiError::conflict(
+                        "approval_not_pending",
+                        "the approval request was decided meanwhile",
+                    ),
+                    StoreError::Conflict => ApiError::conflict(
+                        "already_voted",
+                        "this reviewer has already approved the request",
+                    ),
+                    other => other.into(),
+                })?;
+            let mut votes = votes;
+            votes.push(vote);
+            return Ok(approval_view(approval, votes, now));
+        }
+    };
     let mut task = state
         .store
         .get_task(&approval.task_id)
@@ -484,7 +743,7 @@ pub async fn decide(
             other => other.into(),
         })?;
     state.task_updates.notify_waiters();
-    Ok(approval_view(decided))
+    Ok(approval_view(decided, votes, now))
 }
 
 fn reason(text: String) -> ApiResult<String> {
@@ -493,6 +752,83 @@ fn reason(text: String) -> ApiResult<String> {
     custos_core::validate::text(&mut errors, "reason", &text, 2000);
     errors.into_result()?;
     Ok(text)
+}
+
+/// The most requests one batch decides.
+pub const MAX_BATCH: usize = 100;
+
+/// Decides several requests alike, each on its own (rights, quorum, deadline, narrowing), and
+/// says how each went. High-risk requests are refused here: each needs a look of its own.
+pub async fn decide_batch(
+    state: &AppState,
+    who: &Principal,
+    input: BatchDecision,
+) -> ApiResult<BatchResult> {
+    who.require(&[Role::Admin, Role::Reviewer])?;
+    let mut errors = custos_core::validate::ValidationErrors::default();
+    if input.ids.is_empty() || input.ids.len() > MAX_BATCH {
+        errors.push("ids", format!("name 1 to {MAX_BATCH} approval requests"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if input.ids.iter().any(|id| !seen.insert(id)) {
+        errors.push("ids", "each request may be named once");
+    }
+    if !matches!(input.decision.as_str(), "approve" | "deny") {
+        errors.push("decision", "must be approve or deny");
+    }
+    errors.into_result()?;
+    let reason = reason(input.reason)?;
+    let decision = if input.decision == "approve" {
+        Decision::Approve {
+            reason,
+            scope: None,
+            ttl_seconds: None,
+        }
+    } else {
+        Decision::Deny { reason }
+    };
+    let mut items = Vec::with_capacity(input.ids.len());
+    for id in input.ids {
+        let outcome = match batch_one(state, who, &id, decision.clone()).await {
+            Ok(view) => BatchOutcome {
+                outcome: if view.state == "pending" {
+                    "counted"
+                } else {
+                    "decided"
+                }
+                .to_owned(),
+                id,
+                approval: Some(view),
+                code: None,
+                detail: None,
+            },
+            Err(problem) => BatchOutcome {
+                id,
+                outcome: "refused".to_owned(),
+                approval: None,
+                code: Some(problem.code.to_owned()),
+                detail: Some(problem.detail),
+            },
+        };
+        items.push(outcome);
+    }
+    Ok(BatchResult { items })
+}
+
+async fn batch_one(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    decision: Decision,
+) -> ApiResult<ApprovalView> {
+    let (approval, _) = visible_approval(state, who, id).await?;
+    if approval.risk.level == RiskLevel::High {
+        return Err(ApiError::conflict(
+            "high_risk_not_batched",
+            "a high-risk request is decided on its own, after a look at its context",
+        ));
+    }
+    decide(state, who, id, decision).await
 }
 
 pub fn approve_decision(input: ApproveRequest) -> ApiResult<Decision> {

@@ -11,7 +11,7 @@ mod sql;
 
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
-use custos_core::issuance::{Approval, ApprovalState, Task};
+use custos_core::issuance::{Approval, ApprovalKind, ApprovalState, RiskLevel, Task, Vote};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 
 pub use error::StoreError;
@@ -57,6 +57,10 @@ pub struct ApprovalFilter {
     pub nhi_id: Option<String>,
     /// Only requests about NHIs of these teams (a reviewer's view).
     pub owner_teams: Option<Vec<String>>,
+    pub kind: Option<ApprovalKind>,
+    pub risk: Option<RiskLevel>,
+    /// Only pending requests whose deadline is at or before this time.
+    pub pending_past: Option<Timestamp>,
 }
 
 /// A credential let through at `at`, by its NHI: what `record_uses` keeps as last-used times.
@@ -244,6 +248,21 @@ pub trait Store: Send + Sync + 'static {
         event: &DomainEvent,
     ) -> Result<()>;
 
+    /// Counts one reviewer's approval towards a quorum, with its event, if the request is still
+    /// pending (`Precondition` otherwise) and the reviewer has not approved it before
+    /// (`Conflict`).
+    async fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent) -> Result<()>;
+    /// The approvals counted so far, oldest first.
+    async fn list_votes(&self, approval_id: &str) -> Result<Vec<Vote>>;
+    /// Expires a pending request whose deadline is at or before `at`, and denies its task, with
+    /// the event. `false`, writing nothing, if it was decided or expired meanwhile.
+    async fn expire_approval(
+        &self,
+        approval: &Approval,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<bool>;
+
     /// Adds a signing key, retiring another in the same transaction.
     async fn add_signing_key(
         &self,
@@ -306,6 +325,150 @@ pub trait Store: Send + Sync + 'static {
     /// in one write. Derived from `access.decided` events already in the trail, so it writes
     /// no event of its own; unknown ids are ignored.
     async fn record_uses(&self, uses: &[Use]) -> Result<()>;
+
+    /// Adds a notification channel with its event; a name already taken is `Conflict`, a team
+    /// that does not exist `MissingReference`.
+    async fn create_notification_channel(
+        &self,
+        channel: &NotificationChannel,
+        event: &DomainEvent,
+    ) -> Result<()>;
+    async fn get_notification_channel(&self, id: &str) -> Result<Option<NotificationChannel>>;
+    /// Every channel, disabled ones too, in creation order.
+    async fn list_notification_channels(&self) -> Result<Vec<NotificationChannel>>;
+    /// Disables a channel and gives up its pending deliveries (`failed`), with the event (its
+    /// `cancelled` detail says how many). `false`, writing nothing, if it was already disabled;
+    /// `NotFound` if there is no such channel.
+    async fn disable_notification_channel(
+        &self,
+        id: &str,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<bool>;
+    /// Queues deliveries, all or none. Derived from the event they announce (or from an
+    /// operator's test), so they write no event of their own.
+    async fn enqueue_notifications(&self, deliveries: &[NotificationDelivery]) -> Result<()>;
+    /// Claims up to `limit` pending deliveries due at `now`, oldest due first: each counts one
+    /// more attempt made at `now` and is leased until `lease_until` (its `next_attempt_at`), so
+    /// that a node that dies holding it lets another retry it then. Two callers, on one node or
+    /// several sharing PostgreSQL, never hold the same delivery at once.
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<NotificationDelivery>>;
+    /// Records how the attempt numbered `attempt` of a delivery ended, if the delivery is still
+    /// pending at that attempt; `false`, writing nothing, otherwise (the lease ran out and
+    /// another claim took it over, or the channel was disabled). Giving up writes its event.
+    async fn finish_notification(
+        &self,
+        id: &str,
+        attempt: u32,
+        outcome: &DeliveryOutcome<'_>,
+    ) -> Result<bool>;
+    /// One page of deliveries, in id (creation) order.
+    async fn list_notification_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        page: &Page,
+    ) -> Result<Vec<NotificationDelivery>>;
+}
+
+/// Where notifications of the review inbox go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationChannel {
+    pub id: String,
+    pub name: String,
+    /// `webhook` or `email`.
+    pub kind: String,
+    /// Only requests about NHIs owned by this team; `None`: every team's.
+    pub team_id: Option<String>,
+    /// What may be shown of where it sends: a webhook's origin, or an email channel's SMTP
+    /// settings and recipients as JSON.
+    pub target: String,
+    /// `json` or `slack` for a webhook, `text` for email.
+    pub format: String,
+    /// Sealed by the key-encryption key: a webhook's URL and HMAC secret, an SMTP password.
+    pub sealed_secret: Option<Vec<u8>>,
+    pub created_at: Timestamp,
+    pub disabled_at: Option<Timestamp>,
+}
+
+/// Where a notification is on its way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Waiting for its first or next attempt, or being attempted.
+    Pending,
+    Delivered,
+    /// Given up: out of attempts, or its channel was disabled.
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 3] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One notification to one channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationDelivery {
+    pub id: String,
+    pub channel_id: String,
+    /// What it is about: `approval:<id>`, `test:<channel id>`.
+    pub subject: String,
+    /// What is sent, rendered when it was queued: a webhook's JSON body, or an email's
+    /// subject and text as JSON.
+    pub payload: String,
+    pub state: DeliveryState,
+    /// Attempts made (or begun) so far.
+    pub attempts: u32,
+    /// When a pending delivery is next due; while an attempt is in flight, its lease's end.
+    pub next_attempt_at: Timestamp,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub state: Option<DeliveryState>,
+    pub channel_id: Option<String>,
+}
+
+/// How an attempt at a delivery ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome<'a> {
+    Delivered {
+        at: Timestamp,
+    },
+    /// Failed; tried again at `next_attempt_at`.
+    Retry {
+        error: &'a str,
+        next_attempt_at: Timestamp,
+    },
+    /// Failed for the last time: given up, with its `notification.failed` event.
+    GiveUp {
+        error: &'a str,
+        event: &'a DomainEvent,
+    },
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
-use custos_core::issuance::{Approval, ApprovalState, Task, TaskState};
+use custos_core::issuance::{
+    Approval, ApprovalKind, ApprovalState, Risk, RiskLevel, Task, TaskState, Vote,
+};
 use custos_core::{
     Actor, Credential, CredentialKind, DomainEvent, EventKind, Nhi, NhiFilter, NhiKind, NhiStatus,
     Operator, Owner, Page, Role, Team, Timestamp,
@@ -22,6 +24,9 @@ use crate::group_commit::{GroupCommit, Slot};
 use crate::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result, Retirement, Revocation,
     SigningKeyRecord, Store, StoreError, StoredCheckpoint, Use,
+};
+use crate::{
+    DeliveryFilter, DeliveryOutcome, DeliveryState, NotificationChannel, NotificationDelivery,
 };
 
 /// The embedded store: one SQLite file in WAL mode. Writes go through a single connection, so
@@ -266,10 +271,15 @@ const TASK_COLUMNS: &str = "id, nhi_id, purpose, scope, ttl_seconds, state, requ
     created_at, approval_id, activated_at, expires_at, ended_at, credential_id";
 const APPROVAL_COLUMNS: &str = "id, nhi_id, task_id, requested_by, purpose, requested_scope, \
     excess, requested_ttl_seconds, state, created_at, decided_at, decided_by, reason, \
-    granted_scope, granted_ttl_seconds";
+    granted_scope, granted_ttl_seconds, kind, policies, risk, risk_factors, required_approvals, \
+    expires_at";
 const SIGNING_KEY_COLUMNS: &str =
     "kid, alg, public_jwk, sealed_key, created_at, retired_at, publish_until";
 const TEAM_COLUMNS: &str = "id, name, contact, created_at";
+const CHANNEL_COLUMNS: &str =
+    "id, name, kind, team_id, target, format, sealed_secret, created_at, disabled_at";
+const DELIVERY_COLUMNS: &str = "id, channel_id, subject, payload, state, attempts, \
+    next_attempt_at, last_attempt_at, last_error, created_at, delivered_at";
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
 /// The subject index is partitioned into eras of `1 << SUBJECT_ERA_SHIFT` events (migration
 /// 0006), and a query reaches it only through exactly this expression (`e.seq >> 14` where
@@ -281,7 +291,7 @@ const JOINED_EVENT_COLUMNS: &str =
     "e.seq, e.id, e.kind, e.actor, e.subject, e.occurred_at, e.details";
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $row:ty, name = $name:literal, lock_operators = $lock_operators:expr, lock_row = $lock_row:expr) => {
+    ($store:ty, $db:ty, $row:ty, name = $name:literal, lock_operators = $lock_operators:expr, lock_row = $lock_row:expr, claim_lock = $claim_lock:expr) => {
         impl $store {
             fn team_from_row(row: &$row) -> Result<Team> {
                 Ok(Team {
@@ -378,6 +388,14 @@ macro_rules! sql_store {
             fn approval_from_row(row: &$row) -> Result<Approval> {
                 Ok(Approval {
                     id: row.try_get("id")?,
+                    kind: parse_enum(ApprovalKind::parse, row.try_get("kind")?)?,
+                    policies: json(&row.try_get::<String, _>("policies")?)?,
+                    risk: Risk {
+                        level: parse_enum(RiskLevel::parse, row.try_get("risk")?)?,
+                        factors: json(&row.try_get::<String, _>("risk_factors")?)?,
+                    },
+                    required_approvals: small(row.try_get("required_approvals")?, "required_approvals")?,
+                    expires_at: ts(row.try_get("expires_at")?)?,
                     nhi_id: row.try_get("nhi_id")?,
                     task_id: row.try_get("task_id")?,
                     requested_by: row.try_get("requested_by")?,
@@ -395,6 +413,36 @@ macro_rules! sql_store {
                         .try_get::<Option<i64>, _>("granted_ttl_seconds")?
                         .map(|t| small(t, "ttl"))
                         .transpose()?,
+                })
+            }
+
+            fn channel_from_row(row: &$row) -> Result<NotificationChannel> {
+                Ok(NotificationChannel {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    kind: row.try_get("kind")?,
+                    team_id: row.try_get("team_id")?,
+                    target: row.try_get("target")?,
+                    format: row.try_get("format")?,
+                    sealed_secret: row.try_get("sealed_secret")?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    disabled_at: opt_ts(row.try_get("disabled_at")?)?,
+                })
+            }
+
+            fn delivery_from_row(row: &$row) -> Result<NotificationDelivery> {
+                Ok(NotificationDelivery {
+                    id: row.try_get("id")?,
+                    channel_id: row.try_get("channel_id")?,
+                    subject: row.try_get("subject")?,
+                    payload: row.try_get("payload")?,
+                    state: parse_enum(DeliveryState::parse, row.try_get("state")?)?,
+                    attempts: small(row.try_get("attempts")?, "attempts")?,
+                    next_attempt_at: ts(row.try_get("next_attempt_at")?)?,
+                    last_attempt_at: opt_ts(row.try_get("last_attempt_at")?)?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    delivered_at: opt_ts(row.try_get("delivered_at")?)?,
                 })
             }
 
@@ -1180,8 +1228,9 @@ macro_rules! sql_store {
                 if let Some(a) = approval {
                     sqlx::query(
                         "INSERT INTO approvals (id, nhi_id, task_id, requested_by, purpose, \
-                         requested_scope, excess, requested_ttl_seconds, state, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                         requested_scope, excess, requested_ttl_seconds, state, created_at, kind, \
+                         policies, risk, risk_factors, required_approvals, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                     )
                     .bind(&a.id)
                     .bind(&a.nhi_id)
@@ -1193,6 +1242,12 @@ macro_rules! sql_store {
                     .bind(i64::from(a.requested_ttl_seconds))
                     .bind(a.state.as_str())
                     .bind(a.created_at.unix_millis())
+                    .bind(a.kind.as_str())
+                    .bind(to_json(&a.policies))
+                    .bind(a.risk.level.as_str())
+                    .bind(to_json(&a.risk.factors))
+                    .bind(i64::from(a.required_approvals))
+                    .bind(a.expires_at.unix_millis())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -1302,6 +1357,15 @@ macro_rules! sql_store {
                 if let Some(nhi_id) = &filter.nhi_id {
                     q.push(" AND nhi_id = ").push_bind(nhi_id.clone());
                 }
+                if let Some(kind) = filter.kind {
+                    q.push(" AND kind = ").push_bind(kind.as_str());
+                }
+                if let Some(risk) = filter.risk {
+                    q.push(" AND risk = ").push_bind(risk.as_str());
+                }
+                if let Some(deadline) = filter.pending_past {
+                    q.push(" AND state = 'pending' AND expires_at <= ").push_bind(deadline.unix_millis());
+                }
                 if let Some(teams) = &filter.owner_teams {
                     q.push(" AND nhi_id IN (SELECT id FROM nhis WHERE owner_team_id IN (");
                     let mut list = q.separated(", ");
@@ -1344,6 +1408,93 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())
+            }
+
+            async fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let pending = sqlx::query("SELECT 1 AS one FROM approvals WHERE id = $1 AND state = 'pending'")
+                    .bind(approval_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if !pending {
+                    tx.rollback().await?;
+                    return Err(StoreError::Precondition("the approval request is no longer pending"));
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO approval_votes (approval_id, reviewer, scope, ttl_seconds, reason, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(approval_id)
+                .bind(&vote.reviewer)
+                .bind(to_json(&vote.scope))
+                .bind(i64::from(vote.ttl_seconds))
+                .bind(&vote.reason)
+                .bind(vote.at.unix_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::Conflict);
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn list_votes(&self, approval_id: &str) -> Result<Vec<Vote>> {
+                let rows = sqlx::query(
+                    "SELECT reviewer, scope, ttl_seconds, reason, at FROM approval_votes \
+                     WHERE approval_id = $1 ORDER BY at, reviewer",
+                )
+                .bind(approval_id)
+                .fetch_all(self.reader())
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(Vote {
+                            reviewer: row.try_get("reviewer")?,
+                            scope: json(&row.try_get::<String, _>("scope")?)?,
+                            ttl_seconds: small(row.try_get("ttl_seconds")?, "ttl")?,
+                            reason: row.try_get("reason")?,
+                            at: ts(row.try_get("at")?)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn expire_approval(&self, approval: &Approval, at: Timestamp, event: &DomainEvent) -> Result<bool> {
+                let approval_id = &approval.id;
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let expired = sqlx::query(
+                    "UPDATE approvals SET state = 'expired', decided_at = $1, reason = 'expired unanswered' \
+                     WHERE id = $2 AND state = 'pending' AND expires_at <= $1",
+                )
+                .bind(at.unix_millis())
+                .bind(approval_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if expired == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE tasks SET state = 'denied', ended_at = $1 \
+                     WHERE approval_id = $2 AND state = 'pending_approval'",
+                )
+                .bind(at.unix_millis())
+                .bind(approval_id)
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
             }
 
             async fn add_signing_key(
@@ -1752,6 +1903,223 @@ macro_rules! sql_store {
                 })
                 .transpose()
             }
+
+            async fn create_notification_channel(
+                &self,
+                channel: &NotificationChannel,
+                event: &DomainEvent,
+            ) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                sqlx::query(
+                    "INSERT INTO notification_channels (id, name, kind, team_id, target, format, \
+                     sealed_secret, created_at, disabled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&channel.id)
+                .bind(&channel.name)
+                .bind(&channel.kind)
+                .bind(&channel.team_id)
+                .bind(&channel.target)
+                .bind(&channel.format)
+                .bind(&channel.sealed_secret)
+                .bind(channel.created_at.unix_millis())
+                .bind(channel.disabled_at.map(Timestamp::unix_millis))
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn get_notification_channel(&self, id: &str) -> Result<Option<NotificationChannel>> {
+                let sql = format!("SELECT {CHANNEL_COLUMNS} FROM notification_channels WHERE id = $1");
+                let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+                row.as_ref().map(Self::channel_from_row).transpose()
+            }
+
+            async fn list_notification_channels(&self) -> Result<Vec<NotificationChannel>> {
+                let sql = format!("SELECT {CHANNEL_COLUMNS} FROM notification_channels ORDER BY created_at, id");
+                let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(self.reader()).await?;
+                rows.iter().map(Self::channel_from_row).collect()
+            }
+
+            async fn disable_notification_channel(
+                &self,
+                id: &str,
+                at: Timestamp,
+                event: &DomainEvent,
+            ) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let disabled = sqlx::query(
+                    "UPDATE notification_channels SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL",
+                )
+                .bind(at.unix_millis())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if disabled == 0 {
+                    let exists = sqlx::query("SELECT 1 AS one FROM notification_channels WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    tx.rollback().await?;
+                    return if exists.is_some() { Ok(false) } else { Err(StoreError::NotFound) };
+                }
+                let cancelled = sqlx::query(
+                    "UPDATE notification_deliveries SET state = 'failed', \
+                     last_error = 'the channel was disabled' WHERE channel_id = $1 AND state = 'pending'",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let mut event = event.clone();
+                event.details.insert("cancelled".into(), cancelled.to_string());
+                Self::append_event(&mut *tx, &event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
+            }
+
+            async fn enqueue_notifications(&self, deliveries: &[NotificationDelivery]) -> Result<()> {
+                if deliveries.is_empty() {
+                    return Ok(());
+                }
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                for d in deliveries {
+                    sqlx::query(
+                        "INSERT INTO notification_deliveries (id, channel_id, subject, payload, state, \
+                         attempts, next_attempt_at, last_attempt_at, last_error, created_at, delivered_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(&d.id)
+                    .bind(&d.channel_id)
+                    .bind(&d.subject)
+                    .bind(&d.payload)
+                    .bind(d.state.as_str())
+                    .bind(i64::from(d.attempts))
+                    .bind(d.next_attempt_at.unix_millis())
+                    .bind(d.last_attempt_at.map(Timestamp::unix_millis))
+                    .bind(&d.last_error)
+                    .bind(d.created_at.unix_millis())
+                    .bind(d.delivered_at.map(Timestamp::unix_millis))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn claim_notifications(
+                &self,
+                now: Timestamp,
+                lease_until: Timestamp,
+                limit: u32,
+            ) -> Result<Vec<NotificationDelivery>> {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let lock: &'static str = $claim_lock;
+                // The due rows are picked and pushed out of reach (their lease) in one
+                // statement; on PostgreSQL rows another node is claiming are skipped, not waited
+                // for, and a row it claimed meanwhile is no longer due when re-checked.
+                let sql = format!(
+                    "WITH due AS (SELECT id FROM notification_deliveries \
+                     WHERE state = 'pending' AND next_attempt_at <= $1 \
+                     ORDER BY next_attempt_at, id LIMIT $3{lock}) \
+                     UPDATE notification_deliveries SET attempts = attempts + 1, \
+                     last_attempt_at = $1, next_attempt_at = $2 \
+                     WHERE id IN (SELECT id FROM due) RETURNING {DELIVERY_COLUMNS}"
+                );
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(now.unix_millis())
+                    .bind(lease_until.unix_millis())
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                let mut claimed = rows.iter().map(Self::delivery_from_row).collect::<Result<Vec<_>>>()?;
+                claimed.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(claimed)
+            }
+
+            async fn finish_notification(
+                &self,
+                id: &str,
+                attempt: u32,
+                outcome: &DeliveryOutcome<'_>,
+            ) -> Result<bool> {
+                // Only the attempt this caller was handed: a node whose lease ran out (and whose
+                // delivery another node claimed again) cannot overwrite the newer attempt.
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let still = " WHERE id = $2 AND attempts = $3 AND state = 'pending'";
+                let updated = match *outcome {
+                    DeliveryOutcome::Delivered { at } => sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE notification_deliveries SET state = 'delivered', delivered_at = $1, \
+                         last_error = NULL{still}"
+                    )))
+                    .bind(at.unix_millis()),
+                    DeliveryOutcome::Retry { next_attempt_at, .. } => sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE notification_deliveries SET next_attempt_at = $1, last_error = $4{still}"
+                    )))
+                    .bind(next_attempt_at.unix_millis()),
+                    // Given up: `next_attempt_at` keeps the end of the last lease.
+                    DeliveryOutcome::GiveUp { error, .. } => sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE notification_deliveries SET state = 'failed', last_error = $1{still}"
+                    )))
+                    .bind(error.to_owned()),
+                }
+                .bind(id)
+                .bind(i64::from(attempt));
+                let updated = match *outcome {
+                    DeliveryOutcome::Retry { error, .. } => updated.bind(error),
+                    _ => updated,
+                }
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                if let DeliveryOutcome::GiveUp { event, .. } = outcome {
+                    Self::append_event(&mut *tx, event).await?;
+                }
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
+            }
+
+            async fn list_notification_deliveries(
+                &self,
+                filter: &DeliveryFilter,
+                page: &Page,
+            ) -> Result<Vec<NotificationDelivery>> {
+                let mut q = QueryBuilder::<$db>::new(format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM notification_deliveries WHERE 1 = 1"
+                ));
+                if let Some(state) = filter.state {
+                    q.push(" AND state = ").push_bind(state.as_str());
+                }
+                if let Some(channel) = &filter.channel_id {
+                    q.push(" AND channel_id = ").push_bind(channel.clone());
+                }
+                if let Some(after) = &page.after {
+                    q.push(" AND id > ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::delivery_from_row).collect()
+            }
         }
     };
 }
@@ -1800,7 +2168,9 @@ sql_store!(
     sqlx::sqlite::SqliteRow,
     name = "sqlite",
     lock_operators = "",
-    lock_row = ""
+    lock_row = "",
+    // The single writer claims alone.
+    claim_lock = ""
 );
 sql_store!(
     PostgresStore,
@@ -1810,5 +2180,7 @@ sql_store!(
     // Two admins revoking each other at once must not leave the store with none.
     lock_operators = "LOCK TABLE operators IN SHARE ROW EXCLUSIVE MODE",
     // A delegation locks its parent so a concurrent revocation cannot miss the new child.
-    lock_row = " FOR UPDATE"
+    lock_row = " FOR UPDATE",
+    // Nodes claiming notifications at once each take rows the others have not locked.
+    claim_lock = " FOR UPDATE SKIP LOCKED"
 );

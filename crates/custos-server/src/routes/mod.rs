@@ -3,6 +3,7 @@
 mod access;
 mod audit;
 mod inventory;
+mod notifications;
 mod oauth;
 mod people;
 mod plumbing;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tasks::get_approval))
         .routes(routes!(tasks::approve))
         .routes(routes!(tasks::deny))
+        .routes(routes!(tasks::decide_batch))
         .routes(routes!(oauth::metadata))
         .routes(routes!(oauth::jwks))
         .routes(routes!(oauth::token))
@@ -65,6 +67,13 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(access::configuration))
         .routes(routes!(access::evaluation))
         .routes(routes!(access::evaluations))
+        .routes(routes!(
+            notifications::create_channel,
+            notifications::list_channels
+        ))
+        .routes(routes!(notifications::disable_channel))
+        .routes(routes!(notifications::test_channel))
+        .routes(routes!(notifications::list_deliveries))
         .with_state(state)
         .split_for_parts();
     let openapi = crate::openapi::finish(openapi, &limits);

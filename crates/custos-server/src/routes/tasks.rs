@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use custos_core::issuance::ApprovalState;
+use custos_core::issuance::{ApprovalKind, ApprovalState, RiskLevel};
+use custos_store::ApprovalFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -98,6 +99,12 @@ pub struct ApprovalListParams {
     #[param(pattern = "^(pending|approved|denied|expired)$")]
     state: Option<String>,
     nhi_id: Option<String>,
+    /// `scope_escalation` or `policy_approval`.
+    #[param(pattern = "^(scope_escalation|policy_approval)$")]
+    kind: Option<String>,
+    /// `low`, `medium` or `high`.
+    #[param(pattern = "^(low|medium|high)$")]
+    risk: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     #[param(schema_with = cursor_schema)]
@@ -112,18 +119,34 @@ pub async fn list_approvals(
     who: Principal,
     query: QueryPairs,
 ) -> ApiResult<Json<ApprovalList>> {
-    query.only(&["state", "nhi_id", "limit", "cursor"])?;
-    let filter_state = query
-        .one("state")?
-        .map(|s| {
-            ApprovalState::parse(s)
-                .ok_or_else(|| invalid("state", "must be pending, approved, denied or expired"))
-        })
-        .transpose()?;
+    query.only(&["state", "nhi_id", "kind", "risk", "limit", "cursor"])?;
+    let filter = ApprovalFilter {
+        state: query
+            .one("state")?
+            .map(|s| {
+                ApprovalState::parse(s)
+                    .ok_or_else(|| invalid("state", "must be pending, approved, denied or expired"))
+            })
+            .transpose()?,
+        nhi_id: query.one("nhi_id")?.map(str::to_owned),
+        kind: query
+            .one("kind")?
+            .map(|s| {
+                ApprovalKind::parse(s)
+                    .ok_or_else(|| invalid("kind", "must be scope_escalation or policy_approval"))
+            })
+            .transpose()?,
+        risk: query
+            .one("risk")?
+            .map(|s| {
+                RiskLevel::parse(s).ok_or_else(|| invalid("risk", "must be low, medium or high"))
+            })
+            .transpose()?,
+        ..Default::default()
+    };
     let page = page(&query)?;
-    let nhi_id = query.one("nhi_id")?.map(str::to_owned);
     Ok(Json(
-        tasks::list_approvals(&state, &who, filter_state, nhi_id, page).await?,
+        tasks::list_approvals(&state, &who, filter, page).await?,
     ))
 }
 
@@ -168,4 +191,19 @@ pub async fn deny(
 ) -> ApiResult<Json<ApprovalView>> {
     let decision = tasks::deny_decision(input)?;
     Ok(Json(tasks::decide(&state, &who, &id, decision).await?))
+}
+
+/// Decides several low- or medium-risk requests alike (each as asked, or denied), each on its
+/// own rights, quorum and deadline; the answer says how each went. High-risk requests are
+/// refused in a batch (`high_risk_not_batched`).
+#[utoipa::path(post, path = "/v1/approvals/batch", tag = "approvals",
+    request_body(content = BatchDecision, content_type = "application/json"),
+    responses((status = 200, body = BatchResult),
+              (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn decide_batch(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonBody(input): JsonBody<BatchDecision>,
+) -> ApiResult<Json<BatchResult>> {
+    Ok(Json(tasks::decide_batch(&state, &who, input).await?))
 }

@@ -274,6 +274,24 @@ async fn every_route_checks_every_caller(backend: Backend) {
             [401, 200, 200, 403, 401, 403],
         ),
         row(
+            M::POST,
+            "/v1/approvals/batch",
+            Some(|_| json!({"ids": ["no-such-request"], "decision": "deny", "reason": "x"})),
+            [401, 200, 200, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/notifications/channels",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/notifications/deliveries",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
             M::GET,
             "/.well-known/oauth-authorization-server",
             None,

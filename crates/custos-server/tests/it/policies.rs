@@ -296,6 +296,36 @@ async fn guardrails_forbid_or_hold_back_for_approval(backend: Backend) {
         evaluate(ask(&key, "export", "customers/all")).await["decision"],
         false
     );
+
+    // A denied request is not pointed at again: asked anew, the action opens a new request.
+    let held = evaluate(ask(&key, "export", "customers/other")).await;
+    let first = held["context"]["approval_id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/v1/approvals/{first}/deny"),
+            Some(ADMIN_TOKEN),
+            Some(json!({"reason": "not without legal"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let again = evaluate(ask(&key, "export", "customers/other")).await;
+    let second = again["context"]["approval_id"].as_str().unwrap();
+    assert_ne!(second, first);
+    let (_, reopened) = server
+        .call(
+            Method::GET,
+            &format!("/v1/approvals/{second}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (reopened["state"].as_str(), reopened["kind"].as_str()),
+        (Some("pending"), Some("policy_approval"))
+    );
+    assert_eq!(reopened["policies"], json!(["exports-need-a-human"]));
+    assert_eq!(reopened["context"]["history"]["denied"], 1);
     server.stop().await;
 }
 

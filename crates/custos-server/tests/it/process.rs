@@ -497,7 +497,7 @@ fn the_cli_manages_keys_credentials_and_approvals() {
         pending["items"][0]["excess"],
         serde_json::json!(["payments:refund"])
     );
-    let table = run(&reviewer, &["approvals", "get", &approval_id]);
+    let table = run(&reviewer, &["approvals", "show", &approval_id]);
     assert!(table.contains("payments:refund"), "{table}");
     let approved = json(
         &reviewer,

@@ -65,18 +65,27 @@ pub fn test_config(data_dir: &std::path::Path, database_url: Option<String>) -> 
         log_level: "warn".into(),
         admin_token: Some(ADMIN_TOKEN.into()),
         static_key_rotation_grace_seconds: 1,
+        // Test NHIs run in production and often ask for a whole service, which is high risk;
+        // one reviewer decides unless a test asks for a quorum.
+        high_risk_quorum: 1,
         ..Config::defaults(data_dir.to_path_buf())
     }
 }
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// A server whose test configuration `adjust` changes first.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let database_url = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(postgres_schema_url().await),
         };
-        let config = test_config(data_dir.path(), database_url.clone());
+        let mut config = test_config(data_dir.path(), database_url.clone());
+        adjust(&mut config);
         let server = start(config).await.unwrap();
         let base = format!("http://{}", server.addr);
         Self {

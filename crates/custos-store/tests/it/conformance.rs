@@ -1,4 +1,6 @@
-use custos_core::issuance::{Approval, ApprovalState, Decision, Task, TaskState};
+use custos_core::issuance::{
+    Approval, ApprovalKind, ApprovalState, Decision, Risk, RiskLevel, Ruling, Task, TaskState, Vote,
+};
 use custos_core::{
     Credential, CredentialKind, EventKind, NhiFilter, NhiKind, NhiStatus, Page, Role, Scope,
     Timestamp,
@@ -6,6 +8,9 @@ use custos_core::{
 use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Retirement, Revocation, SigningKeyRecord,
     Store, StoreError, Use,
+};
+use custos_store::{
+    DeliveryFilter, DeliveryOutcome, DeliveryState, NotificationChannel, NotificationDelivery,
 };
 
 use crate::conformance;
@@ -30,6 +35,7 @@ conformance!(
     revocation_cascades_down_the_delegation_graph,
     rotation_shortens_the_old_key_and_issues_the_new,
     approvals_are_decided_once_and_mint_once,
+    quorum_votes_count_once_and_overdue_requests_expire_once,
     signing_keys_rotate_with_overlap,
     client_assertions_are_single_use,
     concurrent_writes_each_succeed_or_fail_alone,
@@ -43,6 +49,9 @@ conformance!(
     meta_init_keeps_the_first_value,
     policy_versions_follow_one_another,
     last_used_times_only_move_forward,
+    notification_channels_are_unique_and_disabled_once,
+    notifications_are_claimed_with_a_lease_and_finished_once,
+    concurrent_claims_never_share_a_delivery,
 );
 
 async fn teams_are_unique_by_name_and_found_by_id_or_name(store: &dyn Store) {
@@ -758,6 +767,155 @@ fn task(n: &custos_core::Nhi, state: TaskState) -> Task {
     }
 }
 
+fn approval_for(task: &Task) -> Approval {
+    Approval {
+        id: id(),
+        kind: ApprovalKind::ScopeEscalation,
+        nhi_id: task.nhi_id.clone(),
+        task_id: task.id.clone(),
+        requested_by: task.requested_by.clone(),
+        purpose: task.purpose.clone(),
+        requested_scope: task.scope.clone(),
+        excess: vec!["mail:send".into()],
+        requested_ttl_seconds: 600,
+        policies: vec!["p1".into()],
+        risk: Risk {
+            level: RiskLevel::High,
+            factors: vec!["the nhi runs in production".into()],
+        },
+        required_approvals: 2,
+        state: ApprovalState::Pending,
+        created_at: now(),
+        expires_at: now().plus_seconds(3600),
+        decided_at: None,
+        decided_by: None,
+        reason: None,
+        granted_scope: None,
+        granted_ttl_seconds: None,
+    }
+}
+
+async fn file(store: &dyn Store, task: &Task, approval: &Approval) {
+    store
+        .create_task(
+            task,
+            Some(approval),
+            None,
+            &[
+                event(EventKind::TaskRequested, "t"),
+                event(EventKind::ApprovalRequested, "a"),
+            ],
+        )
+        .await
+        .unwrap();
+}
+
+/// A quorum's approvals are kept once per reviewer and only while the request is pending; an
+/// overdue request is expired (its task denied) once, and one not yet due is left alone.
+async fn quorum_votes_count_once_and_overdue_requests_expire_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let mut waiting = task(&n, TaskState::PendingApproval);
+    let mut request = approval_for(&waiting);
+    request.expires_at = now().plus_seconds(-1);
+    waiting.approval_id = Some(request.id.clone());
+    file(store, &waiting, &request).await;
+    assert_eq!(
+        store.get_approval(&request.id).await.unwrap().as_ref(),
+        Some(&request)
+    );
+
+    let vote = Vote {
+        reviewer: "operator:a".into(),
+        scope: Scope::parse(&["mail:send"]).unwrap(),
+        ttl_seconds: 60,
+        reason: "ok".into(),
+        at: now(),
+    };
+    store
+        .record_vote(&request.id, &vote, &event(EventKind::ApprovalVoted, "a"))
+        .await
+        .unwrap();
+    let err = store
+        .record_vote(&request.id, &vote, &event(EventKind::ApprovalVoted, "a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(
+        store.list_votes(&request.id).await.unwrap(),
+        std::slice::from_ref(&vote)
+    );
+
+    // Not yet due: a request with a later deadline is neither listed as overdue nor expired.
+    let mut later_task = task(&n, TaskState::PendingApproval);
+    let mut later = approval_for(&later_task);
+    later_task.approval_id = Some(later.id.clone());
+    file(store, &later_task, &later).await;
+    let overdue = ApprovalFilter {
+        pending_past: Some(now()),
+        ..Default::default()
+    };
+    let listed = store.list_approvals(&overdue, &page(10)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|a| &a.id).collect::<Vec<_>>(),
+        [&request.id]
+    );
+    assert!(
+        !store
+            .expire_approval(&later, now(), &event(EventKind::ApprovalExpired, "a"))
+            .await
+            .unwrap()
+    );
+    later.state = ApprovalState::Pending;
+
+    assert!(
+        store
+            .expire_approval(&request, now(), &event(EventKind::ApprovalExpired, "a"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .expire_approval(&request, now(), &event(EventKind::ApprovalExpired, "a"))
+            .await
+            .unwrap(),
+        "expired once"
+    );
+    let expired = store.get_approval(&request.id).await.unwrap().unwrap();
+    assert_eq!(expired.state, ApprovalState::Expired);
+    assert_eq!(
+        store.get_task(&waiting.id).await.unwrap().unwrap().state,
+        TaskState::Denied
+    );
+    assert_eq!(
+        store.get_approval(&later.id).await.unwrap().unwrap().state,
+        later.state
+    );
+    // Once expired, no approval is counted for it.
+    let err = store
+        .record_vote(
+            &request.id,
+            &Vote {
+                reviewer: "operator:b".into(),
+                ..vote
+            },
+            &event(EventKind::ApprovalVoted, "a"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Precondition(_)), "{err:?}");
+    let kinds = store
+        .list_events(&EventQuery {
+            limit: 20,
+            kind: Some("approval.expired".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kinds.len(), 1);
+}
+
 async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
     let owners = team(store, "owners").await;
     let others = team(store, "others").await;
@@ -765,21 +923,8 @@ async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
     register(store, &n).await;
     let mut pending_task = task(&n, TaskState::PendingApproval);
     let approval = Approval {
-        id: id(),
-        nhi_id: n.id.clone(),
-        task_id: pending_task.id.clone(),
-        requested_by: pending_task.requested_by.clone(),
-        purpose: pending_task.purpose.clone(),
-        requested_scope: pending_task.scope.clone(),
-        excess: vec!["mail:send".into()],
-        requested_ttl_seconds: 600,
-        state: ApprovalState::Pending,
-        created_at: now(),
-        decided_at: None,
-        decided_by: None,
-        reason: None,
-        granted_scope: None,
-        granted_ttl_seconds: None,
+        required_approvals: 1,
+        ..approval_for(&pending_task)
     };
     pending_task.approval_id = Some(approval.id.clone());
     store
@@ -826,17 +971,19 @@ async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
             .is_empty()
     );
 
-    let decided = approval
-        .decide(
-            Decision::Approve {
-                reason: "ok".into(),
-                scope: Some(Scope::parse(&["mail:send"]).unwrap()),
-                ttl_seconds: Some(60),
-            },
-            "operator:r",
-            now(),
-        )
-        .unwrap();
+    let Ok(Ruling::Decided(decided)) = approval.decide(
+        Decision::Approve {
+            reason: "ok".into(),
+            scope: Some(Scope::parse(&["mail:send"]).unwrap()),
+            ttl_seconds: Some(60),
+        },
+        "operator:r",
+        &[],
+        now(),
+    ) else {
+        panic!("one approval decides")
+    };
+    let decided = *decided;
     let mut active = pending_task.clone();
     active.state = TaskState::Active;
     active.activated_at = decided.decided_at;
@@ -1607,4 +1754,365 @@ async fn last_used_times_only_move_forward(store: &dyn Store) {
             .last_used_at,
         Some(last)
     );
+}
+
+fn channel(name: &str, team_id: Option<&str>) -> NotificationChannel {
+    NotificationChannel {
+        id: id(),
+        name: name.to_owned(),
+        kind: "webhook".to_owned(),
+        team_id: team_id.map(str::to_owned),
+        target: "https://hooks.example.com/…".to_owned(),
+        format: "json".to_owned(),
+        sealed_secret: Some(vec![1, 2, 3, 4]),
+        created_at: now(),
+        disabled_at: None,
+    }
+}
+
+fn delivery(channel: &NotificationChannel, due: Timestamp) -> NotificationDelivery {
+    NotificationDelivery {
+        id: id(),
+        channel_id: channel.id.clone(),
+        subject: "approval:a1".to_owned(),
+        payload: r#"{"type":"approval.requested"}"#.to_owned(),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: due,
+        last_attempt_at: None,
+        last_error: None,
+        created_at: now(),
+        delivered_at: None,
+    }
+}
+
+fn at(millis: i64) -> Timestamp {
+    Timestamp::from_unix_millis(millis).unwrap()
+}
+
+async fn notification_channels_are_unique_and_disabled_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let hook = channel("payments-hook", Some(&owners.id));
+    let created = event(
+        EventKind::NotificationChannelCreated,
+        &format!("notification_channel:{}", hook.id),
+    );
+    store
+        .create_notification_channel(&hook, &created)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_notification_channel(&hook.id).await.unwrap(),
+        Some(hook.clone())
+    );
+    let taken = store
+        .create_notification_channel(
+            &channel("payments-hook", None),
+            &event(EventKind::NotificationChannelCreated, "x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict), "{taken:?}");
+    let orphan = store
+        .create_notification_channel(
+            &channel("orphan", Some("no-such-team")),
+            &event(EventKind::NotificationChannelCreated, "y"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(orphan, StoreError::MissingReference), "{orphan:?}");
+    let mail = NotificationChannel {
+        kind: "email".into(),
+        format: "text".into(),
+        target: r#"{"smtp_host":"127.0.0.1"}"#.into(),
+        sealed_secret: None,
+        ..channel("everyone-mail", None)
+    };
+    store
+        .create_notification_channel(&mail, &event(EventKind::NotificationChannelCreated, "z"))
+        .await
+        .unwrap();
+    let names: Vec<_> = store
+        .list_notification_channels()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["payments-hook", "everyone-mail"]);
+
+    // Disabling gives up what the channel had pending, and only that.
+    let due = now();
+    let pending = [delivery(&hook, due), delivery(&hook, due)];
+    let other = delivery(&mail, due);
+    store.enqueue_notifications(&pending).await.unwrap();
+    store
+        .enqueue_notifications(std::slice::from_ref(&other))
+        .await
+        .unwrap();
+    let off = now();
+    let disabled = event(
+        EventKind::NotificationChannelDisabled,
+        &format!("notification_channel:{}", hook.id),
+    );
+    assert!(
+        store
+            .disable_notification_channel(&hook.id, off, &disabled)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .disable_notification_channel(&hook.id, now(), &disabled)
+            .await
+            .unwrap()
+    );
+    let missing = store
+        .disable_notification_channel("nope", now(), &disabled)
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound), "{missing:?}");
+    assert_eq!(
+        store
+            .get_notification_channel(&hook.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at,
+        Some(off)
+    );
+    let failed = store
+        .list_notification_deliveries(
+            &DeliveryFilter {
+                state: Some(DeliveryState::Failed),
+                channel_id: None,
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2);
+    assert!(
+        failed.iter().all(|d| d.channel_id == hook.id
+            && d.last_error.as_deref() == Some("the channel was disabled"))
+    );
+    let still = store
+        .list_notification_deliveries(
+            &DeliveryFilter {
+                state: Some(DeliveryState::Pending),
+                channel_id: Some(mail.id.clone()),
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(still, [other]);
+
+    // Each change once in the trail; the disabling counts what it gave up.
+    let trail = store
+        .list_events(&EventQuery {
+            subject: Some(format!("notification_channel:{}", hook.id)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<_> = trail.iter().map(|e| e.event.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::NotificationChannelCreated,
+            EventKind::NotificationChannelDisabled
+        ]
+    );
+    assert_eq!(
+        trail[1].event.details.get("cancelled").map(String::as_str),
+        Some("2")
+    );
+}
+
+async fn notifications_are_claimed_with_a_lease_and_finished_once(store: &dyn Store) {
+    let hook = channel("hook", None);
+    store
+        .create_notification_channel(&hook, &event(EventKind::NotificationChannelCreated, "c"))
+        .await
+        .unwrap();
+    let t0 = 1_900_000_000_000;
+    let mut due: Vec<_> = (0..3).map(|i| delivery(&hook, at(t0 + i))).collect();
+    due.sort_by(|a, b| a.id.cmp(&b.id));
+    let later = delivery(&hook, at(t0 + 10_000));
+    let mut all = due.clone();
+    all.push(later.clone());
+    store.enqueue_notifications(&all).await.unwrap();
+
+    // Due ones only, each one more attempt, leased until the lease's end.
+    let now_ms = t0 + 5;
+    let lease = t0 + 60_000;
+    let claimed = store
+        .claim_notifications(at(now_ms), at(lease), 10)
+        .await
+        .unwrap();
+    let ids: Vec<_> = claimed.iter().map(|d| d.id.clone()).collect();
+    let expected: Vec<_> = due.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(ids, expected);
+    for d in &claimed {
+        assert_eq!(d.attempts, 1);
+        assert_eq!(d.last_attempt_at, Some(at(now_ms)));
+        assert_eq!(d.next_attempt_at, at(lease));
+        assert_eq!(d.state, DeliveryState::Pending);
+    }
+    // Held: not claimed again while leased, whoever asks.
+    assert!(
+        store
+            .claim_notifications(at(now_ms), at(lease), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A limit is a limit.
+    assert_eq!(
+        store
+            .claim_notifications(at(t0 + 20_000), at(t0 + 80_000), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Delivered, retried, given up: each recorded once, for the attempt it was.
+    let [a, b, c] = [&claimed[0], &claimed[1], &claimed[2]];
+    let delivered_at = at(now_ms + 100);
+    assert!(
+        store
+            .finish_notification(&a.id, 1, &DeliveryOutcome::Delivered { at: delivered_at })
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_notification(&a.id, 1, &DeliveryOutcome::Delivered { at: delivered_at })
+            .await
+            .unwrap(),
+        "a delivered notification is finished"
+    );
+    let retry_at = at(now_ms + 2_000);
+    assert!(
+        store
+            .finish_notification(
+                &b.id,
+                1,
+                &DeliveryOutcome::Retry {
+                    error: "the receiver answered HTTP 500",
+                    next_attempt_at: retry_at,
+                },
+            )
+            .await
+            .unwrap()
+    );
+    // Node one's lease on `c` ran out; node two claims it again, and node one's late outcome
+    // is refused.
+    let reclaimed = store
+        .claim_notifications(at(lease), at(lease + 60_000), 10)
+        .await
+        .unwrap();
+    let reclaimed_c = reclaimed.iter().find(|d| d.id == c.id).unwrap();
+    assert_eq!(reclaimed_c.attempts, 2);
+    assert!(reclaimed.iter().any(|d| d.id == b.id), "the retry is due");
+    assert!(reclaimed.iter().all(|d| d.id != a.id));
+    assert!(
+        !store
+            .finish_notification(&c.id, 1, &DeliveryOutcome::Delivered { at: at(lease) })
+            .await
+            .unwrap()
+    );
+    let gave_up = event(
+        EventKind::NotificationFailed,
+        &format!("notification_delivery:{}", c.id),
+    );
+    assert!(
+        store
+            .finish_notification(
+                &c.id,
+                2,
+                &DeliveryOutcome::GiveUp {
+                    error: "could not connect",
+                    event: &gave_up,
+                },
+            )
+            .await
+            .unwrap()
+    );
+
+    let listed = store
+        .list_notification_deliveries(&DeliveryFilter::default(), &page(10))
+        .await
+        .unwrap();
+    let by_id = |id: &str| listed.iter().find(|d| d.id == id).unwrap().clone();
+    let a = by_id(&a.id);
+    assert_eq!(
+        (a.state, a.delivered_at, a.last_error),
+        (DeliveryState::Delivered, Some(delivered_at), None)
+    );
+    let c = by_id(&c.id);
+    assert_eq!(
+        (c.state, c.attempts, c.last_error.as_deref()),
+        (DeliveryState::Failed, 2, Some("could not connect"))
+    );
+    assert_eq!(
+        by_id(&b.id).last_error.as_deref(),
+        Some("the receiver answered HTTP 500")
+    );
+    // Pages in id order.
+    let first = store
+        .list_notification_deliveries(&DeliveryFilter::default(), &page(2))
+        .await
+        .unwrap();
+    let rest = store
+        .list_notification_deliveries(
+            &DeliveryFilter::default(),
+            &Page {
+                after: Some(first[1].id.clone()),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let paged: Vec<_> = first.iter().chain(&rest).map(|d| d.id.clone()).collect();
+    let mut every: Vec<_> = all.iter().map(|d| d.id.clone()).collect();
+    every.sort();
+    assert_eq!(paged, every);
+    // Giving up is in the trail.
+    let failed = store
+        .list_events(&EventQuery {
+            kind: Some("notification.failed".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].event.subject, gave_up.subject);
+}
+
+async fn concurrent_claims_never_share_a_delivery(store: &dyn Store) {
+    let hook = channel("busy-hook", None);
+    store
+        .create_notification_channel(&hook, &event(EventKind::NotificationChannelCreated, "c"))
+        .await
+        .unwrap();
+    let t0 = 1_900_000_000_000;
+    let queued: Vec<_> = (0..60).map(|i| delivery(&hook, at(t0 + i))).collect();
+    store.enqueue_notifications(&queued).await.unwrap();
+    let claim = || store.claim_notifications(at(t0 + 1_000), at(t0 + 61_000), 20);
+    let (a, b, c, d) = tokio::join!(claim(), claim(), claim(), claim());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total = 0;
+    for batch in [a, b, c, d] {
+        for delivery in batch.unwrap() {
+            assert_eq!(delivery.attempts, 1, "claimed once");
+            assert!(seen.insert(delivery.id), "a delivery claimed twice");
+            total += 1;
+        }
+    }
+    assert_eq!(total, 60, "every due delivery is claimed by someone");
 }
