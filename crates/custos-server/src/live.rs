@@ -54,7 +54,8 @@ pub struct LiveState {
     /// Held by a write while it moves the generation and drops entries, and by a loader while
     /// it checks the generation and inserts.
     gate: Mutex<()>,
-    guardrails: RwLock<Arc<Guardrails>>,
+    /// The policy set in force, with the version it was compiled from (0: none kept yet).
+    guardrails: RwLock<(i64, Arc<Guardrails>)>,
 }
 
 /// What a write changed, for [`LiveState::after_write`].
@@ -67,12 +68,12 @@ pub enum Change<'a> {
 
 impl Default for LiveState {
     fn default() -> Self {
-        Self::new(Guardrails::empty())
+        Self::new((0, Guardrails::empty()))
     }
 }
 
 impl LiveState {
-    pub fn new(guardrails: Guardrails) -> Self {
+    pub fn new((version, guardrails): (i64, Guardrails)) -> Self {
         Self {
             credentials: DashMap::new(),
             nhis: DashMap::new(),
@@ -82,7 +83,7 @@ impl LiveState {
             approvals: DashMap::new(),
             generation: AtomicU64::new(0),
             gate: Mutex::new(()),
-            guardrails: RwLock::new(Arc::new(guardrails)),
+            guardrails: RwLock::new((version, Arc::new(guardrails))),
         }
     }
 
@@ -90,15 +91,22 @@ impl LiveState {
         self.guardrails
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .1
             .clone()
     }
 
-    /// Installs a new policy set. Every NHI's prepared principal belongs to the old one, so
-    /// they are dropped with it.
-    pub fn set_guardrails(&self, guardrails: Guardrails) {
+    /// Installs the policy set compiled from `version`, unless a newer one is in force: a
+    /// node that read the store before another write installed a newer version must not put
+    /// the older one back. Every NHI's prepared principal belongs to the old set, so they are
+    /// dropped with it.
+    pub fn set_guardrails(&self, version: i64, guardrails: Guardrails) {
         let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.guardrails.write().unwrap_or_else(|e| e.into_inner());
+        if version <= current.0 && version != 0 {
+            return;
+        }
         self.generation.fetch_add(1, Ordering::SeqCst);
-        *self.guardrails.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(guardrails);
+        *current = (version, Arc::new(guardrails));
         self.nhis.clear();
     }
 

@@ -63,18 +63,16 @@ fn links_of(version: &PolicyVersion) -> Result<Vec<TemplateLink>, GuardrailError
     })
 }
 
-/// The guardrails a store holds, compiled; none if no version was ever kept.
-pub async fn load(store: &dyn Store) -> anyhow::Result<Guardrails> {
+/// The guardrails a store holds, compiled, with their version; none (version 0) if no
+/// version was ever kept.
+pub async fn load(store: &dyn Store) -> anyhow::Result<(i64, Guardrails)> {
     let Some(version) = store.latest_policies().await? else {
-        return Ok(Guardrails::empty());
+        return Ok((0, Guardrails::empty()));
     };
     let catalogue = catalogue_of(&version)?;
     let links = links_of(&version)?;
-    Ok(Guardrails::compile_with_links(
-        &version.policies,
-        &links,
-        &catalogue,
-    )?)
+    let guardrails = Guardrails::compile_with_links(&version.policies, &links, &catalogue)?;
+    Ok((version.version, guardrails))
 }
 
 pub async fn get(state: &AppState, who: &Principal) -> ApiResult<PoliciesView> {
@@ -163,7 +161,7 @@ pub async fn put(
         .with("services", catalogue.services.len().to_string());
     state.store.put_policies(&version, &event).await?;
     let policy_ids = guardrails.policy_ids();
-    state.live.set_guardrails(guardrails);
+    state.live.set_guardrails(version.version, guardrails);
     Ok(PoliciesView {
         version: version.version,
         policies: version.policies,

@@ -315,7 +315,7 @@ async fn follow_other_nodes(state: AppState) {
             .any(|e| e.event.kind == custos_core::EventKind::PoliciesUpdated)
         {
             match crate::policies::load(state.store.as_ref()).await {
-                Ok(guardrails) => state.live.set_guardrails(guardrails),
+                Ok((version, guardrails)) => state.live.set_guardrails(version, guardrails),
                 Err(error) => tracing::error!(%error, "cannot load the new guardrail policies"),
             }
         }
