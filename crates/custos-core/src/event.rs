@@ -55,6 +55,9 @@ pub enum EventKind {
     ApprovalVoted,
     /// A request passed its deadline unanswered, and so was denied.
     ApprovalExpired,
+    /// An admin set a standing rule that approves one NHI's requests within a scope.
+    ApprovalRuleCreated,
+    ApprovalRuleRevoked,
     SigningKeyCreated,
     SigningKeyRetired,
     /// An enforcement point asked whether a credential may do something, and was answered.
@@ -70,7 +73,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::OperatorCreated,
@@ -89,6 +92,8 @@ impl EventKind {
         EventKind::ApprovalDecided,
         EventKind::ApprovalVoted,
         EventKind::ApprovalExpired,
+        EventKind::ApprovalRuleCreated,
+        EventKind::ApprovalRuleRevoked,
         EventKind::SigningKeyCreated,
         EventKind::SigningKeyRetired,
         EventKind::AccessDecided,
@@ -119,6 +124,8 @@ impl EventKind {
             EventKind::ApprovalDecided => "approval.decided",
             EventKind::ApprovalVoted => "approval.voted",
             EventKind::ApprovalExpired => "approval.expired",
+            EventKind::ApprovalRuleCreated => "approval_rule.created",
+            EventKind::ApprovalRuleRevoked => "approval_rule.revoked",
             EventKind::SigningKeyCreated => "signing_key.created",
             EventKind::SigningKeyRetired => "signing_key.retired",
             EventKind::AccessDecided => "access.decided",

@@ -366,6 +366,37 @@ pub fn assess_risk(facts: RiskFacts<'_>) -> Risk {
     Risk { level, factors }
 }
 
+/// A standing rule an admin set so that the same safe request does not come back a hundred
+/// times: one NHI's requests for grants within `scope` are approved without a reviewer until
+/// `expires_at`, unless they are high risk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StandingRule {
+    pub id: String,
+    pub nhi_id: String,
+    pub scope: Scope,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl StandingRule {
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+
+    /// Whether the rule approves `request`, whose asked grants are `asked`: the same NHI, the
+    /// rule active, the request not high risk, and every grant asked within the rule's scope.
+    pub fn approves(&self, request: &Approval, asked: &[Grant], now: Timestamp) -> bool {
+        self.nhi_id == request.nhi_id
+            && self.is_active(now)
+            && request.risk.level != RiskLevel::High
+            && !asked.is_empty()
+            && Scope::new(asked.iter().cloned()).is_ok_and(|s| s.is_subset_of(&self.scope))
+    }
+}
+
 /// One reviewer's approval of a request that needs a quorum.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Vote {
@@ -386,6 +417,19 @@ pub enum Ruling {
 }
 
 impl Approval {
+    /// The request approved by a standing rule, as asked.
+    pub fn approved_by_rule(&self, rule: &StandingRule, now: Timestamp) -> Approval {
+        Approval {
+            state: ApprovalState::Approved,
+            decided_at: Some(now),
+            decided_by: Some(format!("rule:{}", rule.id)),
+            reason: Some(format!("standing rule: {}", rule.reason)),
+            granted_scope: Some(self.requested_scope.clone()),
+            granted_ttl_seconds: Some(self.requested_ttl_seconds),
+            ..self.clone()
+        }
+    }
+
     /// The state as of `now`: a pending request past its deadline has expired.
     pub fn state_at(&self, now: Timestamp) -> ApprovalState {
         match self.state {

@@ -748,6 +748,43 @@ pub struct DenyRequest {
     pub reason: String,
 }
 
+/// A standing rule: approve this NHI's requests within `scope` for a while.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRule {
+    pub nhi_id: String,
+    #[serde(deserialize_with = "bounded_scope")]
+    #[schema(schema_with = scope_input_schema)]
+    pub scope: Scope,
+    /// How long the rule lasts: default 7 days, at most 90.
+    #[schema(minimum = 60, maximum = 7776000)]
+    pub ttl_seconds: Option<u32>,
+    #[schema(schema_with = text_2000)]
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleView {
+    pub id: String,
+    pub nhi_id: String,
+    pub scope: Vec<String>,
+    pub reason: String,
+    pub created_by: String,
+    #[schema(schema_with = timestamp_schema)]
+    pub created_at: Timestamp,
+    #[schema(schema_with = timestamp_schema)]
+    pub expires_at: Timestamp,
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub revoked_at: Option<Timestamp>,
+    /// Neither revoked nor expired.
+    pub active: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleList {
+    pub items: Vec<RuleView>,
+}
+
 /// One decision for several similar requests: each is decided on its own, as if alone.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use crate::live::{Change, LiveState};
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
-use custos_core::issuance::{Approval, Task, Vote};
+use custos_core::issuance::{Approval, StandingRule, Task, Vote};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
@@ -125,6 +125,10 @@ metered! {
     fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Task(&task.id)];
     fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent) -> StoreResult<()>;
     fn list_votes(&self, approval_id: &str) -> StoreResult<Vec<Vote>>;
+    fn create_rule(&self, rule: &StandingRule, event: &DomainEvent) -> StoreResult<()>;
+    fn get_rule(&self, id: &str) -> StoreResult<Option<StandingRule>>;
+    fn list_rules(&self, nhi_id: Option<&str>, active_at: Option<Timestamp>) -> StoreResult<Vec<StandingRule>>;
+    fn revoke_rule(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
     fn expire_approval(&self, approval: &Approval, at: Timestamp, event: &DomainEvent) -> StoreResult<bool> => |_| [Change::Task(&approval.task_id)];
     fn add_signing_key(&self, key: &SigningKeyRecord, retire: Option<Retirement<'_>>, event: &DomainEvent) -> StoreResult<()>;
     fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;

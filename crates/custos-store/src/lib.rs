@@ -11,7 +11,9 @@ mod sql;
 
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
-use custos_core::issuance::{Approval, ApprovalKind, ApprovalState, RiskLevel, Task, Vote};
+use custos_core::issuance::{
+    Approval, ApprovalKind, ApprovalState, RiskLevel, StandingRule, Task, Vote,
+};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 
 pub use error::StoreError;
@@ -262,6 +264,19 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
         event: &DomainEvent,
     ) -> Result<bool>;
+
+    /// Keeps a standing rule, with its event.
+    async fn create_rule(&self, rule: &StandingRule, event: &DomainEvent) -> Result<()>;
+    async fn get_rule(&self, id: &str) -> Result<Option<StandingRule>>;
+    /// The rules of one NHI (or all), newest first; with `active_at`, only those neither revoked
+    /// nor expired then.
+    async fn list_rules(
+        &self,
+        nhi_id: Option<&str>,
+        active_at: Option<Timestamp>,
+    ) -> Result<Vec<StandingRule>>;
+    /// Revokes a rule, with its event; `false`, writing nothing, if it was revoked already.
+    async fn revoke_rule(&self, id: &str, at: Timestamp, event: &DomainEvent) -> Result<bool>;
 
     /// Adds a signing key, retiring another in the same transaction.
     async fn add_signing_key(

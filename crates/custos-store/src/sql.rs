@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
 use custos_core::issuance::{
-    Approval, ApprovalKind, ApprovalState, Risk, RiskLevel, Task, TaskState, Vote,
+    Approval, ApprovalKind, ApprovalState, Risk, RiskLevel, StandingRule, Task, TaskState, Vote,
 };
 use custos_core::{
     Actor, Credential, CredentialKind, DomainEvent, EventKind, Nhi, NhiFilter, NhiKind, NhiStatus,
@@ -273,6 +273,8 @@ const APPROVAL_COLUMNS: &str = "id, nhi_id, task_id, requested_by, purpose, requ
     excess, requested_ttl_seconds, state, created_at, decided_at, decided_by, reason, \
     granted_scope, granted_ttl_seconds, kind, policies, risk, risk_factors, required_approvals, \
     expires_at";
+const RULE_COLUMNS: &str =
+    "id, nhi_id, scope, reason, created_by, created_at, expires_at, revoked_at";
 const SIGNING_KEY_COLUMNS: &str =
     "kid, alg, public_jwk, sealed_key, created_at, retired_at, publish_until";
 const TEAM_COLUMNS: &str = "id, name, contact, created_at";
@@ -443,6 +445,19 @@ macro_rules! sql_store {
                     last_error: row.try_get("last_error")?,
                     created_at: ts(row.try_get("created_at")?)?,
                     delivered_at: opt_ts(row.try_get("delivered_at")?)?,
+                })
+            }
+
+            fn rule_from_row(row: &$row) -> Result<StandingRule> {
+                Ok(StandingRule {
+                    id: row.try_get("id")?,
+                    nhi_id: row.try_get("nhi_id")?,
+                    scope: json(&row.try_get::<String, _>("scope")?)?,
+                    reason: row.try_get("reason")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    expires_at: ts(row.try_get("expires_at")?)?,
+                    revoked_at: opt_ts(row.try_get("revoked_at")?)?,
                 })
             }
 
@@ -1229,8 +1244,10 @@ macro_rules! sql_store {
                     sqlx::query(
                         "INSERT INTO approvals (id, nhi_id, task_id, requested_by, purpose, \
                          requested_scope, excess, requested_ttl_seconds, state, created_at, kind, \
-                         policies, risk, risk_factors, required_approvals, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                         policies, risk, risk_factors, required_approvals, expires_at, decided_at, \
+                         decided_by, reason, granted_scope, granted_ttl_seconds) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                         $16, $17, $18, $19, $20, $21)",
                     )
                     .bind(&a.id)
                     .bind(&a.nhi_id)
@@ -1248,6 +1265,11 @@ macro_rules! sql_store {
                     .bind(to_json(&a.risk.factors))
                     .bind(i64::from(a.required_approvals))
                     .bind(a.expires_at.unix_millis())
+                    .bind(a.decided_at.map(Timestamp::unix_millis))
+                    .bind(&a.decided_by)
+                    .bind(&a.reason)
+                    .bind(a.granted_scope.as_ref().map(to_json))
+                    .bind(a.granted_ttl_seconds.map(i64::from))
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -1491,6 +1513,69 @@ macro_rules! sql_store {
                 .bind(approval_id)
                 .execute(&mut *tx)
                 .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
+            }
+
+            async fn create_rule(&self, rule: &StandingRule, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                sqlx::query(
+                    "INSERT INTO approval_rules (id, nhi_id, scope, reason, created_by, created_at, \
+                     expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&rule.id)
+                .bind(&rule.nhi_id)
+                .bind(to_json(&rule.scope))
+                .bind(&rule.reason)
+                .bind(&rule.created_by)
+                .bind(rule.created_at.unix_millis())
+                .bind(rule.expires_at.unix_millis())
+                .bind(rule.revoked_at.map(Timestamp::unix_millis))
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn get_rule(&self, id: &str) -> Result<Option<StandingRule>> {
+                let sql = format!("SELECT {RULE_COLUMNS} FROM approval_rules WHERE id = $1");
+                let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+                row.as_ref().map(Self::rule_from_row).transpose()
+            }
+
+            async fn list_rules(&self, nhi_id: Option<&str>, active_at: Option<Timestamp>) -> Result<Vec<StandingRule>> {
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {RULE_COLUMNS} FROM approval_rules WHERE 1 = 1"));
+                if let Some(nhi_id) = nhi_id {
+                    q.push(" AND nhi_id = ").push_bind(nhi_id.to_owned());
+                }
+                if let Some(at) = active_at {
+                    q.push(" AND revoked_at IS NULL AND expires_at > ").push_bind(at.unix_millis());
+                }
+                q.push(" ORDER BY created_at DESC, id DESC LIMIT 1000");
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::rule_from_row).collect()
+            }
+
+            async fn revoke_rule(&self, id: &str, at: Timestamp, event: &DomainEvent) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let revoked = sqlx::query(
+                    "UPDATE approval_rules SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(at.unix_millis())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if revoked == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
                 Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
                 slot.finish().await?;

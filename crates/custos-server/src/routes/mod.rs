@@ -57,6 +57,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tasks::approve))
         .routes(routes!(tasks::deny))
         .routes(routes!(tasks::decide_batch))
+        .routes(routes!(tasks::create_rule, tasks::list_rules))
+        .routes(routes!(tasks::revoke_rule))
         .routes(routes!(oauth::metadata))
         .routes(routes!(oauth::jwks))
         .routes(routes!(oauth::token))

@@ -207,3 +207,54 @@ pub async fn decide_batch(
 ) -> ApiResult<Json<BatchResult>> {
     Ok(Json(tasks::decide_batch(&state, &who, input).await?))
 }
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RuleListParams {
+    nhi_id: Option<String>,
+}
+
+/// Sets a standing rule (admin): the NHI's requests for grants within `scope` are approved
+/// without a reviewer until it expires (default 7 days, at most 90) or is revoked; high-risk
+/// requests still wait for a reviewer.
+#[utoipa::path(post, path = "/v1/approvals/rules", tag = "approvals",
+    request_body(content = CreateRule, content_type = "application/json"),
+    responses((status = 201, body = RuleView),
+              (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn create_rule(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonBody(input): JsonBody<CreateRule>,
+) -> ApiResult<(StatusCode, Json<RuleView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(tasks::create_rule(&state, &who, input).await?),
+    ))
+}
+
+/// The standing rules (admin, auditor), newest first, revoked and expired ones included.
+#[utoipa::path(get, path = "/v1/approvals/rules", tag = "approvals", params(RuleListParams),
+    responses((status = 200, body = RuleList)))]
+pub async fn list_rules(
+    State(state): State<AppState>,
+    who: Principal,
+    query: QueryPairs,
+) -> ApiResult<Json<RuleList>> {
+    query.only(&["nhi_id"])?;
+    Ok(Json(
+        tasks::list_rules(&state, &who, query.one("nhi_id")?).await?,
+    ))
+}
+
+/// Revokes a standing rule (admin): from now on its requests wait for a reviewer again.
+#[utoipa::path(post, path = "/v1/approvals/rules/{id}/revoke", tag = "approvals",
+    params(("id" = String, Path)),
+    responses((status = 200, body = RuleView)))]
+pub async fn revoke_rule(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<RuleView>> {
+    Ok(Json(tasks::revoke_rule(&state, &who, &id).await?))
+}

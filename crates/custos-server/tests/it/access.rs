@@ -281,6 +281,12 @@ async fn every_route_checks_every_caller(backend: Backend) {
         ),
         row(
             M::GET,
+            "/v1/approvals/rules",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::GET,
             "/v1/notifications/channels",
             None,
             [401, 200, 403, 200, 401, 403],

@@ -14,6 +14,7 @@ both_backends!(
     an_unanswered_request_expires_and_its_task_is_denied,
     requests_say_their_kind_and_risk_and_can_be_filtered_by_them,
     similar_low_risk_requests_are_decided_in_one_batch,
+    a_standing_rule_approves_the_same_safe_request_until_revoked,
 );
 
 async fn ask_task(server: &TestServer, secret: &str, scope: &[&str]) -> Value {
@@ -386,5 +387,125 @@ async fn similar_low_risk_requests_are_decided_in_one_batch(backend: Backend) {
         let (status, problem) = batch(ADMIN_TOKEN, bad.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {problem}");
     }
+    server.stop().await;
+}
+
+async fn a_standing_rule_approves_the_same_safe_request_until_revoked(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (nhi_id, secret) = client(&server, "outbox-agent", &["crm:read:orders/*"]).await;
+    let (_, reviewer) = server
+        .operator("rita", &["reviewer"], &["owners-oauth"])
+        .await;
+    let rule = server
+        .admin(
+            Method::POST,
+            "/v1/approvals/rules",
+            Some(
+                json!({"nhi_id": nhi_id, "scope": ["mail:send:outbox/*", "crm:*"],
+                        "reason": "daily digests, agreed with the owner"}),
+            ),
+            StatusCode::CREATED,
+        )
+        .await;
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    assert_eq!(rule["active"], true);
+
+    // Covered and not high risk: approved at once by the rule; the agent collects its token.
+    let task = ask_task(&server, &secret, &["mail:send:outbox/7"]).await;
+    assert_eq!(task["state"], "active", "{task}");
+    let request = approval(&server, task["approval_id"].as_str().unwrap()).await;
+    assert_eq!(request["state"], "approved");
+    assert_eq!(request["decided_by"], format!("rule:{rule_id}").as_str());
+    let (_, collected) = server
+        .call(
+            Method::GET,
+            &format!("/v1/tasks/{}", task["id"].as_str().unwrap()),
+            Some(&secret),
+            None,
+        )
+        .await;
+    assert!(
+        collected["credential"]["access_token"].is_string(),
+        "{collected}"
+    );
+
+    // Outside the rule, or high risk although inside it: a reviewer decides.
+    let outside = ask_task(&server, &secret, &["mail:send:inbox/1"]).await;
+    assert_eq!(outside["state"], "pending_approval");
+    let high = ask_task(&server, &secret, &["crm:*"]).await;
+    assert_eq!(high["state"], "pending_approval");
+
+    // Only admins set or revoke rules; bad rules are refused.
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/v1/approvals/rules",
+            Some(&reviewer),
+            Some(json!({"nhi_id": nhi_id, "scope": ["mail:send"], "reason": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for bad in [
+        json!({"nhi_id": nhi_id, "scope": ["mail:send"], "reason": "x", "ttl_seconds": 7776001}),
+        json!({"nhi_id": nhi_id, "scope": [], "reason": "x"}),
+        json!({"nhi_id": nhi_id, "scope": ["not a grant"], "reason": "x"}),
+        json!({"nhi_id": nhi_id, "scope": ["mail:send"], "reason": ""}),
+    ] {
+        let (status, problem) = server
+            .call(
+                Method::POST,
+                "/v1/approvals/rules",
+                Some(ADMIN_TOKEN),
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {problem}");
+    }
+    let (status, _) = server
+        .call(
+            Method::POST,
+            "/v1/approvals/rules",
+            Some(ADMIN_TOKEN),
+            Some(json!({"nhi_id": "no-such-nhi", "scope": ["mail:send"], "reason": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Revoked, the same request waits for a reviewer again.
+    let revoked = server
+        .admin(
+            Method::POST,
+            &format!("/v1/approvals/rules/{rule_id}/revoke"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(revoked["active"], false);
+    let after = ask_task(&server, &secret, &["mail:send:outbox/7"]).await;
+    assert_eq!(after["state"], "pending_approval");
+    let listed = server
+        .admin(
+            Method::GET,
+            &format!("/v1/approvals/rules?nhi_id={nhi_id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let (_, events) = server
+        .call(
+            Method::GET,
+            &format!("/v1/audit/events?subject=approval_rule:{rule_id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["approval_rule.created", "approval_rule.revoked"]);
     server.stop().await;
 }

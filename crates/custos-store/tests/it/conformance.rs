@@ -1,5 +1,6 @@
 use custos_core::issuance::{
-    Approval, ApprovalKind, ApprovalState, Decision, Risk, RiskLevel, Ruling, Task, TaskState, Vote,
+    Approval, ApprovalKind, ApprovalState, Decision, Risk, RiskLevel, Ruling, StandingRule, Task,
+    TaskState, Vote,
 };
 use custos_core::{
     Credential, CredentialKind, EventKind, NhiFilter, NhiKind, NhiStatus, Page, Role, Scope,
@@ -36,6 +37,7 @@ conformance!(
     rotation_shortens_the_old_key_and_issues_the_new,
     approvals_are_decided_once_and_mint_once,
     quorum_votes_count_once_and_overdue_requests_expire_once,
+    standing_rules_are_listed_while_active_and_revoked_once,
     signing_keys_rotate_with_overlap,
     client_assertions_are_single_use,
     concurrent_writes_each_succeed_or_fail_alone,
@@ -914,6 +916,74 @@ async fn quorum_votes_count_once_and_overdue_requests_expire_once(store: &dyn St
         .await
         .unwrap();
     assert_eq!(kinds.len(), 1);
+}
+
+/// Standing rules round-trip; `active_at` leaves out revoked and expired ones; a rule is
+/// revoked once.
+async fn standing_rules_are_listed_while_active_and_revoked_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let rule = |ttl: i64| StandingRule {
+        id: id(),
+        nhi_id: n.id.clone(),
+        scope: Scope::parse(&["mail:send:outbox/*"]).unwrap(),
+        reason: "digests".into(),
+        created_by: "operator:1".into(),
+        created_at: now(),
+        expires_at: now().plus_seconds(ttl),
+        revoked_at: None,
+    };
+    let (lasting, lapsed) = (rule(3600), rule(-1));
+    for r in [&lasting, &lapsed] {
+        store
+            .create_rule(r, &event(EventKind::ApprovalRuleCreated, "r"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.get_rule(&lasting.id).await.unwrap().as_ref(),
+        Some(&lasting)
+    );
+    assert_eq!(store.list_rules(Some(&n.id), None).await.unwrap().len(), 2);
+    let active = store.list_rules(Some(&n.id), Some(now())).await.unwrap();
+    assert_eq!(active, std::slice::from_ref(&lasting));
+    assert!(
+        store
+            .list_rules(Some("other"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let revoke = event(EventKind::ApprovalRuleRevoked, "r");
+    assert!(
+        store
+            .revoke_rule(&lasting.id, now(), &revoke)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_rule(&lasting.id, now(), &revoke)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .list_rules(Some(&n.id), Some(now()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_rule(&lasting.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
 }
 
 async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
