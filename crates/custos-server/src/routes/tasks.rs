@@ -221,6 +221,7 @@ pub struct RuleListParams {
 #[utoipa::path(post, path = "/v1/approvals/rules", tag = "approvals",
     request_body(content = CreateRule, content_type = "application/json"),
     responses((status = 201, body = RuleView),
+              (status = 404, description = "no such nhi, or not visible to the caller", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create_rule(
     State(state): State<AppState>,
