@@ -37,8 +37,14 @@ impl Serialize for Actor {
 pub enum EventKind {
     ServerBootstrapped,
     TeamCreated,
+    /// An admin changed a team's fallback team or escalation wait.
+    TeamUpdated,
     OperatorCreated,
     OperatorRevoked,
+    /// An operator signed in to the web UI (a session began).
+    OperatorSignedIn,
+    /// A web UI session ended: signed out.
+    OperatorSignedOut,
     NhiRegistered,
     NhiUpdated,
     NhiSuspended,
@@ -55,6 +61,9 @@ pub enum EventKind {
     ApprovalVoted,
     /// A request passed its deadline unanswered, and so was denied.
     ApprovalExpired,
+    /// A request went to the owner team's fallback team as well: unanswered past the team's
+    /// wait, or at once because separation of duties keeps the owner team from approving.
+    ApprovalEscalated,
     /// An admin set a standing rule that approves one NHI's requests within a scope.
     ApprovalRuleCreated,
     ApprovalRuleRevoked,
@@ -73,11 +82,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
+        EventKind::TeamUpdated,
         EventKind::OperatorCreated,
         EventKind::OperatorRevoked,
+        EventKind::OperatorSignedIn,
+        EventKind::OperatorSignedOut,
         EventKind::NhiRegistered,
         EventKind::NhiUpdated,
         EventKind::NhiSuspended,
@@ -92,6 +104,7 @@ impl EventKind {
         EventKind::ApprovalDecided,
         EventKind::ApprovalVoted,
         EventKind::ApprovalExpired,
+        EventKind::ApprovalEscalated,
         EventKind::ApprovalRuleCreated,
         EventKind::ApprovalRuleRevoked,
         EventKind::SigningKeyCreated,
@@ -108,8 +121,11 @@ impl EventKind {
         match self {
             EventKind::ServerBootstrapped => "server.bootstrapped",
             EventKind::TeamCreated => "team.created",
+            EventKind::TeamUpdated => "team.updated",
             EventKind::OperatorCreated => "operator.created",
             EventKind::OperatorRevoked => "operator.revoked",
+            EventKind::OperatorSignedIn => "operator.signed_in",
+            EventKind::OperatorSignedOut => "operator.signed_out",
             EventKind::NhiRegistered => "nhi.registered",
             EventKind::NhiUpdated => "nhi.updated",
             EventKind::NhiSuspended => "nhi.suspended",
@@ -124,6 +140,7 @@ impl EventKind {
             EventKind::ApprovalDecided => "approval.decided",
             EventKind::ApprovalVoted => "approval.voted",
             EventKind::ApprovalExpired => "approval.expired",
+            EventKind::ApprovalEscalated => "approval.escalated",
             EventKind::ApprovalRuleCreated => "approval_rule.created",
             EventKind::ApprovalRuleRevoked => "approval_rule.revoked",
             EventKind::SigningKeyCreated => "signing_key.created",

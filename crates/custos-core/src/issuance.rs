@@ -102,6 +102,10 @@ pub enum IssuanceError {
     OwnRequest,
     #[error("{0} has already approved this request; a quorum needs other reviewers")]
     AlreadyVoted(String),
+    #[error(
+        "separation of duties: a member of the nhi's owner team may deny this request but not approve it"
+    )]
+    OwnTeamNhi,
 }
 
 impl IssuanceError {
@@ -118,6 +122,7 @@ impl IssuanceError {
             IssuanceError::NotNarrower(_) => "not_narrower",
             IssuanceError::OwnRequest => "own_request",
             IssuanceError::AlreadyVoted(_) => "already_voted",
+            IssuanceError::OwnTeamNhi => "own_team_nhi",
         }
     }
 }
@@ -232,6 +237,8 @@ pub struct Task {
     pub ended_at: Option<Timestamp>,
     /// The task's one credential, once minted.
     pub credential_id: Option<String>,
+    /// Where the agent wants to hear that its approval request was decided.
+    pub callback_url: Option<String>,
 }
 
 impl Task {
@@ -271,6 +278,9 @@ pub struct Approval {
     pub reason: Option<String>,
     pub granted_scope: Option<Scope>,
     pub granted_ttl_seconds: Option<u32>,
+    /// The fallback team the request was escalated to: its reviewers may decide it too.
+    pub escalated_to: Option<String>,
+    pub escalated_at: Option<Timestamp>,
 }
 
 /// A reviewer's answer.
@@ -430,6 +440,23 @@ impl Approval {
         }
     }
 
+    /// Whether the request should now go to a fallback team as well: still pending and
+    /// unexpired, not escalated before, and unanswered for `after_seconds`.
+    pub fn escalation_due(&self, after_seconds: u32, now: Timestamp) -> bool {
+        self.state_at(now) == ApprovalState::Pending
+            && self.escalated_at.is_none()
+            && self.created_at.plus_seconds(i64::from(after_seconds)) <= now
+    }
+
+    /// The request escalated to `team_id` at `now`.
+    pub fn escalated(&self, team_id: &str, now: Timestamp) -> Approval {
+        Approval {
+            escalated_to: Some(team_id.to_owned()),
+            escalated_at: Some(now),
+            ..self.clone()
+        }
+    }
+
     /// The state as of `now`: a pending request past its deadline has expired.
     pub fn state_at(&self, now: Timestamp) -> ApprovalState {
         match self.state {
@@ -527,6 +554,22 @@ impl Approval {
         next.granted_scope = Some(scope);
         next.granted_ttl_seconds = Some(ttl);
         Ok(Ruling::Decided(Box::new(next)))
+    }
+}
+
+/// Separation of duties, when the policy is on: nobody approves (or counts an approval towards
+/// a quorum of) a request about an NHI their own team owns, admins included. Denying stays
+/// open to them: refusing is always safe.
+pub fn ensure_separate(
+    decision: &Decision,
+    member_of_owner_team: bool,
+    enforced: bool,
+) -> Result<(), IssuanceError> {
+    match decision {
+        Decision::Approve { .. } if enforced && member_of_owner_team => {
+            Err(IssuanceError::OwnTeamNhi)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -820,6 +863,8 @@ mod tests {
             reason: None,
             granted_scope: None,
             granted_ttl_seconds: None,
+            escalated_to: None,
+            escalated_at: None,
         }
     }
 
@@ -943,6 +988,42 @@ mod tests {
             at(3),
         ));
         assert_eq!(denied.state, ApprovalState::Denied);
+    }
+
+    #[test]
+    fn a_request_escalates_once_after_its_wait_and_never_once_over() {
+        let request = pending();
+        assert!(!request.escalation_due(60, at(60)));
+        assert!(request.escalation_due(60, at(61)));
+        let escalated = request.escalated("fallback", at(61));
+        assert_eq!(escalated.escalated_to.as_deref(), Some("fallback"));
+        assert!(!escalated.escalation_due(60, at(90)), "once");
+        // Expired or decided requests are past escalating.
+        assert!(!request.escalation_due(60, at(100)));
+        let denied = decided(request.decide(
+            Decision::Deny {
+                reason: "no".into(),
+            },
+            "operator:o",
+            &[],
+            at(70),
+        ));
+        assert!(!denied.escalation_due(60, at(80)));
+    }
+
+    #[test]
+    fn separation_of_duties_refuses_approvals_by_the_owner_team_only() {
+        let deny = Decision::Deny {
+            reason: "no".into(),
+        };
+        assert_eq!(
+            ensure_separate(&approve(None, None), true, true),
+            Err(IssuanceError::OwnTeamNhi)
+        );
+        assert_eq!(IssuanceError::OwnTeamNhi.code(), "own_team_nhi");
+        assert_eq!(ensure_separate(&deny, true, true), Ok(()));
+        assert_eq!(ensure_separate(&approve(None, None), false, true), Ok(()));
+        assert_eq!(ensure_separate(&approve(None, None), true, false), Ok(()));
     }
 
     #[test]

@@ -76,7 +76,16 @@ pub struct Team {
     pub name: String,
     pub contact: String,
     pub created_at: Timestamp,
+    /// The team that sees this team's approval requests when nobody here answered in time
+    /// (or at once, when separation of duties keeps this team from approving).
+    pub fallback_team_id: Option<String>,
+    /// How long a request waits here before it goes to the fallback team as well; `None`: the
+    /// configured default.
+    pub escalate_after_seconds: Option<u32>,
 }
+
+/// The shortest and longest wait before a request is escalated to a fallback team.
+pub const ESCALATE_AFTER_SECONDS: std::ops::RangeInclusive<u32> = 60..=30 * 24 * 3600;
 
 impl Team {
     pub fn new(
@@ -94,7 +103,44 @@ impl Team {
             name,
             contact,
             created_at: now,
+            fallback_team_id: None,
+            escalate_after_seconds: None,
         })
+    }
+
+    /// Sets where and when this team's requests escalate. The fallback (an id, already
+    /// resolved) must not be the team itself, and the wait must be within
+    /// [`ESCALATE_AFTER_SECONDS`]; a wait needs a fallback to wait for.
+    pub fn with_escalation(
+        mut self,
+        fallback_team_id: Option<String>,
+        escalate_after_seconds: Option<u32>,
+    ) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if fallback_team_id.as_deref() == Some(self.id.as_str()) {
+            errors.push("fallback_team", "a team cannot be its own fallback");
+        }
+        if let Some(seconds) = escalate_after_seconds {
+            if !ESCALATE_AFTER_SECONDS.contains(&seconds) {
+                errors.push(
+                    "escalate_after_seconds",
+                    format!(
+                        "must be between {} and {}",
+                        ESCALATE_AFTER_SECONDS.start(),
+                        ESCALATE_AFTER_SECONDS.end()
+                    ),
+                );
+            } else if fallback_team_id.is_none() {
+                errors.push(
+                    "escalate_after_seconds",
+                    "needs a fallback_team to escalate to",
+                );
+            }
+        }
+        errors.into_result()?;
+        self.fallback_team_id = fallback_team_id;
+        self.escalate_after_seconds = escalate_after_seconds;
+        Ok(self)
     }
 }
 

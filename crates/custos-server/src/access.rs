@@ -522,6 +522,7 @@ async fn request_approval(
         expires_at: None,
         ended_at: None,
         credential_id: None,
+        callback_url: None,
     };
     let asked = crate::tasks::Asked {
         kind: ApprovalKind::PolicyApproval,

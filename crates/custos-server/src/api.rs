@@ -239,6 +239,46 @@ pub struct CreateTeam {
     pub name: String,
     #[schema(schema_with = team_contact_schema)]
     pub contact: String,
+    /// The team (a name or id) that also sees this team's approval requests once they have
+    /// waited `escalate_after_seconds` unanswered; never the team itself.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, min_length = 1, max_length = 128)]
+    pub fallback_team: Option<String>,
+    /// How long a request waits before it is escalated to the fallback team: 60 s to 30 days.
+    /// Without it, the configured `escalate_after_seconds` (default an hour).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, minimum = 60, maximum = 2592000)]
+    pub escalate_after_seconds: Option<u32>,
+}
+
+/// Changes a team's escalation (admin), as a JSON merge patch: a field left out stays as it
+/// is, `null` clears it. Clearing the fallback team clears the wait too, unless the patch sets
+/// one.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTeam {
+    /// The fallback team, a name or id; `null`: none (requests are never escalated).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = nullable_team_ref_schema)]
+    pub fallback_team: Option<Option<String>>,
+    /// 60 s to 30 days; `null`: the configured default.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = nullable_escalation_seconds_schema)]
+    pub escalate_after_seconds: Option<Option<u32>>,
+}
+
+pub fn nullable_team_ref_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(1))
+        .max_length(Some(128))
+}
+
+pub fn nullable_escalation_seconds_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(60))
+        .maximum(Some(2_592_000))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -248,6 +288,11 @@ pub struct TeamView {
     pub contact: String,
     #[schema(schema_with = timestamp_schema)]
     pub created_at: Timestamp,
+    /// The id of the team this team's approval requests are escalated to; `null`: none.
+    pub fallback_team: Option<String>,
+    /// How long a request waits before it is escalated; `null`: the configured default (or
+    /// never, without a fallback team).
+    pub escalate_after_seconds: Option<u32>,
     /// Operators who are members (reviewers of this team).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<MemberView>>,
@@ -578,6 +623,20 @@ pub struct CreateTask {
     pub ttl_seconds: Option<u32>,
     /// Only for operators: the NHI the task is for.
     pub nhi_id: Option<String>,
+    /// Where to hear that the task's approval request was decided (approved, denied, by a
+    /// standing rule, or expired): `https`, or `http` to a host named in
+    /// `notify_allowed_hosts` only, and always within `notify_allowed_hosts` when that is set.
+    /// Custos then POSTs `{"type": "task.decided", "task_id", "state", "decision",
+    /// "approval_id", "decided_at"}` (never the credential: collect it with
+    /// `GET /v1/tasks/{id}`), retried with backoff until a 2xx, with the headers
+    /// `Custos-Delivery` (the delivery id, the same on every retry) and
+    /// `Custos-Callback-Signature`: a compact JWS with detached content (RFC 7515 Appendix F),
+    /// `<header>..<signature>`, over the exact body, signed by the server's current signing
+    /// key with `typ` `custos-callback+jws`. To verify, put the base64url of the raw body
+    /// between the two dots and check the compact JWS against the key named by `kid` in
+    /// `/.well-known/jwks.json`; no shared secret is needed.
+    #[schema(max_length = 2048, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://")]
+    pub callback_url: Option<String>,
 }
 
 /// A task's credential. `access_token` appears once, in the response that minted it.
@@ -611,6 +670,8 @@ pub struct TaskView {
     #[schema(schema_with = nullable_timestamp_schema)]
     pub ended_at: Option<Timestamp>,
     pub credential: Option<TaskCredential>,
+    /// Where the decision of the task's approval request is posted, signed.
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -651,6 +712,11 @@ pub struct ApprovalView {
     pub reason: Option<String>,
     pub granted_scope: Option<Vec<String>>,
     pub granted_ttl_seconds: Option<u32>,
+    /// The fallback team (its id) the request was escalated to: unanswered past the owner
+    /// team's wait, or at once under separation of duties. Its reviewers may decide it too.
+    pub escalated_to: Option<String>,
+    #[schema(schema_with = nullable_timestamp_schema)]
+    pub escalated_at: Option<Timestamp>,
     /// What a reviewer needs to decide (on `GET /v1/approvals/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<ApprovalContext>,

@@ -34,7 +34,8 @@ pub struct ServeArgs {
     /// public_url, signing_alg, static_key_max_age_seconds, static_key_rotation_grace_seconds,
     /// task_ttl_default_seconds, task_ttl_max_seconds, max_delegation_depth, audit_origin,
     /// audit_witness_dir, audit_checkpoint_interval_seconds, notify_retry_base_ms,
-    /// notify_allowed_hosts
+    /// notify_allowed_hosts, approval_ttl_seconds, high_risk_quorum, escalate_after_seconds,
+    /// separation_of_duties
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -77,6 +78,8 @@ struct FileConfig {
     notify_allowed_hosts: Option<Vec<String>>,
     approval_ttl_seconds: Option<u32>,
     high_risk_quorum: Option<u32>,
+    escalate_after_seconds: Option<u32>,
+    separation_of_duties: Option<bool>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -112,6 +115,12 @@ pub struct Config {
     pub approval_ttl_seconds: u32,
     /// How many reviewers must approve a high-risk request.
     pub high_risk_quorum: u32,
+    /// How long a request waits for its owner team before it goes to the team's fallback team
+    /// too, for teams with a fallback but no wait of their own.
+    pub escalate_after_seconds: u32,
+    /// Separation of duties: nobody approves a request about an NHI their own team owns, and a
+    /// request whose owner team has a fallback team goes to it at once.
+    pub separation_of_duties: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +156,8 @@ pub enum ConfigError {
     ApprovalTtl,
     #[error("high_risk_quorum must be between 1 and 5")]
     Quorum,
+    #[error("escalate_after_seconds must be between 60 and 2592000")]
+    EscalateAfter,
 }
 
 impl Config {
@@ -173,6 +184,8 @@ impl Config {
             notify_allowed_hosts: None,
             approval_ttl_seconds: 24 * 3600,
             high_risk_quorum: 2,
+            escalate_after_seconds: 3600,
+            separation_of_duties: false,
         }
     }
 
@@ -275,6 +288,15 @@ impl Config {
         if !(1..=5).contains(&high_risk_quorum) {
             return Err(ConfigError::Quorum);
         }
+        let escalate_after_seconds = file
+            .escalate_after_seconds
+            .unwrap_or(defaults.escalate_after_seconds);
+        if !custos_core::ESCALATE_AFTER_SECONDS.contains(&escalate_after_seconds) {
+            return Err(ConfigError::EscalateAfter);
+        }
+        let separation_of_duties = file
+            .separation_of_duties
+            .unwrap_or(defaults.separation_of_duties);
         Ok(Self {
             listen,
             data_dir: args
@@ -306,6 +328,8 @@ impl Config {
             notify_allowed_hosts,
             approval_ttl_seconds,
             high_risk_quorum,
+            escalate_after_seconds,
+            separation_of_duties,
         })
     }
 
@@ -326,4 +350,42 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.display().to_string(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_file(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custos.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn escalation_and_separation_of_duties_are_read_and_checked() {
+        let defaults = resolve_file("").unwrap();
+        assert_eq!(defaults.escalate_after_seconds, 3600);
+        assert!(!defaults.separation_of_duties);
+        let set =
+            resolve_file("escalate_after_seconds = 600\nseparation_of_duties = true\n").unwrap();
+        assert_eq!(set.escalate_after_seconds, 600);
+        assert!(set.separation_of_duties);
+        for bad in [59, 2_592_001] {
+            let err = resolve_file(&format!("escalate_after_seconds = {bad}\n")).unwrap_err();
+            assert!(matches!(err, ConfigError::EscalateAfter), "{bad}: {err}");
+            assert_eq!(
+                err.to_string(),
+                "escalate_after_seconds must be between 60 and 2592000"
+            );
+        }
+        assert!(matches!(
+            resolve_file("separation_of_duties = \"yes\"\n"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
 }

@@ -123,7 +123,7 @@ impl From<custos_core::issuance::IssuanceError> for ApiError {
             | E::NotPending(_)
             | E::ParentNotLive
             | E::AlreadyVoted(_) => StatusCode::CONFLICT,
-            E::OwnRequest => StatusCode::FORBIDDEN,
+            E::OwnRequest | E::OwnTeamNhi => StatusCode::FORBIDDEN,
             E::EmptyScope
             | E::TtlOutOfRange
             | E::ScopeTooBroad { .. }

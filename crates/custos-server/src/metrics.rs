@@ -55,7 +55,10 @@ use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
     Revocation, SigningKeyRecord, Store, StoredCheckpoint, Use,
 };
-use custos_store::{DeliveryFilter, DeliveryOutcome, NotificationChannel, NotificationDelivery};
+use custos_store::{
+    DeliveryFilter, DeliveryOutcome, DueEscalation, NotificationChannel, NotificationDelivery,
+    UiSession,
+};
 
 /// The store as the server uses it: every call timed into `custos_store_duration_seconds{op}`,
 /// and every write that can change an access decision reported to the live state once it has
@@ -98,6 +101,7 @@ metered! {
     fn meta_init(&self, key: &str, value: &str) -> StoreResult<String>;
     fn bootstrap_admin(&self, admin: &Operator, token_hash: &[u8], event: &DomainEvent) -> StoreResult<bool>;
     fn create_team(&self, team: &Team, event: &DomainEvent) -> StoreResult<()>;
+    fn update_team(&self, team: &Team, event: &DomainEvent) -> StoreResult<()>;
     fn get_team(&self, id_or_name: &str) -> StoreResult<Option<Team>>;
     fn list_teams(&self) -> StoreResult<Vec<Team>>;
     fn create_operator(&self, operator: &Operator, token_hash: &[u8], event: &DomainEvent) -> StoreResult<()>;
@@ -105,6 +109,9 @@ metered! {
     fn find_operator_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<(Operator, Vec<u8>)>>;
     fn list_operators(&self, team_id: Option<&str>) -> StoreResult<Vec<Operator>>;
     fn revoke_operator(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<()>;
+    fn create_ui_session(&self, session: &UiSession, event: &DomainEvent) -> StoreResult<()>;
+    fn get_ui_session(&self, id_hash: &[u8]) -> StoreResult<Option<UiSession>>;
+    fn end_ui_session(&self, id_hash: &[u8], at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
     fn create_nhis(&self, nhis: &[(Nhi, DomainEvent)]) -> StoreResult<()>;
     fn get_nhi(&self, id: &str) -> StoreResult<Option<Nhi>>;
     fn update_nhi(&self, nhi: &Nhi, expected_version: i64, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Nhi(&nhi.id)];
@@ -116,20 +123,23 @@ metered! {
     fn credential_chain(&self, id: &str) -> StoreResult<Vec<Credential>>;
     fn revoke_credentials(&self, target: Revocation<'_>, at: Timestamp, event: &DomainEvent) -> StoreResult<Vec<String>> => |ids| [Change::Revoked(ids)];
     fn rotate_credential(&self, old_id: &str, old_expires_at: Timestamp, new: &Credential, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Credential(old_id)];
-    fn create_task(&self, task: &Task, approval: Option<&Approval>, credential: Option<&Credential>, events: &[DomainEvent]) -> StoreResult<()>;
+    fn create_task(&self, task: &Task, approval: Option<&Approval>, credential: Option<&Credential>, events: &[DomainEvent], deliveries: &[NotificationDelivery]) -> StoreResult<()>;
     fn get_task(&self, id: &str) -> StoreResult<Option<Task>>;
+    fn list_tasks(&self, nhi_id: &str, limit: u32) -> StoreResult<Vec<Task>>;
     fn mint_task_credential(&self, task_id: &str, credential: &Credential, event: &DomainEvent) -> StoreResult<bool> => |_| [Change::Task(task_id)];
     fn end_task(&self, task_id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<Vec<String>> => |ids| [Change::Revoked(ids), Change::Task(task_id)];
     fn get_approval(&self, id: &str) -> StoreResult<Option<Approval>>;
     fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> StoreResult<Vec<Approval>>;
-    fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Task(&task.id)];
-    fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent) -> StoreResult<()>;
+    fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent, deliveries: &[NotificationDelivery]) -> StoreResult<()> => |_| [Change::Task(&task.id)];
+    fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent, deliveries: &[NotificationDelivery]) -> StoreResult<()>;
     fn list_votes(&self, approval_id: &str) -> StoreResult<Vec<Vote>>;
     fn create_rule(&self, rule: &StandingRule, event: &DomainEvent) -> StoreResult<()>;
     fn get_rule(&self, id: &str) -> StoreResult<Option<StandingRule>>;
     fn list_rules(&self, nhi_id: Option<&str>, active_at: Option<Timestamp>) -> StoreResult<Vec<StandingRule>>;
     fn revoke_rule(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
-    fn expire_approval(&self, approval: &Approval, at: Timestamp, event: &DomainEvent) -> StoreResult<bool> => |_| [Change::Task(&approval.task_id)];
+    fn expire_approval(&self, approval: &Approval, at: Timestamp, event: &DomainEvent, deliveries: &[NotificationDelivery]) -> StoreResult<bool> => |_| [Change::Task(&approval.task_id)];
+    fn due_escalations(&self, now: Timestamp, default_after_seconds: u32, limit: u32) -> StoreResult<Vec<DueEscalation>>;
+    fn escalate_approval(&self, approval_id: &str, to_team: &str, at: Timestamp, event: &DomainEvent, deliveries: &[NotificationDelivery]) -> StoreResult<bool>;
     fn add_signing_key(&self, key: &SigningKeyRecord, retire: Option<Retirement<'_>>, event: &DomainEvent) -> StoreResult<()>;
     fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
     fn append_events(&self, events: &[DomainEvent]) -> StoreResult<()>;

@@ -11,6 +11,12 @@
 //! hex is `HMAC-SHA256(secret, "<t>.<raw body>")` and the secret is the whole string shown
 //! once at creation. Receivers recompute it over the raw body, compare in constant time, and
 //! refuse a `t` more than 5 minutes away from their clock.
+//!
+//! An agent's task callback (`callback_url`) is a delivery of the same kind, without a channel:
+//! queued with the decision it announces, retried the same way, and signed without a shared
+//! secret: `Custos-Callback-Signature` is a compact JWS with detached content (RFC 7515
+//! Appendix F) over the raw body, by the server's current token-signing key, which the agent
+//! finds by `kid` in `/.well-known/jwks.json`.
 
 use std::time::Duration;
 
@@ -80,8 +86,13 @@ impl Settings {
     }
 
     fn allows(&self, host: &str) -> bool {
+        self.allowed_hosts.is_none() || self.lists(host)
+    }
+
+    /// Whether `notify_allowed_hosts` names `host` itself (not merely allows every host).
+    fn lists(&self, host: &str) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        self.allowed_hosts.as_ref().is_none_or(|hosts| {
+        self.allowed_hosts.as_ref().is_some_and(|hosts| {
             hosts
                 .iter()
                 .any(|h| h.trim_start_matches('[').trim_end_matches(']') == host.to_lowercase())
@@ -220,8 +231,11 @@ pub struct ChannelList {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryView {
     pub id: String,
-    pub channel_id: String,
-    /// What it is about: `approval:<id>` or `test:<channel id>`.
+    /// The channel it goes to; `null` for a task's callback.
+    pub channel_id: Option<String>,
+    /// A task's callback: where it is posted, as its origin only.
+    pub callback_url: Option<String>,
+    /// What it is about: `approval:<id>`, `test:<channel id>` or `task:<id>` (a callback).
     pub subject: String,
     /// `pending`, `delivered` or `failed`.
     pub state: String,
@@ -327,6 +341,68 @@ fn shown_url(url: &reqwest::Url) -> String {
     )
 }
 
+/// Where plain `http` may go: anywhere a channel may send (an admin chose it), or, for the URL
+/// an agent gives, only to a host `notify_allowed_hosts` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PlainHttp {
+    Allowed,
+    OnlyToListedHosts,
+}
+
+/// Checks a URL Custos will post to, when it is given and again before each attempt (the
+/// allow-list may have changed): `http(s)` with a host, within `notify_allowed_hosts` when
+/// that is set, and plain `http` only as `plain_http` permits. `field` names the input.
+pub(crate) fn target_url(
+    settings: &Settings,
+    field: &str,
+    text: &str,
+    plain_http: PlainHttp,
+    errors: &mut custos_core::validate::ValidationErrors,
+) -> Option<reqwest::Url> {
+    if text.len() > 2048 {
+        errors.push(field, "must be at most 2048 characters");
+        return None;
+    }
+    let url = match reqwest::Url::parse(text) {
+        Ok(url) => url,
+        Err(e) => {
+            errors.push(field, format!("is not a URL: {e}"));
+            return None;
+        }
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        errors.push(field, "must be an http or https URL");
+        return None;
+    }
+    match url.host_str() {
+        None | Some("") => {
+            errors.push(field, "must name a host");
+            None
+        }
+        Some(host) if !settings.allows(host) => {
+            errors.push(
+                field,
+                format!("the host {host:?} is not in notify_allowed_hosts"),
+            );
+            None
+        }
+        Some(host)
+            if url.scheme() == "http"
+                && plain_http == PlainHttp::OnlyToListedHosts
+                && !settings.lists(host) =>
+        {
+            errors.push(
+                field,
+                format!(
+                    "must be https: plain http goes only to a host named in notify_allowed_hosts, and {host:?} is not"
+                ),
+            );
+            None
+        }
+        Some(_) => Some(url),
+    }
+}
+
 fn webhook_url(
     settings: &Settings,
     text: Option<&str>,
@@ -336,35 +412,7 @@ fn webhook_url(
         errors.push("url", "a webhook needs a url");
         return None;
     };
-    if text.len() > 2048 {
-        errors.push("url", "must be at most 2048 characters");
-        return None;
-    }
-    let url = match reqwest::Url::parse(text) {
-        Ok(url) => url,
-        Err(e) => {
-            errors.push("url", format!("is not a URL: {e}"));
-            return None;
-        }
-    };
-    if !matches!(url.scheme(), "http" | "https") {
-        errors.push("url", "must be an http or https URL");
-        return None;
-    }
-    match url.host_str() {
-        None | Some("") => {
-            errors.push("url", "must name a host");
-            None
-        }
-        Some(host) if !settings.allows(host) => {
-            errors.push(
-                "url",
-                format!("the host {host:?} is not in notify_allowed_hosts"),
-            );
-            None
-        }
-        Some(_) => Some(url),
-    }
+    target_url(settings, "url", text, PlainHttp::Allowed, errors)
 }
 
 fn mailbox(
@@ -621,6 +669,11 @@ fn delivery_view(d: NotificationDelivery) -> DeliveryView {
         state: d.state.as_str().to_owned(),
         id: d.id,
         channel_id: d.channel_id,
+        callback_url: d
+            .callback_url
+            .as_deref()
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            .map(|u| shown_url(&u)),
         subject: d.subject,
         attempts: d.attempts,
         last_attempt_at: d.last_attempt_at,
@@ -640,7 +693,8 @@ fn queued(
     let now = state.now();
     NotificationDelivery {
         id,
-        channel_id: channel.id.clone(),
+        channel_id: Some(channel.id.clone()),
+        callback_url: None,
         subject,
         payload,
         state: DeliveryState::Pending,
@@ -717,16 +771,63 @@ pub async fn list_deliveries(
     Ok(DeliveryList { items, next_cursor })
 }
 
-/// Queues a notification of a new approval request to every enabled channel for its NHI's
-/// owner team. Never fails the request that filed it: a failure to queue is logged.
-pub async fn approval_requested(state: &AppState, approval: &Approval) {
-    match queue_approval(state, approval).await {
-        Ok(_) => {}
-        Err(error) => tracing::error!(
-            approval = %approval.id,
-            %error,
-            "could not queue the notifications of an approval request"
-        ),
+/// What happened to an approval request, for the notifications that announce it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Happened<'a> {
+    /// It was filed and waits for a reviewer.
+    Requested,
+    /// Approved or denied, by a reviewer or a standing rule (the request says which).
+    Decided,
+    /// An approval by `by` counted towards its quorum; `remaining` more are needed.
+    Voted {
+        by: &'a str,
+        reason: &'a str,
+        remaining: u32,
+    },
+    /// Unanswered past its deadline, and so denied.
+    Expired,
+    /// It went to `to_team` (an id) as well: `why` says it waited too long, or that separation
+    /// of duties keeps the owner team from approving.
+    Escalated {
+        by: &'a str,
+        to_team: &'a str,
+        why: &'a str,
+    },
+}
+
+impl Happened<'_> {
+    /// The `type` of the JSON message.
+    fn kind(&self) -> &'static str {
+        match self {
+            Happened::Requested => "approval.requested",
+            Happened::Decided => "approval.decided",
+            Happened::Voted { .. } => "approval.voted",
+            Happened::Expired => "approval.expired",
+            Happened::Escalated { .. } => "approval.escalated",
+        }
+    }
+}
+
+/// The notifications of `what` for one request, rendered now, for the caller to write with the
+/// change they announce: one per enabled channel of the NHI's owner team (or of every team),
+/// and for an escalation one per channel of the team it went to as well. Never fails the
+/// change: a failure to read what a message needs is logged, and nothing is sent.
+pub(crate) async fn announce(
+    state: &AppState,
+    approval: &Approval,
+    what: Happened<'_>,
+) -> Vec<NotificationDelivery> {
+    match render_for_channels(state, approval, what).await {
+        Ok(deliveries) => deliveries,
+        Err(error) => {
+            tracing::error!(
+                approval = %approval.id,
+                about = what.kind(),
+                %error,
+                "could not render the notifications of an approval request"
+            );
+            Vec::new()
+        }
     }
 }
 
@@ -736,9 +837,15 @@ struct ApprovalContext<'a> {
     nhi_name: String,
     team_name: String,
     link: String,
+    /// For an escalation: the name of the team it went to.
+    to_team_name: String,
 }
 
-async fn queue_approval(state: &AppState, approval: &Approval) -> Result<usize, StoreError> {
+async fn render_for_channels(
+    state: &AppState,
+    approval: &Approval,
+    what: Happened<'_>,
+) -> Result<Vec<NotificationDelivery>, StoreError> {
     let channels: Vec<_> = state
         .store
         .list_notification_channels()
@@ -747,11 +854,19 @@ async fn queue_approval(state: &AppState, approval: &Approval) -> Result<usize, 
         .filter(|c| c.disabled_at.is_none())
         .collect();
     if channels.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let nhi = state.store.get_nhi(&approval.nhi_id).await?;
     let team_id = nhi.as_ref().map(|n| n.owner.team_id.clone());
     let team_name = match &team_id {
+        Some(id) => state.store.get_team(id).await?.map(|t| t.name),
+        None => None,
+    };
+    let to_team = match what {
+        Happened::Escalated { to_team, .. } => Some(to_team),
+        _ => None,
+    };
+    let to_team_name = match to_team {
         Some(id) => state.store.get_team(id).await?.map(|t| t.name),
         None => None,
     };
@@ -760,13 +875,21 @@ async fn queue_approval(state: &AppState, approval: &Approval) -> Result<usize, 
         nhi_name: nhi.map(|n| n.name).unwrap_or_default(),
         team_name: team_name.unwrap_or_default(),
         link: format!("{}/ui/approvals/{}", state.issuer, approval.id),
+        to_team_name: to_team_name.unwrap_or_default(),
     };
-    let deliveries: Vec<_> = channels
+    Ok(channels
         .iter()
-        .filter(|c| c.team_id.is_none() || c.team_id == team_id)
+        .filter(|c| {
+            c.team_id.is_none()
+                || c.team_id == team_id
+                || (to_team.is_some() && c.team_id.as_deref() == to_team)
+        })
         .map(|channel| {
             let id = new_id();
-            let payload = render_approval(channel, &id, &context);
+            let payload = match what {
+                Happened::Requested => render_approval(channel, &id, &context),
+                _ => render_update(channel, &id, &context, what),
+            };
             queued(
                 state,
                 channel,
@@ -775,9 +898,60 @@ async fn queue_approval(state: &AppState, approval: &Approval) -> Result<usize, 
                 id,
             )
         })
-        .collect();
-    state.store.enqueue_notifications(&deliveries).await?;
-    Ok(deliveries.len())
+        .collect())
+}
+
+/// The `typ` of the JWS that signs a task callback.
+pub const CALLBACK_TYP: &str = "custos-callback+jws";
+
+/// Checks the `callback_url` of a new task: the channels' rules, and plain `http` only to a
+/// host `notify_allowed_hosts` names.
+pub(crate) fn callback_url(
+    settings: &Settings,
+    text: &str,
+    errors: &mut custos_core::validate::ValidationErrors,
+) -> Option<String> {
+    target_url(
+        settings,
+        "callback_url",
+        text,
+        PlainHttp::OnlyToListedHosts,
+        errors,
+    )
+    .map(String::from)
+}
+
+/// The callback that tells the agent its task's approval request was decided, if it asked for
+/// one: the task as decided, never its credential (the agent collects that itself).
+pub(crate) fn task_decided(
+    state: &AppState,
+    task: &custos_core::issuance::Task,
+    approval: &Approval,
+) -> Option<NotificationDelivery> {
+    let url = task.callback_url.clone()?;
+    let now = state.now();
+    let body = json!({
+        "type": "task.decided",
+        "task_id": task.id,
+        "state": task.state.as_str(),
+        "decision": approval.state.as_str(),
+        "approval_id": approval.id,
+        "decided_at": approval.decided_at.unwrap_or(now),
+    });
+    Some(NotificationDelivery {
+        id: new_id(),
+        channel_id: None,
+        callback_url: Some(url),
+        subject: format!("task:{}", task.id),
+        payload: body.to_string(),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        last_attempt_at: None,
+        last_error: None,
+        created_at: now,
+        delivered_at: None,
+    })
 }
 
 // ---- rendering ----
@@ -914,6 +1088,165 @@ fn render_approval(
     }
 }
 
+/// Who did what, and why, as a message says it.
+struct Outcome {
+    who: String,
+    decision: &'static str,
+    reason: String,
+    /// One line for a person: "approved by operator:…", "expired unanswered", ….
+    summary: String,
+}
+
+fn outcome(c: &ApprovalContext<'_>, what: Happened<'_>) -> Outcome {
+    let a = c.approval;
+    match what {
+        Happened::Voted {
+            by,
+            reason,
+            remaining,
+        } => Outcome {
+            who: by.to_owned(),
+            decision: "voted",
+            reason: reason.to_owned(),
+            summary: format!(
+                "approved by {by}; {remaining} more approval{} needed",
+                if remaining == 1 { " is" } else { "s are" }
+            ),
+        },
+        Happened::Expired => Outcome {
+            who: "system".to_owned(),
+            decision: "expired",
+            reason: a
+                .reason
+                .clone()
+                .unwrap_or_else(|| "expired unanswered".into()),
+            summary: "expired unanswered, and so denied".to_owned(),
+        },
+        Happened::Escalated { by, why, .. } => Outcome {
+            who: by.to_owned(),
+            decision: "escalated",
+            reason: why.to_owned(),
+            summary: format!("escalated to the team {}", c.to_team_name),
+        },
+        Happened::Requested | Happened::Decided => {
+            let who = a.decided_by.clone().unwrap_or_else(|| "system".into());
+            let decision = if a.state == custos_core::issuance::ApprovalState::Approved {
+                "approved"
+            } else {
+                "denied"
+            };
+            Outcome {
+                summary: format!("{decision} by {who}"),
+                who,
+                decision,
+                reason: a.reason.clone().unwrap_or_default(),
+            }
+        }
+    }
+}
+
+/// A message about what became of a request: decided, counted, expired or escalated.
+fn render_update(
+    channel: &NotificationChannel,
+    delivery_id: &str,
+    c: &ApprovalContext<'_>,
+    what: Happened<'_>,
+) -> String {
+    let a = c.approval;
+    let o = outcome(c, what);
+    match (kind_of(channel), channel.format.as_str()) {
+        (ChannelKind::Email, _) => {
+            let subject = format!(
+                "Custos: approval request for {} {}",
+                plain(&c.nhi_name),
+                plain(&o.summary)
+            );
+            let mut lines = vec![
+                ("NHI", format!("{} ({})", c.nhi_name, a.nhi_id)),
+                ("Owner team", c.team_name.clone()),
+                ("Requested by", a.requested_by.clone()),
+                ("Purpose", a.purpose.clone()),
+                ("Beyond the ceiling", a.excess.join(", ")),
+                ("Decision", o.decision.to_owned()),
+                ("By", o.who.clone()),
+                ("Reason", o.reason.clone()),
+            ];
+            if let Some(scope) = &a.granted_scope {
+                lines.push(("Granted scope", scope.to_strings().join(", ")));
+            }
+            let headline = format!("The approval request was {}.", plain(&o.summary));
+            let mut text = format!("{headline}\n\n");
+            let mut html = format!("<p>{}</p>\n<table>\n", html_escape(&headline));
+            for (label, value) in &lines {
+                text.push_str(&format!("{label}: {}\n", plain(value)));
+                html.push_str(&format!(
+                    "<tr><th align=\"left\">{label}</th><td>{}</td></tr>\n",
+                    html_escape(value)
+                ));
+            }
+            text.push_str(&format!("\nThe request: {}\n", c.link));
+            html.push_str(&format!(
+                "</table>\n<p><a href=\"{0}\">The request</a>: {0}</p>\n",
+                html_escape(&c.link)
+            ));
+            email_payload(subject, text, html)
+        }
+        (ChannelKind::Webhook, "slack") => {
+            let headline = format!(
+                "Approval request for {} ({}) {}",
+                slack_escape(&c.nhi_name),
+                slack_escape(&c.team_name),
+                slack_escape(&o.summary)
+            );
+            json!({
+                "text": format!("{headline}: {}", c.link),
+                "blocks": [
+                    {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{headline}*")}},
+                    {"type": "section", "text": {"type": "mrkdwn",
+                        "text": format!("*Reason*\n{}", truncate(&slack_escape(&o.reason), 2900))}},
+                    {"type": "actions", "elements": [
+                        {"type": "button", "text": {"type": "plain_text", "text": "Open"}, "url": c.link}
+                    ]},
+                ],
+            })
+            .to_string()
+        }
+        (ChannelKind::Webhook, _) => {
+            let mut body = json!({
+                "type": what.kind(),
+                "id": delivery_id,
+                "who": o.who,
+                "decision": o.decision,
+                "reason": o.reason,
+                "approval": {
+                    "id": a.id,
+                    "nhi_id": a.nhi_id,
+                    "task_id": a.task_id,
+                    "state": a.state.as_str(),
+                    "requested_by": a.requested_by,
+                    "excess": a.excess,
+                    "required_approvals": a.required_approvals,
+                    "decided_at": a.decided_at,
+                    "decided_by": a.decided_by,
+                    "granted_scope": a.granted_scope.as_ref().map(|s| s.to_strings()),
+                    "escalated_to": a.escalated_to,
+                    "escalated_at": a.escalated_at,
+                },
+                "nhi": {"id": a.nhi_id, "name": c.nhi_name, "team": c.team_name},
+                "link": c.link,
+            });
+            match what {
+                Happened::Voted { remaining, .. } => body["remaining"] = json!(remaining),
+                Happened::Escalated { to_team, .. } => {
+                    body["escalated_to"] = json!({"id": to_team, "name": c.to_team_name});
+                }
+                _ => {}
+            }
+            body.to_string()
+        }
+    }
+}
+
 fn render_test(channel: &NotificationChannel, delivery_id: &str, link: &str) -> String {
     let text = format!(
         "A test notification from Custos for the channel {}.",
@@ -1019,46 +1352,70 @@ pub async fn run(state: AppState) {
 
 /// One attempt at a claimed delivery, and its outcome recorded.
 async fn attempt(state: AppState, http: reqwest::Client, delivery: NotificationDelivery) {
-    let channel = match state
-        .store
-        .get_notification_channel(&delivery.channel_id)
-        .await
-    {
-        Ok(channel) => channel,
-        Err(error) => {
-            // The lease runs out and it is attempted again.
-            tracing::warn!(%error, delivery = %delivery.id, "cannot read a notification's channel");
-            return;
-        }
-    };
-    let (kind, result) = match &channel {
-        // Disabling gave up its pending deliveries; nothing is left to record.
-        Some(channel) if channel.disabled_at.is_some() => return,
-        Some(channel) => (
-            channel.kind.clone(),
-            send(&state, &http, channel, &delivery).await,
+    // Where it goes, and whether retrying could ever help.
+    let (kind, result, hopeless) = match (&delivery.channel_id, &delivery.callback_url) {
+        (None, Some(url)) => (
+            "callback".to_owned(),
+            send_callback(&state, &http, url, &delivery).await,
+            false,
         ),
-        None => (
+        (None, None) => (
             "unknown".to_owned(),
-            Err("the channel does not exist".to_owned()),
+            Err("the delivery names neither a channel nor a callback".to_owned()),
+            true,
         ),
+        (Some(channel_id), _) => {
+            let channel = match state.store.get_notification_channel(channel_id).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    // The lease runs out and it is attempted again.
+                    tracing::warn!(%error, delivery = %delivery.id, "cannot read a notification's channel");
+                    return;
+                }
+            };
+            match &channel {
+                // Disabling gave up its pending deliveries; nothing is left to record.
+                Some(channel) if channel.disabled_at.is_some() => return,
+                Some(channel) => (
+                    channel.kind.clone(),
+                    send(&state, &http, channel, &delivery).await,
+                    false,
+                ),
+                None => (
+                    "unknown".to_owned(),
+                    Err("the channel does not exist".to_owned()),
+                    true,
+                ),
+            }
+        }
     };
     let now = state.now();
     let error = result.err().map(|e| truncate(&e, MAX_ERROR_CHARS));
     let event;
     let outcome = match &error {
         None => DeliveryOutcome::Delivered { at: now },
-        Some(error) if delivery.attempts >= MAX_ATTEMPTS || channel.is_none() => {
-            event = state
+        Some(error) if delivery.attempts >= MAX_ATTEMPTS || hopeless => {
+            let mut failed = state
                 .event(
                     EventKind::NotificationFailed,
                     Actor::System,
                     format!("notification_delivery:{}", delivery.id),
                 )
-                .with("channel", &delivery.channel_id)
                 .with("about", &delivery.subject)
                 .with("attempts", delivery.attempts.to_string())
                 .with("error", error.as_str());
+            if let Some(channel) = &delivery.channel_id {
+                failed = failed.with("channel", channel);
+            }
+            if let Some(url) = delivery
+                .callback_url
+                .as_deref()
+                .and_then(|u| reqwest::Url::parse(u).ok())
+            {
+                // Its origin only: the rest of an agent's URL may hold a credential.
+                failed = failed.with("callback", shown_url(&url));
+            }
+            event = failed;
             DeliveryOutcome::GiveUp {
                 error,
                 event: &event,
@@ -1078,7 +1435,7 @@ async fn attempt(state: AppState, http: reqwest::Client, delivery: NotificationD
     match &error {
         Some(error) => tracing::warn!(
             delivery = %delivery.id,
-            channel = %delivery.channel_id,
+            channel = delivery.channel_id.as_deref().unwrap_or("-"),
             attempt = delivery.attempts,
             outcome = label,
             %error,
@@ -1130,6 +1487,43 @@ async fn send_webhook(
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("custos-delivery", &delivery.id)
         .header("custos-signature", signed)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| describe_http_error(&e))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the receiver answered HTTP {status}"))
+    }
+}
+
+/// Posts a task's callback, signed with the server's current token-signing key: the JWKS
+/// publishes it, so the agent verifies the body without a secret shared with Custos.
+async fn send_callback(
+    state: &AppState,
+    http: &reqwest::Client,
+    url: &str,
+    delivery: &NotificationDelivery,
+) -> Result<(), String> {
+    // The allow-list may have changed since the task was filed: checked again, as for channels.
+    let mut refused = custos_core::validate::ValidationErrors::default();
+    let url = target_url(
+        &state.notify,
+        "callback_url",
+        url,
+        PlainHttp::OnlyToListedHosts,
+        &mut refused,
+    )
+    .ok_or_else(|| format!("the callback URL is refused: {refused}"))?;
+    let body = delivery.payload.as_bytes().to_vec();
+    let signature = custos_core::jose::sign_detached(&state.keyring.active(), CALLBACK_TYP, &body);
+    let response = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("custos-delivery", &delivery.id)
+        .header("custos-callback-signature", signature)
         .body(body)
         .send()
         .await
@@ -1292,6 +1686,120 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(recipients, ["reviewers@example.com"]);
+    }
+
+    fn request(state: custos_core::issuance::ApprovalState) -> Approval {
+        use custos_core::issuance::{ApprovalKind, Risk, RiskLevel};
+        let at = Timestamp::from_unix_millis(1_800_000_000_000).unwrap();
+        Approval {
+            id: "a1".into(),
+            kind: ApprovalKind::ScopeEscalation,
+            nhi_id: "n1".into(),
+            task_id: "t1".into(),
+            requested_by: "nhi:n1".into(),
+            purpose: "clean <b>up</b>".into(),
+            requested_scope: custos_core::Scope::parse(&["crm:delete:x"]).unwrap(),
+            excess: vec!["crm:delete:x".into()],
+            requested_ttl_seconds: 600,
+            policies: Vec::new(),
+            risk: Risk {
+                level: RiskLevel::Medium,
+                factors: Vec::new(),
+            },
+            required_approvals: 1,
+            state,
+            created_at: at,
+            expires_at: at.plus_seconds(3600),
+            decided_at: Some(at),
+            decided_by: Some("operator:o1".into()),
+            reason: Some("use the <merge> tool".into()),
+            granted_scope: None,
+            granted_ttl_seconds: None,
+            escalated_to: None,
+            escalated_at: None,
+        }
+    }
+
+    fn channel(kind: &str, format: &str) -> NotificationChannel {
+        NotificationChannel {
+            id: "c1".into(),
+            name: "c".into(),
+            kind: kind.into(),
+            team_id: None,
+            target: String::new(),
+            format: format.into(),
+            sealed_secret: None,
+            created_at: Timestamp::from_unix_millis(0).unwrap(),
+            disabled_at: None,
+        }
+    }
+
+    #[test]
+    fn outcomes_say_who_decided_what_and_why_in_each_format() {
+        use custos_core::issuance::ApprovalState;
+        let denied = request(ApprovalState::Denied);
+        let context = ApprovalContext {
+            approval: &denied,
+            nhi_name: "crm-agent".into(),
+            team_name: "owners".into(),
+            link: "https://custos.example/ui/approvals/a1".into(),
+            to_team_name: "backup".into(),
+        };
+        let mail: EmailPayload = serde_json::from_str(&render_update(
+            &channel("email", "text"),
+            "d1",
+            &context,
+            Happened::Decided,
+        ))
+        .unwrap();
+        assert_eq!(
+            mail.subject,
+            "Custos: approval request for crm-agent denied by operator:o1"
+        );
+        assert!(
+            mail.text.contains("Reason: use the <merge> tool"),
+            "{}",
+            mail.text
+        );
+        assert!(
+            mail.html.contains("use the &lt;merge&gt; tool"),
+            "{}",
+            mail.html
+        );
+        assert!(mail.text.contains(&context.link));
+
+        let escalated = Happened::Escalated {
+            by: "system",
+            to_team: "t2",
+            why: "unanswered by the owner team for 3600 s",
+        };
+        let slack: serde_json::Value = serde_json::from_str(&render_update(
+            &channel("webhook", "slack"),
+            "d2",
+            &context,
+            escalated,
+        ))
+        .unwrap();
+        assert_eq!(
+            slack["text"],
+            "Approval request for crm-agent (owners) escalated to the team backup: https://custos.example/ui/approvals/a1"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render_update(
+            &channel("webhook", "json"),
+            "d3",
+            &context,
+            Happened::Expired,
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                json["type"].as_str(),
+                json["decision"].as_str(),
+                json["who"].as_str()
+            ),
+            (Some("approval.expired"), Some("expired"), Some("system"))
+        );
+        assert_eq!(json["id"], "d3");
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             issuance: config.issuance,
             approval_ttl_seconds: config.approval_ttl_seconds,
             high_risk_quorum: config.high_risk_quorum,
+            escalate_after_seconds: config.escalate_after_seconds,
+            separation_of_duties: config.separation_of_duties,
         },
         issuer,
         task_updates: Arc::new(tokio::sync::Notify::new()),
@@ -238,17 +240,21 @@ async fn sweep_live_state(state: AppState) {
     }
 }
 
-/// How often overdue approval requests are expired: an agent waiting on one hears within
-/// about this long after its deadline that it was denied.
+/// How often overdue approval requests are expired and waiting ones escalated: an agent
+/// waiting on one hears within about this long after its deadline that it was denied.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Expires the approval requests past their deadline (each is denied, its task with it).
-/// Several nodes may do it at once: a request is expired once, by whichever gets there first.
+/// Expires the approval requests past their deadline (each is denied, its task with it), and
+/// escalates those that waited their owner team's time to its fallback team. Several nodes may
+/// do it at once: a request is expired, or escalated, once, by whichever gets there first.
 async fn expire_approval_requests(state: AppState) {
     loop {
         tokio::time::sleep(EXPIRY_INTERVAL).await;
         if let Err(e) = crate::tasks::expire_overdue(&state).await {
             tracing::warn!(code = e.code, detail = %e.detail, "expiring overdue approval requests failed; retrying");
+        }
+        if let Err(e) = crate::tasks::escalate_overdue(&state).await {
+            tracing::warn!(code = e.code, detail = %e.detail, "escalating waiting approval requests failed; retrying");
         }
     }
 }

@@ -50,6 +50,11 @@ pub struct Limits {
     pub approval_ttl_seconds: u32,
     /// How many reviewers must approve a high-risk request.
     pub high_risk_quorum: u32,
+    /// How long a request waits before it is escalated, for a team with a fallback team but
+    /// no wait of its own.
+    pub escalate_after_seconds: u32,
+    /// Nobody approves a request about an NHI their own team owns.
+    pub separation_of_duties: bool,
 }
 
 impl Default for Limits {
@@ -60,6 +65,8 @@ impl Default for Limits {
             issuance: IssuanceLimits::default(),
             approval_ttl_seconds: 24 * 3600,
             high_risk_quorum: 2,
+            escalate_after_seconds: 3600,
+            separation_of_duties: false,
         }
     }
 }
@@ -160,8 +167,41 @@ fn team_view(team: Team, members: Option<Vec<MemberView>>) -> TeamView {
         name: team.name,
         contact: team.contact,
         created_at: team.created_at,
+        fallback_team: team.fallback_team_id,
+        escalate_after_seconds: team.escalate_after_seconds,
         members,
     }
+}
+
+/// The team a `fallback_team` field names, as its id, or the field's error.
+async fn fallback_team(
+    state: &AppState,
+    name_or_id: &str,
+    errors: &mut custos_core::validate::ValidationErrors,
+) -> ApiResult<Option<String>> {
+    Ok(match state.store.get_team(name_or_id).await? {
+        Some(team) => Some(team.id),
+        None => {
+            errors.push(
+                "fallback_team",
+                format!("no team named or with id {name_or_id:?}"),
+            );
+            None
+        }
+    })
+}
+
+fn team_event(state: &AppState, kind: EventKind, who: &Principal, team: &Team) -> DomainEvent {
+    let mut event = state
+        .event(kind, who.actor(), format!("team:{}", team.id))
+        .with("name", &team.name);
+    if let Some(fallback) = &team.fallback_team_id {
+        event = event.with("fallback_team", fallback);
+    }
+    if let Some(seconds) = team.escalate_after_seconds {
+        event = event.with("escalate_after_seconds", seconds.to_string());
+    }
+    event
 }
 
 pub async fn create_team(
@@ -170,14 +210,19 @@ pub async fn create_team(
     input: CreateTeam,
 ) -> ApiResult<TeamView> {
     who.require(&[Role::Admin])?;
-    let team = Team::new(new_id(), input.name, input.contact, state.now())?;
-    let event = state
-        .event(
-            EventKind::TeamCreated,
-            who.actor(),
-            format!("team:{}", team.id),
-        )
-        .with("name", &team.name);
+    let mut errors = custos_core::validate::ValidationErrors::default();
+    let fallback = match &input.fallback_team {
+        Some(name_or_id) => fallback_team(state, name_or_id, &mut errors).await?,
+        None => None,
+    };
+    let team = Team::new(new_id(), input.name, input.contact, state.now());
+    if let Err(invalid) = &team {
+        // Every refused field at once: the team's own before the fallback's.
+        errors.0.splice(0..0, invalid.0.iter().cloned());
+    }
+    errors.into_result()?;
+    let team = team?.with_escalation(fallback, input.escalate_after_seconds)?;
+    let event = team_event(state, EventKind::TeamCreated, who, &team);
     state
         .store
         .create_team(&team, &event)
@@ -190,6 +235,51 @@ pub async fn create_team(
             other => other.into(),
         })?;
     Ok(team_view(team, Some(vec![])))
+}
+
+/// `PATCH /v1/teams/{id}` (admin): sets or clears the fallback team and the escalation wait.
+/// The team's requests already escalated stay with the team they went to.
+pub async fn update_team(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    input: UpdateTeam,
+) -> ApiResult<TeamView> {
+    who.require(&[Role::Admin])?;
+    let team = state
+        .store
+        .get_team(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("team"))?;
+    let mut errors = custos_core::validate::ValidationErrors::default();
+    let fallback = match &input.fallback_team {
+        None => team.fallback_team_id.clone(),
+        Some(None) => None,
+        Some(Some(name_or_id)) => fallback_team(state, name_or_id, &mut errors).await?,
+    };
+    let seconds = match input.escalate_after_seconds {
+        Some(seconds) => seconds,
+        // Without a fallback, a wait has nothing to wait for.
+        None if fallback.is_none() => None,
+        None => team.escalate_after_seconds,
+    };
+    errors.into_result()?;
+    let team = team.with_escalation(fallback, seconds)?;
+    let event = team_event(state, EventKind::TeamUpdated, who, &team);
+    state
+        .store
+        .update_team(&team, &event)
+        .await
+        .map_err(|e| match e {
+            StoreError::MissingReference => {
+                ApiError::validation(custos_core::validate::ValidationErrors::single(
+                    "fallback_team",
+                    "the fallback team no longer exists",
+                ))
+            }
+            other => other.into(),
+        })?;
+    get_team(state, who, &team.id).await
 }
 
 pub async fn list_teams(state: &AppState, who: &Principal) -> ApiResult<TeamList> {

@@ -16,6 +16,7 @@ use crate::api::{
 };
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
+use crate::notify::{self, Happened};
 use crate::oauth::{self, TokenSpec};
 use crate::service::{AppState, encode_cursor, new_id, visible_nhi};
 
@@ -37,6 +38,7 @@ fn task_view(task: Task, credential: Option<TaskCredential>, now: Timestamp) -> 
         expires_at: task.expires_at,
         ended_at: task.ended_at,
         credential,
+        callback_url: task.callback_url,
     }
 }
 
@@ -64,6 +66,8 @@ fn approval_view(a: Approval, votes: Vec<issuance::Vote>, now: Timestamp) -> App
         reason: a.reason,
         granted_scope: a.granted_scope.map(|s| s.to_strings()),
         granted_ttl_seconds: a.granted_ttl_seconds,
+        escalated_to: a.escalated_to,
+        escalated_at: a.escalated_at,
         context: None,
     }
 }
@@ -124,6 +128,10 @@ pub async fn create_task(
     let purpose = input.purpose.trim().to_owned();
     let mut errors = custos_core::validate::ValidationErrors::default();
     custos_core::validate::text(&mut errors, "purpose", &purpose, 2000);
+    let callback_url = input
+        .callback_url
+        .as_deref()
+        .and_then(|url| notify::callback_url(&state.notify, url, &mut errors));
     errors.into_result()?;
     let actor = who.actor();
     let mut task = Task {
@@ -140,6 +148,7 @@ pub async fn create_task(
         expires_at: None,
         ended_at: None,
         credential_id: None,
+        callback_url,
     };
     match plan {
         TaskPlan::Issue { ttl_seconds } => {
@@ -167,7 +176,7 @@ pub async fn create_task(
             let requested = requested_event(state, &actor, &task);
             state
                 .store
-                .create_task(&task, None, Some(&credential), &[requested, issued])
+                .create_task(&task, None, Some(&credential), &[requested, issued], &[])
                 .await?;
             let credential = TaskCredential {
                 access_token: Some(token),
@@ -277,6 +286,8 @@ pub(crate) async fn file_for_approval(
         reason: None,
         granted_scope: None,
         granted_ttl_seconds: None,
+        escalated_to: None,
+        escalated_at: None,
     };
     // A standing rule that covers what is asked approves at once, unless the request is high
     // risk: the agent collects its credential as after a reviewer's approval.
@@ -300,6 +311,20 @@ pub(crate) async fn file_for_approval(
         }
         None => approval,
     };
+    // Separation of duties: the owner team may not approve, so a request it could only deny
+    // goes to its fallback team at once, for someone who may approve to see it.
+    let fallback = match (&rule, state.limits.separation_of_duties) {
+        (None, true) => state
+            .store
+            .get_team(&nhi.owner.team_id)
+            .await?
+            .and_then(|team| team.fallback_team_id),
+        _ => None,
+    };
+    let approval = match &fallback {
+        Some(to_team) => approval.escalated(to_team, approval.created_at),
+        None => approval,
+    };
     task.approval_id = Some(approval.id.clone());
     let mut asked_event = state
         .event(
@@ -318,6 +343,7 @@ pub(crate) async fn file_for_approval(
     }
     let requested = requested_event(state, actor, task);
     let mut events = vec![requested, asked_event];
+    let mut deliveries = Vec::new();
     if let Some(rule) = &rule {
         events.push(
             state
@@ -332,18 +358,62 @@ pub(crate) async fn file_for_approval(
                 .with("rule", &rule.id)
                 .with("reason", approval.reason.clone().unwrap_or_default()),
         );
+        // Nobody needs to look: the agent is told, reviewers are not.
+        deliveries.extend(notify::task_decided(state, task, &approval));
+    } else {
+        deliveries.extend(notify::announce(state, &approval, Happened::Requested).await);
+    }
+    if let Some(to_team) = &fallback {
+        let why = "separation of duties: the owner team's members may not approve it";
+        events.push(escalated_event(
+            state,
+            &approval,
+            &nhi.owner.team_id,
+            to_team,
+            why,
+        ));
+        deliveries.extend(
+            notify::announce(
+                state,
+                &approval,
+                Happened::Escalated {
+                    by: "system",
+                    to_team,
+                    why,
+                },
+            )
+            .await,
+        );
     }
     state
         .store
-        .create_task(task, Some(&approval), None, &events)
+        .create_task(task, Some(&approval), None, &events, &deliveries)
         .await?;
     if rule.is_some() {
-        // Nobody needs to look: the waiting agent is told, reviewers are not.
         state.task_updates.notify_waiters();
-    } else {
-        crate::notify::approval_requested(state, &approval).await;
     }
     Ok(approval)
+}
+
+/// `approval.escalated`: the request went from its owner team to the fallback team too.
+fn escalated_event(
+    state: &AppState,
+    approval: &Approval,
+    from_team: &str,
+    to_team: &str,
+    why: &str,
+) -> custos_core::DomainEvent {
+    state
+        .event(
+            EventKind::ApprovalEscalated,
+            Actor::System,
+            format!("approval:{}", approval.id),
+        )
+        .with("nhi", &approval.nhi_id)
+        .with("task", &approval.task_id)
+        .with("from_team", from_team)
+        .with("to_team", to_team)
+        .with("reason", why)
 }
 
 /// The longest a standing rule may last, and its default.
@@ -482,7 +552,26 @@ pub async fn expire_overdue(state: &AppState) -> ApiResult<usize> {
             .with("nhi", &approval.nhi_id)
             .with("task", &approval.task_id)
             .with("deadline", approval.expires_at.to_string());
-        if state.store.expire_approval(approval, now, &event).await? {
+        // The request and its task as the store will make them, for the messages.
+        let as_expired = Approval {
+            state: ApprovalState::Expired,
+            decided_at: Some(now),
+            reason: Some("expired unanswered".into()),
+            ..approval.clone()
+        };
+        let mut deliveries = notify::announce(state, &as_expired, Happened::Expired).await;
+        if let Some(mut task) = state.store.get_task(&approval.task_id).await?
+            && task.state == TaskState::PendingApproval
+        {
+            task.state = TaskState::Denied;
+            task.ended_at = Some(now);
+            deliveries.extend(notify::task_decided(state, &task, &as_expired));
+        }
+        if state
+            .store
+            .expire_approval(approval, now, &event, &deliveries)
+            .await?
+        {
             expired += 1;
         }
     }
@@ -490,6 +579,42 @@ pub async fn expire_overdue(state: &AppState) -> ApiResult<usize> {
         state.task_updates.notify_waiters();
     }
     Ok(expired)
+}
+
+/// Escalates the pending requests that waited their owner team's time unanswered: each goes to
+/// the team's fallback team as well, whose reviewers may then see and decide it, and both
+/// teams' channels hear of it. Returns how many were escalated.
+pub async fn escalate_overdue(state: &AppState) -> ApiResult<usize> {
+    let now = state.now();
+    let due = state
+        .store
+        .due_escalations(now, state.limits.escalate_after_seconds, 500)
+        .await?;
+    let mut escalated = 0;
+    for due in &due {
+        let approval = due.approval.escalated(&due.to_team, now);
+        let waited = (now.unix_millis() - approval.created_at.unix_millis()).max(0) / 1000;
+        let why = format!("unanswered by the owner team for {waited} s");
+        let event = escalated_event(state, &approval, &due.from_team, &due.to_team, &why);
+        let deliveries = notify::announce(
+            state,
+            &approval,
+            Happened::Escalated {
+                by: "system",
+                to_team: &due.to_team,
+                why: &why,
+            },
+        )
+        .await;
+        if state
+            .store
+            .escalate_approval(&approval.id, &due.to_team, now, &event, &deliveries)
+            .await?
+        {
+            escalated += 1;
+        }
+    }
+    Ok(escalated)
 }
 
 /// Who may read a task: the NHI it belongs to, and operators who may see that NHI.
@@ -522,19 +647,23 @@ pub async fn get_task(
 ) -> ApiResult<TaskView> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(wait_seconds.min(MAX_WAIT_SECONDS));
-    let mut task = visible_task(state, who, id).await?;
-    while task.state == TaskState::PendingApproval && tokio::time::Instant::now() < deadline {
+    let mut task = loop {
+        // Registered before the read, so that a decision landing between the read and the
+        // wait still wakes it (`notify_waiters` reaches every `Notified` already created).
+        let notified = state.task_updates.notified();
+        let task = visible_task(state, who, id).await?;
+        if task.state != TaskState::PendingApproval || tokio::time::Instant::now() >= deadline {
+            break task;
+        }
         // Decisions on this node wake the wait at once; a decision on another node sharing
         // the store is seen by the next poll, at most a second later.
-        let notified = state.task_updates.notified();
         let tick = tokio::time::sleep(Duration::from_secs(1));
         tokio::select! {
             () = notified => {}
             () = tick => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
-        task = visible_task(state, who, id).await?;
-    }
+    };
     let now = state.now();
     let credential = match (&task.credential_id, who) {
         (Some(jti), _) => state
@@ -659,22 +788,56 @@ pub async fn list_approvals(
     Ok(ApprovalList { items, next_cursor })
 }
 
-/// An approval the caller may see, with the NHI it is about.
+/// An approval the caller may see, with the NHI it is about: every request for admins and
+/// auditors; for reviewers, those about their teams' NHIs and those escalated to their teams.
 async fn visible_approval(
     state: &AppState,
     who: &Principal,
     id: &str,
 ) -> ApiResult<(Approval, Nhi)> {
-    who.visible_teams()?;
+    let visible = who.visible_teams()?;
     let approval = state
         .store
         .get_approval(id)
         .await?
         .ok_or_else(|| ApiError::not_found("approval"))?;
-    let nhi = visible_nhi(state, who, &approval.nhi_id)
-        .await
-        .map_err(|_| ApiError::not_found("approval"))?;
+    let nhi = state
+        .store
+        .get_nhi(&approval.nhi_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("approval"))?;
+    if let Some(teams) = visible {
+        let routed = teams.contains(&nhi.owner.team_id)
+            || approval
+                .escalated_to
+                .as_ref()
+                .is_some_and(|to| teams.contains(to));
+        if !routed {
+            return Err(ApiError::not_found("approval"));
+        }
+    }
     Ok((approval, nhi))
+}
+
+/// Who may decide a request: an admin, or a reviewer of the NHI's owner team or of the team
+/// the request was escalated to.
+fn may_decide<'p>(
+    who: &'p Principal,
+    nhi: &Nhi,
+    approval: &Approval,
+) -> ApiResult<&'p custos_core::Operator> {
+    let op = who.require(&[Role::Admin, Role::Reviewer])?;
+    let reviews = |team: &str| op.teams.iter().any(|t| t == team);
+    if op.has_role(Role::Admin)
+        || reviews(&nhi.owner.team_id)
+        || approval.escalated_to.as_deref().is_some_and(reviews)
+    {
+        Ok(op)
+    } else {
+        Err(ApiError::forbidden(
+            "only an admin, or a reviewer of the owner team or of the team the request was escalated to, may do this",
+        ))
+    }
 }
 
 /// How many earlier requests of the same NHI are looked through for the history.
@@ -790,9 +953,11 @@ async fn with_votes(
     Ok(approval_view(approval, votes, now))
 }
 
-/// Approves or denies: an admin or a reviewer of the NHI's owner team, never an NHI and
-/// never whoever asked. An approval starts the task's lifetime now; the NHI collects the
-/// credential with `GET /v1/tasks/{id}`.
+/// Approves or denies: an admin or a reviewer of the NHI's owner team (or of the team the
+/// request was escalated to), never an NHI and never whoever asked; under separation of duties,
+/// never approved by a member of the owner team. An approval starts the task's lifetime now;
+/// the NHI collects the credential with `GET /v1/tasks/{id}`, and hears of the decision at its
+/// `callback_url` if it gave one.
 pub async fn decide(
     state: &AppState,
     who: &Principal,
@@ -800,10 +965,18 @@ pub async fn decide(
     decision: Decision,
 ) -> ApiResult<ApprovalView> {
     let (approval, nhi) = visible_approval(state, who, id).await?;
-    who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+    let operator = may_decide(who, &nhi, &approval)?;
+    // Admins are bound too, if they are members of the owner team.
+    let separate = issuance::ensure_separate(
+        &decision,
+        operator.teams.contains(&nhi.owner.team_id),
+        state.limits.separation_of_duties,
+    );
     let now = state.now();
     let votes = state.store.list_votes(&approval.id).await?;
-    let decided = match approval.decide(decision, &who.actor().to_string(), &votes, now)? {
+    let ruling = approval.decide(decision, &who.actor().to_string(), &votes, now)?;
+    separate?;
+    let decided = match ruling {
         Ruling::Decided(decided) => *decided,
         Ruling::Voted { vote, remaining } => {
             let event = state
@@ -817,9 +990,19 @@ pub async fn decide(
                 .with("scope", vote.scope.to_strings().join(" "))
                 .with("remaining", remaining.to_string())
                 .with("reason", &vote.reason);
+            let deliveries = notify::announce(
+                state,
+                &approval,
+                Happened::Voted {
+                    by: &vote.reviewer,
+                    reason: &vote.reason,
+                    remaining,
+                },
+            )
+            .await;
             state
                 .store
-                .record_vote(&approval.id, &vote, &event)
+                .record_vote(&approval.id, &vote, &event, &deliveries)
                 .await
                 .map_err(|e| match e {
                     StoreError::Precondition(_) => ApiError::conflict(
@@ -881,9 +1064,11 @@ pub async fn decide(
     if let Some(scope) = &decided.granted_scope {
         event = event.with("granted_scope", scope.to_strings().join(" "));
     }
+    let mut deliveries = notify::announce(state, &decided, Happened::Decided).await;
+    deliveries.extend(notify::task_decided(state, &task, &decided));
     state
         .store
-        .decide_approval(&decided, &task, &event)
+        .decide_approval(&decided, &task, &event, &deliveries)
         .await
         .map_err(|e| match e {
             // Another reviewer decided it between our read and our write.

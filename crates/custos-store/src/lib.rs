@@ -39,6 +39,8 @@ pub struct EventQuery {
     pub since: Option<Timestamp>,
     /// Occurred before.
     pub until: Option<Timestamp>,
+    /// The newest `limit` matching events, newest first, instead of the oldest after `after_seq`.
+    pub newest_first: bool,
 }
 
 /// What a revocation reaches; every credential delegated from what it names goes with it.
@@ -57,7 +59,8 @@ pub enum Revocation<'a> {
 pub struct ApprovalFilter {
     pub state: Option<ApprovalState>,
     pub nhi_id: Option<String>,
-    /// Only requests about NHIs of these teams (a reviewer's view).
+    /// Only requests routed to these teams (a reviewer's view): about NHIs they own, or
+    /// escalated to one of them.
     pub owner_teams: Option<Vec<String>>,
     pub kind: Option<ApprovalKind>,
     pub risk: Option<RiskLevel>,
@@ -121,6 +124,26 @@ pub struct AuditHead {
     pub frontier: Vec<u8>,
 }
 
+/// A web UI session: a browser signed in with an operator token. The cookie holds the session
+/// id; only its keyed hash is kept, as for tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UiSession {
+    pub id_hash: Vec<u8>,
+    pub operator_id: String,
+    /// The token every state-changing form of this session must carry.
+    pub csrf_token: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+}
+
+impl UiSession {
+    /// Whether the session still signs its browser in at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.ended_at.is_none() && now < self.expires_at
+    }
+}
+
 /// A signed checkpoint as kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -155,6 +178,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
 
     async fn create_team(&self, team: &Team, event: &DomainEvent) -> Result<()>;
+    /// Replaces a team's fallback team and escalation wait, with the event. `NotFound` if
+    /// there is no such team, `MissingReference` if the fallback does not exist.
+    async fn update_team(&self, team: &Team, event: &DomainEvent) -> Result<()>;
     /// Looks a team up by id or, failing that, by exact name.
     async fn get_team(&self, id_or_name: &str) -> Result<Option<Team>>;
     async fn list_teams(&self) -> Result<Vec<Team>>;
@@ -176,6 +202,17 @@ pub trait Store: Send + Sync + 'static {
     async fn list_operators(&self, team_id: Option<&str>) -> Result<Vec<Operator>>;
     /// Revokes an operator's token. Refuses (`LastAdmin`) to revoke the last active admin.
     async fn revoke_operator(&self, id: &str, at: Timestamp, event: &DomainEvent) -> Result<()>;
+    /// Starts a web UI session, and deletes sessions that had ended or expired by its start.
+    async fn create_ui_session(&self, session: &UiSession, event: &DomainEvent) -> Result<()>;
+    /// The session with this keyed id hash, ended or not.
+    async fn get_ui_session(&self, id_hash: &[u8]) -> Result<Option<UiSession>>;
+    /// Ends a session (signs out). `false`, writing nothing, if it had ended or never was.
+    async fn end_ui_session(
+        &self,
+        id_hash: &[u8],
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<bool>;
 
     /// Registers NHIs, all or none, each with its event. Name clashes are `Conflict`.
     async fn create_nhis(&self, nhis: &[(Nhi, DomainEvent)]) -> Result<()>;
@@ -214,15 +251,19 @@ pub trait Store: Send + Sync + 'static {
         event: &DomainEvent,
     ) -> Result<()>;
 
-    /// Records a task with its approval request or its credential, and their events.
+    /// Records a task with its approval request or its credential, their events and the
+    /// notifications that announce them.
     async fn create_task(
         &self,
         task: &Task,
         approval: Option<&Approval>,
         credential: Option<&Credential>,
         events: &[DomainEvent],
+        deliveries: &[NotificationDelivery],
     ) -> Result<()>;
     async fn get_task(&self, id: &str) -> Result<Option<Task>>;
+    /// An NHI's most recent tasks, newest first.
+    async fn list_tasks(&self, nhi_id: &str, limit: u32) -> Result<Vec<Task>>;
     /// Mints a task's one credential. `false`, writing nothing, if the task already has one or
     /// is no longer active: an approval yields one credential, once.
     async fn mint_task_credential(
@@ -241,28 +282,58 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_approval(&self, id: &str) -> Result<Option<Approval>>;
     async fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> Result<Vec<Approval>>;
-    /// Stores a decided approval and the task it changes, if the approval is still pending;
-    /// `Conflict` otherwise, so two reviewers cannot both decide it.
+    /// Stores a decided approval and the task it changes, with the event and the
+    /// notifications of the decision, if the approval is still pending; `Precondition`
+    /// otherwise (nothing written), so two reviewers cannot both decide it.
     async fn decide_approval(
         &self,
         approval: &Approval,
         task: &Task,
         event: &DomainEvent,
+        deliveries: &[NotificationDelivery],
     ) -> Result<()>;
 
-    /// Counts one reviewer's approval towards a quorum, with its event, if the request is still
-    /// pending (`Precondition` otherwise) and the reviewer has not approved it before
-    /// (`Conflict`).
-    async fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent) -> Result<()>;
+    /// Counts one reviewer's approval towards a quorum, with its event and notifications, if
+    /// the request is still pending (`Precondition` otherwise) and the reviewer has not
+    /// approved it before (`Conflict`).
+    async fn record_vote(
+        &self,
+        approval_id: &str,
+        vote: &Vote,
+        event: &DomainEvent,
+        deliveries: &[NotificationDelivery],
+    ) -> Result<()>;
     /// The approvals counted so far, oldest first.
     async fn list_votes(&self, approval_id: &str) -> Result<Vec<Vote>>;
     /// Expires a pending request whose deadline is at or before `at`, and denies its task, with
-    /// the event. `false`, writing nothing, if it was decided or expired meanwhile.
+    /// the event and notifications. `false`, writing nothing, if it was decided or expired
+    /// meanwhile.
     async fn expire_approval(
         &self,
         approval: &Approval,
         at: Timestamp,
         event: &DomainEvent,
+        deliveries: &[NotificationDelivery],
+    ) -> Result<bool>;
+    /// Pending requests, unexpired at `now` and never escalated, whose NHI's owner team has a
+    /// fallback team and which have waited the team's `escalate_after_seconds` (or
+    /// `default_after_seconds`), oldest first.
+    async fn due_escalations(
+        &self,
+        now: Timestamp,
+        default_after_seconds: u32,
+        limit: u32,
+    ) -> Result<Vec<DueEscalation>>;
+    /// Records that a request went to `to_team` at `at`, with the event and notifications, if
+    /// it is still pending, unexpired and not escalated; `false`, writing nothing, otherwise
+    /// (another node escalated or someone decided it meanwhile).
+    async fn escalate_approval(
+        &self,
+        approval_id: &str,
+        to_team: &str,
+        at: Timestamp,
+        event: &DomainEvent,
+        deliveries: &[NotificationDelivery],
     ) -> Result<bool>;
 
     /// Keeps a standing rule, with its event.
@@ -440,12 +511,26 @@ impl DeliveryState {
     }
 }
 
-/// One notification to one channel.
+/// A pending request that is due to go to its owner team's fallback team.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueEscalation {
+    pub approval: Approval,
+    /// The NHI's owner team.
+    pub from_team: String,
+    /// Its fallback team.
+    pub to_team: String,
+}
+
+/// One notification to one channel, or one callback to an agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotificationDelivery {
     pub id: String,
-    pub channel_id: String,
-    /// What it is about: `approval:<id>`, `test:<channel id>`.
+    /// The channel it goes to; `None` for a task's callback.
+    pub channel_id: Option<String>,
+    /// Where a task's callback is posted (the agent's `callback_url`); `None` for a channel's
+    /// notification. Exactly one of the two is set.
+    pub callback_url: Option<String>,
+    /// What it is about: `approval:<id>`, `test:<channel id>`, `task:<id>` (a callback).
     pub subject: String,
     /// What is sent, rendered when it was queued: a webhook's JSON body, or an email's
     /// subject and text as JSON.

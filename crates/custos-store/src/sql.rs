@@ -23,10 +23,11 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 use crate::group_commit::{GroupCommit, Slot};
 use crate::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result, Retirement, Revocation,
-    SigningKeyRecord, Store, StoreError, StoredCheckpoint, Use,
+    SigningKeyRecord, Store, StoreError, StoredCheckpoint, UiSession, Use,
 };
 use crate::{
-    DeliveryFilter, DeliveryOutcome, DeliveryState, NotificationChannel, NotificationDelivery,
+    DeliveryFilter, DeliveryOutcome, DeliveryState, DueEscalation, NotificationChannel,
+    NotificationDelivery,
 };
 
 /// The embedded store: one SQLite file in WAL mode. Writes go through a single connection, so
@@ -268,19 +269,20 @@ const OPERATOR_COLUMNS: &str =
 const CREDENTIAL_COLUMNS: &str = "id, nhi_id, kind, secret_hash, fingerprint, created_at, \
     expires_at, revoked_at, created_by, scope, task_id, parent_id, depth, public_jwk, last_used_at";
 const TASK_COLUMNS: &str = "id, nhi_id, purpose, scope, ttl_seconds, state, requested_by, \
-    created_at, approval_id, activated_at, expires_at, ended_at, credential_id";
+    created_at, approval_id, activated_at, expires_at, ended_at, credential_id, callback_url";
 const APPROVAL_COLUMNS: &str = "id, nhi_id, task_id, requested_by, purpose, requested_scope, \
     excess, requested_ttl_seconds, state, created_at, decided_at, decided_by, reason, \
     granted_scope, granted_ttl_seconds, kind, policies, risk, risk_factors, required_approvals, \
-    expires_at";
+    expires_at, escalated_to, escalated_at";
 const RULE_COLUMNS: &str =
     "id, nhi_id, scope, reason, created_by, created_at, expires_at, revoked_at";
 const SIGNING_KEY_COLUMNS: &str =
     "kid, alg, public_jwk, sealed_key, created_at, retired_at, publish_until";
-const TEAM_COLUMNS: &str = "id, name, contact, created_at";
+const TEAM_COLUMNS: &str =
+    "id, name, contact, created_at, fallback_team_id, escalate_after_seconds";
 const CHANNEL_COLUMNS: &str =
     "id, name, kind, team_id, target, format, sealed_secret, created_at, disabled_at";
-const DELIVERY_COLUMNS: &str = "id, channel_id, subject, payload, state, attempts, \
+const DELIVERY_COLUMNS: &str = "id, channel_id, callback_url, subject, payload, state, attempts, \
     next_attempt_at, last_attempt_at, last_error, created_at, delivered_at";
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
 /// The subject index is partitioned into eras of `1 << SUBJECT_ERA_SHIFT` events (migration
@@ -301,6 +303,11 @@ macro_rules! sql_store {
                     name: row.try_get("name")?,
                     contact: row.try_get("contact")?,
                     created_at: ts(row.try_get("created_at")?)?,
+                    fallback_team_id: row.try_get("fallback_team_id")?,
+                    escalate_after_seconds: row
+                        .try_get::<Option<i64>, _>("escalate_after_seconds")?
+                        .map(|s| small(s, "escalate_after_seconds"))
+                        .transpose()?,
                 })
             }
 
@@ -384,6 +391,7 @@ macro_rules! sql_store {
                     expires_at: opt_ts(row.try_get("expires_at")?)?,
                     ended_at: opt_ts(row.try_get("ended_at")?)?,
                     credential_id: row.try_get("credential_id")?,
+                    callback_url: row.try_get("callback_url")?,
                 })
             }
 
@@ -415,6 +423,8 @@ macro_rules! sql_store {
                         .try_get::<Option<i64>, _>("granted_ttl_seconds")?
                         .map(|t| small(t, "ttl"))
                         .transpose()?,
+                    escalated_to: row.try_get("escalated_to")?,
+                    escalated_at: opt_ts(row.try_get("escalated_at")?)?,
                 })
             }
 
@@ -436,6 +446,7 @@ macro_rules! sql_store {
                 Ok(NotificationDelivery {
                     id: row.try_get("id")?,
                     channel_id: row.try_get("channel_id")?,
+                    callback_url: row.try_get("callback_url")?,
                     subject: row.try_get("subject")?,
                     payload: row.try_get("payload")?,
                     state: parse_enum(DeliveryState::parse, row.try_get("state")?)?,
@@ -552,13 +563,14 @@ macro_rules! sql_store {
             async fn write_task(tx: &mut <$db as sqlx::Database>::Connection, task: &Task, insert: bool) -> Result<u64> {
                 let sql = if insert {
                     "INSERT INTO tasks (nhi_id, purpose, scope, ttl_seconds, state, requested_by, \
-                     created_at, approval_id, activated_at, expires_at, ended_at, credential_id, id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                     created_at, approval_id, activated_at, expires_at, ended_at, credential_id, \
+                     callback_url, id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
                 } else {
                     "UPDATE tasks SET nhi_id = $1, purpose = $2, scope = $3, ttl_seconds = $4, \
                      state = $5, requested_by = $6, created_at = $7, approval_id = $8, \
-                     activated_at = $9, expires_at = $10, ended_at = $11, credential_id = $12 \
-                     WHERE id = $13"
+                     activated_at = $9, expires_at = $10, ended_at = $11, credential_id = $12, \
+                     callback_url = $13 WHERE id = $14"
                 };
                 Ok(sqlx::query(sql)
                     .bind(&task.nhi_id)
@@ -573,10 +585,42 @@ macro_rules! sql_store {
                     .bind(task.expires_at.map(Timestamp::unix_millis))
                     .bind(task.ended_at.map(Timestamp::unix_millis))
                     .bind(&task.credential_id)
+                    .bind(&task.callback_url)
                     .bind(&task.id)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected())
+            }
+
+            /// Queues deliveries in the caller's transaction: a change and the notifications
+            /// that announce it are written together, or not at all.
+            async fn insert_deliveries(
+                tx: &mut <$db as sqlx::Database>::Connection,
+                deliveries: &[NotificationDelivery],
+            ) -> Result<()> {
+                for d in deliveries {
+                    sqlx::query(
+                        "INSERT INTO notification_deliveries (id, channel_id, callback_url, subject, \
+                         payload, state, attempts, next_attempt_at, last_attempt_at, last_error, \
+                         created_at, delivered_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    )
+                    .bind(&d.id)
+                    .bind(&d.channel_id)
+                    .bind(&d.callback_url)
+                    .bind(&d.subject)
+                    .bind(&d.payload)
+                    .bind(d.state.as_str())
+                    .bind(i64::from(d.attempts))
+                    .bind(d.next_attempt_at.unix_millis())
+                    .bind(d.last_attempt_at.map(Timestamp::unix_millis))
+                    .bind(&d.last_error)
+                    .bind(d.created_at.unix_millis())
+                    .bind(d.delivered_at.map(Timestamp::unix_millis))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Ok(())
             }
 
             fn event_from_row(row: &$row) -> Result<StoredEvent> {
@@ -651,7 +695,8 @@ macro_rules! sql_store {
                 if let Some(until) = query.until {
                     q.push(" AND occurred_at < ").push_bind(until.unix_millis());
                 }
-                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+                let order = if query.newest_first { " ORDER BY seq DESC LIMIT " } else { " ORDER BY seq LIMIT " };
+                q.push(order).push_bind(i64::from(limit));
                 let rows = q.build().fetch_all(self.reader()).await?;
                 rows.iter().map(Self::event_from_row).collect()
             }
@@ -870,13 +915,40 @@ macro_rules! sql_store {
             async fn create_team(&self, team: &Team, event: &DomainEvent) -> Result<()> {
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
-                sqlx::query("INSERT INTO teams (id, name, contact, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&team.id)
-                    .bind(&team.name)
-                    .bind(&team.contact)
-                    .bind(team.created_at.unix_millis())
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO teams (id, name, contact, created_at, fallback_team_id, \
+                     escalate_after_seconds) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&team.id)
+                .bind(&team.name)
+                .bind(&team.contact)
+                .bind(team.created_at.unix_millis())
+                .bind(&team.fallback_team_id)
+                .bind(team.escalate_after_seconds.map(i64::from))
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn update_team(&self, team: &Team, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE teams SET fallback_team_id = $1, escalate_after_seconds = $2 WHERE id = $3",
+                )
+                .bind(&team.fallback_team_id)
+                .bind(team.escalate_after_seconds.map(i64::from))
+                .bind(&team.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                }
                 Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
                 slot.finish().await?;
@@ -1003,6 +1075,73 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())
+            }
+
+            async fn create_ui_session(&self, session: &UiSession, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1 OR ended_at IS NOT NULL")
+                    .bind(session.created_at.unix_millis())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO ui_sessions (id_hash, operator_id, csrf_token, created_at, \
+                     expires_at, ended_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&session.id_hash)
+                .bind(&session.operator_id)
+                .bind(&session.csrf_token)
+                .bind(session.created_at.unix_millis())
+                .bind(session.expires_at.unix_millis())
+                .bind(session.ended_at.map(Timestamp::unix_millis))
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn get_ui_session(&self, id_hash: &[u8]) -> Result<Option<UiSession>> {
+                let row = sqlx::query(
+                    "SELECT id_hash, operator_id, csrf_token, created_at, expires_at, ended_at \
+                     FROM ui_sessions WHERE id_hash = $1",
+                )
+                .bind(id_hash)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|row| {
+                    Ok(UiSession {
+                        id_hash: row.try_get("id_hash")?,
+                        operator_id: row.try_get("operator_id")?,
+                        csrf_token: row.try_get("csrf_token")?,
+                        created_at: ts(row.try_get("created_at")?)?,
+                        expires_at: ts(row.try_get("expires_at")?)?,
+                        ended_at: opt_ts(row.try_get("ended_at")?)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn end_ui_session(&self, id_hash: &[u8], at: Timestamp, event: &DomainEvent) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let ended = sqlx::query(
+                    "UPDATE ui_sessions SET ended_at = $1 WHERE id_hash = $2 AND ended_at IS NULL",
+                )
+                .bind(at.unix_millis())
+                .bind(id_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if ended == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
             }
 
             async fn create_nhis(&self, nhis: &[(Nhi, DomainEvent)]) -> Result<()> {
@@ -1236,6 +1375,7 @@ macro_rules! sql_store {
                 approval: Option<&Approval>,
                 credential: Option<&Credential>,
                 events: &[DomainEvent],
+                deliveries: &[NotificationDelivery],
             ) -> Result<()> {
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
@@ -1245,9 +1385,10 @@ macro_rules! sql_store {
                         "INSERT INTO approvals (id, nhi_id, task_id, requested_by, purpose, \
                          requested_scope, excess, requested_ttl_seconds, state, created_at, kind, \
                          policies, risk, risk_factors, required_approvals, expires_at, decided_at, \
-                         decided_by, reason, granted_scope, granted_ttl_seconds) \
+                         decided_by, reason, granted_scope, granted_ttl_seconds, escalated_to, \
+                         escalated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                         $16, $17, $18, $19, $20, $21)",
+                         $16, $17, $18, $19, $20, $21, $22, $23)",
                     )
                     .bind(&a.id)
                     .bind(&a.nhi_id)
@@ -1270,6 +1411,8 @@ macro_rules! sql_store {
                     .bind(&a.reason)
                     .bind(a.granted_scope.as_ref().map(to_json))
                     .bind(a.granted_ttl_seconds.map(i64::from))
+                    .bind(&a.escalated_to)
+                    .bind(a.escalated_at.map(Timestamp::unix_millis))
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -1279,6 +1422,7 @@ macro_rules! sql_store {
                 for event in events {
                     Self::append_event(&mut *tx, event).await?;
                 }
+                Self::insert_deliveries(&mut *tx, deliveries).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())
@@ -1288,6 +1432,18 @@ macro_rules! sql_store {
                 let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
                 let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
                 row.as_ref().map(Self::task_from_row).transpose()
+            }
+
+            async fn list_tasks(&self, nhi_id: &str, limit: u32) -> Result<Vec<Task>> {
+                let sql = format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE nhi_id = $1 ORDER BY id DESC LIMIT $2"
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(nhi_id)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::task_from_row).collect()
             }
 
             async fn mint_task_credential(
@@ -1389,7 +1545,12 @@ macro_rules! sql_store {
                     q.push(" AND state = 'pending' AND expires_at <= ").push_bind(deadline.unix_millis());
                 }
                 if let Some(teams) = &filter.owner_teams {
-                    q.push(" AND nhi_id IN (SELECT id FROM nhis WHERE owner_team_id IN (");
+                    q.push(" AND (nhi_id IN (SELECT id FROM nhis WHERE owner_team_id IN (");
+                    let mut list = q.separated(", ");
+                    for team in teams {
+                        list.push_bind(team.clone());
+                    }
+                    q.push(")) OR escalated_to IN (");
                     let mut list = q.separated(", ");
                     for team in teams {
                         list.push_bind(team.clone());
@@ -1404,7 +1565,13 @@ macro_rules! sql_store {
                 rows.iter().map(Self::approval_from_row).collect()
             }
 
-            async fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent) -> Result<()> {
+            async fn decide_approval(
+                &self,
+                approval: &Approval,
+                task: &Task,
+                event: &DomainEvent,
+                deliveries: &[NotificationDelivery],
+            ) -> Result<()> {
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
                 let decided = sqlx::query(
@@ -1427,12 +1594,19 @@ macro_rules! sql_store {
                 }
                 Self::write_task(&mut *tx, task, false).await?;
                 Self::append_event(&mut *tx, event).await?;
+                Self::insert_deliveries(&mut *tx, deliveries).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())
             }
 
-            async fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent) -> Result<()> {
+            async fn record_vote(
+                &self,
+                approval_id: &str,
+                vote: &Vote,
+                event: &DomainEvent,
+                deliveries: &[NotificationDelivery],
+            ) -> Result<()> {
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
                 let pending = sqlx::query("SELECT 1 AS one FROM approvals WHERE id = $1 AND state = 'pending'")
@@ -1462,6 +1636,7 @@ macro_rules! sql_store {
                     return Err(StoreError::Conflict);
                 }
                 Self::append_event(&mut *tx, event).await?;
+                Self::insert_deliveries(&mut *tx, deliveries).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())
@@ -1488,7 +1663,13 @@ macro_rules! sql_store {
                     .collect()
             }
 
-            async fn expire_approval(&self, approval: &Approval, at: Timestamp, event: &DomainEvent) -> Result<bool> {
+            async fn expire_approval(
+                &self,
+                approval: &Approval,
+                at: Timestamp,
+                event: &DomainEvent,
+                deliveries: &[NotificationDelivery],
+            ) -> Result<bool> {
                 let approval_id = &approval.id;
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
@@ -1514,6 +1695,75 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await?;
                 Self::append_event(&mut *tx, event).await?;
+                Self::insert_deliveries(&mut *tx, deliveries).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
+            }
+
+            async fn due_escalations(
+                &self,
+                now: Timestamp,
+                default_after_seconds: u32,
+                limit: u32,
+            ) -> Result<Vec<DueEscalation>> {
+                let columns = APPROVAL_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("a.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT {columns}, t.id AS from_team, t.fallback_team_id AS to_team \
+                     FROM approvals a JOIN nhis n ON n.id = a.nhi_id \
+                     JOIN teams t ON t.id = n.owner_team_id \
+                     WHERE a.state = 'pending' AND a.escalated_at IS NULL AND a.expires_at > $1 \
+                     AND t.fallback_team_id IS NOT NULL \
+                     AND a.created_at + COALESCE(t.escalate_after_seconds, $2) * 1000 <= $1 \
+                     ORDER BY a.created_at, a.id LIMIT $3"
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(now.unix_millis())
+                    .bind(i64::from(default_after_seconds))
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(DueEscalation {
+                            approval: Self::approval_from_row(row)?,
+                            from_team: row.try_get("from_team")?,
+                            to_team: row.try_get("to_team")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn escalate_approval(
+                &self,
+                approval_id: &str,
+                to_team: &str,
+                at: Timestamp,
+                event: &DomainEvent,
+                deliveries: &[NotificationDelivery],
+            ) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let escalated = sqlx::query(
+                    "UPDATE approvals SET escalated_to = $1, escalated_at = $2 \
+                     WHERE id = $3 AND state = 'pending' AND escalated_at IS NULL AND expires_at > $2",
+                )
+                .bind(to_team)
+                .bind(at.unix_millis())
+                .bind(approval_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if escalated == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Self::append_event(&mut *tx, event).await?;
+                Self::insert_deliveries(&mut *tx, deliveries).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(true)
@@ -1658,14 +1908,21 @@ macro_rules! sql_store {
                 if query.subject.is_none() {
                     return self.events_matching(query, None, query.limit).await;
                 }
-                // By subject: era by era through the subject index, in `seq` order.
+                // By subject: era by era through the subject index, in `seq` order (or backwards
+                // from the last era for the newest first).
                 let mut found = Vec::new();
-                let mut era = query.after_seq.max(0) >> SUBJECT_ERA_SHIFT;
+                let first_era = query.after_seq.max(0) >> SUBJECT_ERA_SHIFT;
                 let last_era = self.last_seq().await? >> SUBJECT_ERA_SHIFT;
-                while era <= last_era && found.len() < query.limit as usize {
+                let mut eras: Vec<i64> = (first_era..=last_era).collect();
+                if query.newest_first {
+                    eras.reverse();
+                }
+                for era in eras {
+                    if found.len() >= query.limit as usize {
+                        break;
+                    }
                     let wanted = query.limit - found.len() as u32;
                     found.extend(self.events_matching(query, Some(era), wanted).await?);
-                    era += 1;
                 }
                 Ok(found)
             }
@@ -2075,26 +2332,7 @@ macro_rules! sql_store {
                 }
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
-                for d in deliveries {
-                    sqlx::query(
-                        "INSERT INTO notification_deliveries (id, channel_id, subject, payload, state, \
-                         attempts, next_attempt_at, last_attempt_at, last_error, created_at, delivered_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
-                    .bind(&d.id)
-                    .bind(&d.channel_id)
-                    .bind(&d.subject)
-                    .bind(&d.payload)
-                    .bind(d.state.as_str())
-                    .bind(i64::from(d.attempts))
-                    .bind(d.next_attempt_at.unix_millis())
-                    .bind(d.last_attempt_at.map(Timestamp::unix_millis))
-                    .bind(&d.last_error)
-                    .bind(d.created_at.unix_millis())
-                    .bind(d.delivered_at.map(Timestamp::unix_millis))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                Self::insert_deliveries(&mut *tx, deliveries).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())

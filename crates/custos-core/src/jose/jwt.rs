@@ -260,7 +260,7 @@ impl<'t> Jws<'t> {
 
 /// Reads `alg`, `kid` and `typ`, refusing `crit`: RFC 7515 §4.1.11 requires rejecting a token
 /// whose critical extensions are not understood, and none are.
-fn read_header(header: &Map<String, Value>) -> Result<JwtHeader, JwtError> {
+pub(super) fn read_header(header: &Map<String, Value>) -> Result<JwtHeader, JwtError> {
     if header.contains_key("crit") {
         return Err(JwtError::CriticalHeader);
     }
@@ -283,7 +283,7 @@ fn read_header(header: &Map<String, Value>) -> Result<JwtHeader, JwtError> {
 
 /// Compares media types as RFC 7515 §4.1.9 prescribes for `typ`: case-insensitively, with a
 /// missing `application/` prefix implied.
-fn media_type_eq(typ: &str, expected: &str) -> bool {
+pub(super) fn media_type_eq(typ: &str, expected: &str) -> bool {
     fn without_application(media_type: &str) -> &str {
         const PREFIX: &str = "application/";
         match media_type.get(..PREFIX.len()) {

@@ -22,10 +22,12 @@
 //! Key identifiers are RFC 7638 JWK thumbprints, so a key's `kid` follows from the key itself
 //! and every node that holds the same key publishes the same JWKS.
 
+mod detached;
 mod error;
 mod jwt;
 mod keys;
 
+pub use detached::{sign_detached, verify_detached};
 pub use error::JwtError;
 pub use jwt::{
     ACCESS_TOKEN_TYP, ClientAssertionExpectations, Expectations, JwtHeader, MAX_TOKEN_BYTES,

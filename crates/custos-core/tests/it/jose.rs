@@ -11,7 +11,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use custos_core::Timestamp;
 use custos_core::jose::{
     ClientAssertionExpectations, Expectations, Jwks, JwtError, KeyLookup, MAX_TOKEN_BYTES,
-    PublicKey, SigningAlg, SigningKey, VerifiedJwt, sign_jwt, verify_client_assertion, verify_jwt,
+    PublicKey, SigningAlg, SigningKey, VerifiedJwt, sign_detached, sign_jwt,
+    verify_client_assertion, verify_detached, verify_jwt,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -1362,6 +1363,35 @@ mod cross_check {
             assert_eq!(decoded.claims, claims);
             assert_eq!(decoded.header.kid.as_deref(), Some(key(alg).kid()));
             assert_eq!(decoded.header.typ.as_deref(), Some("at+jwt"));
+        }
+    }
+
+    /// A detached signature (RFC 7515 Appendix F) is an ordinary compact JWS once the
+    /// base64url of the content is put back between its dots.
+    #[test]
+    fn jsonwebtoken_verifies_detached_signatures_made_here() {
+        let body = br#"{"type":"task.decided","task_id":"t1","state":"active"}"#;
+        for alg in ALL {
+            let jws = sign_detached(key(alg), "custos-callback+jws", body);
+            let (header, signature) = jws.split_once("..").unwrap();
+            let jwk: Jwk = serde_json::from_value(key(alg).public_jwk()).unwrap();
+            let decoding = DecodingKey::from_jwk(&jwk).unwrap();
+            let check = |content: &[u8]| {
+                let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(content));
+                jsonwebtoken::crypto::verify(
+                    signature,
+                    message.as_bytes(),
+                    &decoding,
+                    other::algorithm(alg),
+                )
+                .unwrap_or(false)
+            };
+            assert!(check(body), "{alg}");
+            assert!(!check(
+                br#"{"type":"task.decided","task_id":"t2","state":"active"}"#
+            ));
+            verify_detached(&jws, body, &jwks(), "custos-callback+jws")
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
         }
     }
 

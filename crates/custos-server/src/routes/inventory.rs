@@ -441,6 +441,7 @@ pub async fn list_events(
         fingerprint: fingerprint.map(str::to_owned),
         since: timestamp(&query, "since")?,
         until: timestamp(&query, "until")?,
+        newest_first: false,
     };
     Ok(Json(service::list_events(&state, &who, query).await?))
 }

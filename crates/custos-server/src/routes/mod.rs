@@ -22,6 +22,7 @@ use crate::service::AppState;
 /// The whole application: every route, documented as it is registered.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let limits = state.limits.clone();
+    let state_for_ui = state.clone();
     let (api, openapi) = OpenApiRouter::with_openapi(crate::openapi::base())
         .routes(routes!(plumbing::healthz))
         .routes(routes!(plumbing::readyz))
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(people::whoami))
         .routes(routes!(people::create_team, people::list_teams))
         .routes(routes!(people::get_team))
+        .routes(routes!(people::update_team))
         .routes(routes!(people::create_operator, people::list_operators))
         .routes(routes!(people::get_operator))
         .routes(routes!(people::revoke_operator))
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 ([("content-type", "application/json")], document.clone())
             }),
         )
+        .merge(crate::ui::router(state_for_ui))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::metrics::track_requests));

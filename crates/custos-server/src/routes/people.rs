@@ -14,9 +14,10 @@ pub async fn whoami(who: Principal) -> Json<WhoAmI> {
     Json(service::whoami(&who))
 }
 
-/// Creates a team (admin).
+/// Creates a team (admin), optionally with a fallback team its approval requests escalate to.
 #[utoipa::path(post, path = "/v1/teams", tag = "teams", request_body = CreateTeam,
     responses((status = 201, body = TeamView),
+              (status = 422, description = "invalid fields, or no such fallback team", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 409, description = "a team with this name exists", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create_team(
     State(state): State<AppState>,
@@ -47,6 +48,23 @@ pub async fn get_team(
     IdPath(id): IdPath,
 ) -> ApiResult<Json<TeamView>> {
     Ok(Json(service::get_team(&state, &who, &id).await?))
+}
+
+/// Sets or clears a team's fallback team and escalation wait (admin), as a JSON merge patch:
+/// a pending request of the team's NHIs that waited `escalate_after_seconds` (or the
+/// configured default) unanswered goes to the fallback team's reviewers too.
+#[utoipa::path(patch, path = "/v1/teams/{id}", tag = "teams",
+    params(("id" = String, Path, description = "team id or name")),
+    request_body(content = UpdateTeam, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = TeamView),
+              (status = 422, description = "no such fallback team, the team itself, or a wait out of range", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn update_team(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+    JsonBody(input): JsonBody<UpdateTeam>,
+) -> ApiResult<Json<TeamView>> {
+    Ok(Json(service::update_team(&state, &who, &id, input).await?))
 }
 
 /// Creates an operator and returns its token, once (admin).

@@ -15,6 +15,9 @@ both_backends!(
     requests_say_their_kind_and_risk_and_can_be_filtered_by_them,
     similar_low_risk_requests_are_decided_in_one_batch,
     a_standing_rule_approves_the_same_safe_request_until_revoked,
+    teams_name_a_fallback_team_and_a_wait_checked_and_changed,
+    an_unanswered_request_escalates_to_the_fallback_team_once,
+    separation_of_duties_keeps_the_owner_team_from_approving,
 );
 
 async fn ask_task(server: &TestServer, secret: &str, scope: &[&str]) -> Value {
@@ -507,5 +510,557 @@ async fn a_standing_rule_approves_the_same_safe_request_until_revoked(backend: B
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["approval_rule.created", "approval_rule.revoked"]);
+    server.stop().await;
+}
+
+/// The kinds of the events about one approval request, in order.
+async fn approval_events(server: &TestServer, id: &str) -> Vec<Value> {
+    let events = server
+        .admin(
+            Method::GET,
+            &format!("/v1/audit/events?subject=approval:{id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    events["items"].as_array().unwrap().clone()
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["kind"].as_str().unwrap()).collect()
+}
+
+async fn teams_name_a_fallback_team_and_a_wait_checked_and_changed(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let backup = server.team("backup").await;
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    assert_eq!(backup["fallback_team"], Value::Null);
+    assert_eq!(backup["escalate_after_seconds"], Value::Null);
+    // By name or by id; shown by id.
+    let owners = server
+        .admin(
+            Method::POST,
+            "/v1/teams",
+            Some(json!({"name": "owners", "contact": "owners@example.com",
+                        "fallback_team": "backup", "escalate_after_seconds": 600})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(owners["fallback_team"], backup_id.as_str());
+    assert_eq!(owners["escalate_after_seconds"], 600);
+    let owners_id = owners["id"].as_str().unwrap().to_owned();
+    let shown = server
+        .admin(Method::GET, "/v1/teams/owners", None, StatusCode::OK)
+        .await;
+    assert_eq!(shown["fallback_team"], backup_id.as_str());
+    let listed = server
+        .admin(Method::GET, "/v1/teams", None, StatusCode::OK)
+        .await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "owners" && t["escalate_after_seconds"] == 600),
+        "{listed}"
+    );
+
+    // Refused, each naming its field: no such team, a wait out of range or without a
+    // fallback, the team itself.
+    for (body, field) in [
+        (
+            json!({"name": "a", "contact": "a@example.com", "fallback_team": "nobody"}),
+            "fallback_team",
+        ),
+        (
+            json!({"name": "b", "contact": "b@example.com", "fallback_team": "backup",
+                   "escalate_after_seconds": 59}),
+            "escalate_after_seconds",
+        ),
+        (
+            json!({"name": "c", "contact": "c@example.com", "fallback_team": "backup",
+                   "escalate_after_seconds": 2_592_001}),
+            "escalate_after_seconds",
+        ),
+        (
+            json!({"name": "d", "contact": "d@example.com", "escalate_after_seconds": 600}),
+            "escalate_after_seconds",
+        ),
+    ] {
+        let (status, problem) = server
+            .call(
+                Method::POST,
+                "/v1/teams",
+                Some(ADMIN_TOKEN),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")),
+            "{body}: {problem}"
+        );
+        assert!(
+            problem["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == field),
+            "{body}: {problem}"
+        );
+    }
+    let path = format!("/v1/teams/{owners_id}");
+    for (body, field) in [
+        (json!({"fallback_team": "owners"}), "fallback_team"),
+        (json!({"fallback_team": owners_id}), "fallback_team"),
+        (json!({"fallback_team": "nobody"}), "fallback_team"),
+        (
+            json!({"escalate_after_seconds": 10}),
+            "escalate_after_seconds",
+        ),
+        (
+            json!({"fallback_team": null, "escalate_after_seconds": 600}),
+            "escalate_after_seconds",
+        ),
+    ] {
+        let (status, problem) = server
+            .call(Method::PATCH, &path, Some(ADMIN_TOKEN), Some(body.clone()))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {problem}"
+        );
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+    }
+    for bad in [
+        json!({"fallback": "backup"}),
+        json!({"escalate_after_seconds": "soon"}),
+    ] {
+        let (status, problem) = server
+            .call(Method::PATCH, &path, Some(ADMIN_TOKEN), Some(bad.clone()))
+            .await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_body")),
+            "{bad}: {problem}"
+        );
+    }
+    // Admins only; a team that does not exist is not found.
+    let (_, reviewer) = server.operator("rita", &["reviewer"], &["owners"]).await;
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&reviewer),
+            Some(json!({"fallback_team": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = server
+        .call(
+            Method::PATCH,
+            "/v1/teams/nobody",
+            Some(ADMIN_TOKEN),
+            Some(json!({"fallback_team": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A field left out stays; the wait alone changes; clearing the fallback clears the wait.
+    let changed = server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"escalate_after_seconds": 120})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        (
+            changed["fallback_team"].clone(),
+            changed["escalate_after_seconds"].clone()
+        ),
+        (json!(backup_id), json!(120))
+    );
+    let defaulted = server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"escalate_after_seconds": null})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(defaulted["escalate_after_seconds"], Value::Null);
+    assert_eq!(defaulted["fallback_team"], backup_id.as_str());
+    server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"escalate_after_seconds": 300})),
+            StatusCode::OK,
+        )
+        .await;
+    let cleared = server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"fallback_team": null})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        (
+            cleared["fallback_team"].clone(),
+            cleared["escalate_after_seconds"].clone()
+        ),
+        (Value::Null, Value::Null)
+    );
+    let (_, events) = server
+        .call(
+            Method::GET,
+            &format!("/v1/audit/events?subject=team:{owners_id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        kinds(events["items"].as_array().unwrap()),
+        [
+            "team.created",
+            "team.updated",
+            "team.updated",
+            "team.updated",
+            "team.updated"
+        ]
+    );
+
+    // The OpenAPI document has the route and the fields.
+    let (_, doc) = server.call(Method::GET, "/openapi.json", None, None).await;
+    assert!(doc["paths"]["/v1/teams/{id}"]["patch"].is_object());
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("TeamView", "fallback_team"),
+        ("TeamView", "escalate_after_seconds"),
+        ("CreateTeam", "fallback_team"),
+        ("UpdateTeam", "escalate_after_seconds"),
+        ("ApprovalView", "escalated_to"),
+        ("ApprovalView", "escalated_at"),
+        ("TaskView", "callback_url"),
+        ("CreateTask", "callback_url"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][field].is_object(),
+            "{schema}.{field} is documented"
+        );
+    }
+    server.stop().await;
+}
+
+/// Polls the request as the admin until `done` holds of it (at most 15 s).
+async fn approval_until(server: &TestServer, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let request = approval(server, id).await;
+        if done(&request) {
+            return request;
+        }
+        assert!(Instant::now() < deadline, "never got there: {request}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn an_unanswered_request_escalates_to_the_fallback_team_once(backend: Backend) {
+    // Teams with a fallback and no wait of their own wait the configured default: a second.
+    let server = TestServer::start_with(backend, |c| c.escalate_after_seconds = 1).await;
+    let (_, secret) = client(&server, "slow-agent", &["crm:read:orders/*"]).await;
+    let backup = server.team("backup").await;
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    server.team("loners").await;
+    let (_, rita) = server
+        .operator("rita", &["reviewer"], &["owners-oauth"])
+        .await;
+    let (bea_id, bea) = server.operator("bea", &["reviewer"], &["backup"]).await;
+    // A team without a fallback: its requests never escalate.
+    let loner = server
+        .admin(
+            Method::POST,
+            "/v1/nhis",
+            Some(
+                json!({"name": "lonely-agent", "kind": "ai_agent", "platform": "custom",
+                        "environment": "production", "owner": {"team": "loners"},
+                        "purpose": "test", "scope_ceiling": ["crm:read:orders/*"]}),
+            ),
+            StatusCode::CREATED,
+        )
+        .await;
+    let loner_key = server.static_key(loner["id"].as_str().unwrap()).await;
+    let lonely = ask_task(
+        &server,
+        loner_key["secret"].as_str().unwrap(),
+        &["crm:write:orders/2"],
+    )
+    .await;
+
+    let task = ask_task(&server, &secret, &["crm:write:orders/1"]).await;
+    let id = task["approval_id"].as_str().unwrap().to_owned();
+    let first = approval(&server, &id).await;
+    assert_eq!(first["escalated_to"], Value::Null, "{first}");
+    assert_eq!(first["escalated_at"], Value::Null);
+    // The fallback team's reviewers do not see it yet.
+    let (status, _) = server
+        .call(
+            Method::GET,
+            &format!("/v1/approvals/{id}"),
+            Some(&bea),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, listed) = server
+        .call(Method::GET, "/v1/approvals", Some(&bea), None)
+        .await;
+    assert_eq!(listed["items"], json!([]));
+
+    // Once the owner team has had its time, and only then.
+    server
+        .admin(
+            Method::PATCH,
+            "/v1/teams/owners-oauth",
+            Some(json!({"fallback_team": "backup"})),
+            StatusCode::OK,
+        )
+        .await;
+    let escalated = approval_until(&server, &id, |a| a["escalated_to"].is_string()).await;
+    assert_eq!(escalated["escalated_to"], backup_id.as_str());
+    assert!(escalated["escalated_at"].is_string());
+    assert_eq!(escalated["state"], "pending");
+
+    // Now the fallback team's reviewers see it, listed and alone, and may decide it.
+    let (_, listed) = server
+        .call(Method::GET, "/v1/approvals?state=pending", Some(&bea), None)
+        .await;
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    let (status, shown) = server
+        .call(
+            Method::GET,
+            &format!("/v1/approvals/{id}"),
+            Some(&bea),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["context"]["nhi"]["name"], "slow-agent");
+    // The owner team's reviewers still see it too.
+    let (status, _) = server
+        .call(
+            Method::GET,
+            &format!("/v1/approvals/{id}"),
+            Some(&rita),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Escalated once, whatever the sweeper does after.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let events = approval_events(&server, &id).await;
+    assert_eq!(kinds(&events), ["approval.requested", "approval.escalated"]);
+    let details = &events[1]["details"];
+    assert_eq!(events[1]["actor"], "system");
+    assert_eq!(details["to_team"], backup_id.as_str());
+    assert_eq!(details["task"], task["id"]);
+    assert!(details["from_team"].is_string() && details["nhi"].is_string());
+    assert_eq!(
+        approval(&server, &id).await["escalated_at"],
+        escalated["escalated_at"]
+    );
+
+    let (status, decided) = server
+        .call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/approve"),
+            Some(&bea),
+            Some(json!({"reason": "covering for the owners"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["state"], "approved");
+    assert_eq!(decided["decided_by"], format!("operator:{bea_id}").as_str());
+    let (_, active) = server
+        .call(
+            Method::GET,
+            &format!("/v1/tasks/{}", task["id"].as_str().unwrap()),
+            Some(&secret),
+            None,
+        )
+        .await;
+    assert_eq!(active["state"], "active", "{active}");
+
+    // The lonely request stayed with its team, out of the fallback's sight.
+    let lonely = approval(&server, lonely["approval_id"].as_str().unwrap()).await;
+    assert_eq!(lonely["escalated_to"], Value::Null, "{lonely}");
+    assert_eq!(lonely["state"], "pending");
+    server.stop().await;
+}
+
+async fn separation_of_duties_keeps_the_owner_team_from_approving(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.separation_of_duties = true).await;
+    let (_, secret) = client(&server, "sod-agent", &["crm:read:orders/*"]).await;
+    let backup = server.team("backup").await;
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    let (_, rita) = server
+        .operator("rita", &["reviewer"], &["owners-oauth"])
+        .await;
+    // An admin who is a member of the owner team is bound like its reviewers.
+    let (_, ada) = server.operator("ada", &["admin"], &["owners-oauth"]).await;
+    let (bea_id, bea) = server.operator("bea", &["reviewer"], &["backup"]).await;
+
+    // Without a fallback team, a request stays with its team; its members may not approve it,
+    // but may deny it, and an admin outside the team may approve.
+    let stays = ask_task(&server, &secret, &["crm:write:orders/1"]).await;
+    let stays_id = stays["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        approval(&server, &stays_id).await["escalated_to"],
+        Value::Null
+    );
+    for token in [&rita, &ada] {
+        let (status, problem) = server
+            .call(
+                Method::POST,
+                &format!("/v1/approvals/{stays_id}/approve"),
+                Some(token),
+                Some(json!({"reason": "mine"})),
+            )
+            .await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("own_team_nhi")),
+            "{problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("separation of duties"),
+            "{problem}"
+        );
+    }
+    // Nothing was recorded.
+    assert_eq!(approval(&server, &stays_id).await["state"], "pending");
+    assert_eq!(
+        kinds(&approval_events(&server, &stays_id).await),
+        ["approval.requested"]
+    );
+    let (status, batch) = server
+        .call(
+            Method::POST,
+            "/v1/approvals/batch",
+            Some(&rita),
+            Some(json!({"ids": [stays_id], "decision": "approve", "reason": "mine"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(batch["items"][0]["outcome"], "refused");
+    assert_eq!(batch["items"][0]["code"], "own_team_nhi");
+    let approved = server
+        .admin(
+            Method::POST,
+            &format!("/v1/approvals/{stays_id}/approve"),
+            Some(json!({"reason": "an admin outside the team"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(approved["state"], "approved");
+
+    // With a fallback team, a request goes to it at once, for someone who may approve.
+    server
+        .admin(
+            Method::PATCH,
+            "/v1/teams/owners-oauth",
+            Some(json!({"fallback_team": "backup", "escalate_after_seconds": 3600})),
+            StatusCode::OK,
+        )
+        .await;
+    let denied_task = ask_task(&server, &secret, &["crm:write:orders/2"]).await;
+    let denied_id = denied_task["approval_id"].as_str().unwrap().to_owned();
+    let at_once = approval(&server, &denied_id).await;
+    assert_eq!(at_once["escalated_to"], backup_id.as_str(), "{at_once}");
+    assert_eq!(at_once["escalated_at"], at_once["created_at"]);
+    let events = approval_events(&server, &denied_id).await;
+    assert_eq!(kinds(&events), ["approval.requested", "approval.escalated"]);
+    assert_eq!(events[1]["details"]["to_team"], backup_id.as_str());
+    // Denying stays open to the owner team: refusing is always safe.
+    let (status, denied) = server
+        .call(
+            Method::POST,
+            &format!("/v1/approvals/{denied_id}/deny"),
+            Some(&rita),
+            Some(json!({"reason": "not now"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{denied}");
+    assert_eq!(denied["state"], "denied");
+
+    let task = ask_task(&server, &secret, &["crm:write:orders/3"]).await;
+    let id = task["approval_id"].as_str().unwrap().to_owned();
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/approve"),
+            Some(&rita),
+            Some(json!({"reason": "mine"})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("own_team_nhi"))
+    );
+    let (status, decided) = server
+        .call(
+            Method::POST,
+            &format!("/v1/approvals/{id}/approve"),
+            Some(&bea),
+            Some(json!({"reason": "the fallback agrees"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["decided_by"], format!("operator:{bea_id}").as_str());
+    // The requester still never decides its own request, whatever its team.
+    let nhi_id = task["nhi_id"].as_str().unwrap();
+    let (status, filed) = server
+        .call(
+            Method::POST,
+            "/v1/tasks",
+            Some(ADMIN_TOKEN),
+            Some(
+                json!({"purpose": "on the agent's behalf", "scope": ["crm:read:orders/*"],
+                        "nhi_id": nhi_id}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{filed}");
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            &format!(
+                "/v1/approvals/{}/approve",
+                filed["approval_id"].as_str().unwrap()
+            ),
+            Some(ADMIN_TOKEN),
+            Some(json!({"reason": "mine"})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("own_request")),
+        "{problem}"
+    );
     server.stop().await;
 }

@@ -8,10 +8,11 @@ use custos_core::{
 };
 use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Retirement, Revocation, SigningKeyRecord,
-    Store, StoreError, Use,
+    Store, StoreError, UiSession, Use,
 };
 use custos_store::{
-    DeliveryFilter, DeliveryOutcome, DeliveryState, NotificationChannel, NotificationDelivery,
+    DeliveryFilter, DeliveryOutcome, DeliveryState, DueEscalation, NotificationChannel,
+    NotificationDelivery,
 };
 
 use crate::conformance;
@@ -54,6 +55,12 @@ conformance!(
     notification_channels_are_unique_and_disabled_once,
     notifications_are_claimed_with_a_lease_and_finished_once,
     concurrent_claims_never_share_a_delivery,
+    teams_keep_their_fallback_and_escalation_wait,
+    requests_escalate_after_their_teams_wait_once,
+    callbacks_and_notifications_commit_with_their_decision,
+    ui_sessions_end_once_and_old_ones_are_cleared,
+    an_nhis_tasks_are_listed_newest_first,
+    events_can_be_read_newest_first,
 );
 
 async fn teams_are_unique_by_name_and_found_by_id_or_name(store: &dyn Store) {
@@ -766,6 +773,7 @@ fn task(n: &custos_core::Nhi, state: TaskState) -> Task {
         expires_at: None,
         ended_at: None,
         credential_id: None,
+        callback_url: None,
     }
 }
 
@@ -794,6 +802,8 @@ fn approval_for(task: &Task) -> Approval {
         reason: None,
         granted_scope: None,
         granted_ttl_seconds: None,
+        escalated_to: None,
+        escalated_at: None,
     }
 }
 
@@ -807,6 +817,7 @@ async fn file(store: &dyn Store, task: &Task, approval: &Approval) {
                 event(EventKind::TaskRequested, "t"),
                 event(EventKind::ApprovalRequested, "a"),
             ],
+            &[],
         )
         .await
         .unwrap();
@@ -836,11 +847,21 @@ async fn quorum_votes_count_once_and_overdue_requests_expire_once(store: &dyn St
         at: now(),
     };
     store
-        .record_vote(&request.id, &vote, &event(EventKind::ApprovalVoted, "a"))
+        .record_vote(
+            &request.id,
+            &vote,
+            &event(EventKind::ApprovalVoted, "a"),
+            &[],
+        )
         .await
         .unwrap();
     let err = store
-        .record_vote(&request.id, &vote, &event(EventKind::ApprovalVoted, "a"))
+        .record_vote(
+            &request.id,
+            &vote,
+            &event(EventKind::ApprovalVoted, "a"),
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
@@ -865,7 +886,7 @@ async fn quorum_votes_count_once_and_overdue_requests_expire_once(store: &dyn St
     );
     assert!(
         !store
-            .expire_approval(&later, now(), &event(EventKind::ApprovalExpired, "a"))
+            .expire_approval(&later, now(), &event(EventKind::ApprovalExpired, "a"), &[])
             .await
             .unwrap()
     );
@@ -873,13 +894,23 @@ async fn quorum_votes_count_once_and_overdue_requests_expire_once(store: &dyn St
 
     assert!(
         store
-            .expire_approval(&request, now(), &event(EventKind::ApprovalExpired, "a"))
+            .expire_approval(
+                &request,
+                now(),
+                &event(EventKind::ApprovalExpired, "a"),
+                &[]
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .expire_approval(&request, now(), &event(EventKind::ApprovalExpired, "a"))
+            .expire_approval(
+                &request,
+                now(),
+                &event(EventKind::ApprovalExpired, "a"),
+                &[]
+            )
             .await
             .unwrap(),
         "expired once"
@@ -903,6 +934,7 @@ async fn quorum_votes_count_once_and_overdue_requests_expire_once(store: &dyn St
                 ..vote
             },
             &event(EventKind::ApprovalVoted, "a"),
+            &[],
         )
         .await
         .unwrap_err();
@@ -1006,6 +1038,7 @@ async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
                 event(EventKind::TaskRequested, "t"),
                 event(EventKind::ApprovalRequested, "a"),
             ],
+            &[],
         )
         .await
         .unwrap();
@@ -1059,7 +1092,12 @@ async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
     active.activated_at = decided.decided_at;
     active.expires_at = Some(now().plus_seconds(60));
     store
-        .decide_approval(&decided, &active, &event(EventKind::ApprovalDecided, "a"))
+        .decide_approval(
+            &decided,
+            &active,
+            &event(EventKind::ApprovalDecided, "a"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1071,7 +1109,12 @@ async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
         Some(active.clone())
     );
     let err = store
-        .decide_approval(&decided, &active, &event(EventKind::ApprovalDecided, "a"))
+        .decide_approval(
+            &decided,
+            &active,
+            &event(EventKind::ApprovalDecided, "a"),
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Precondition(_)), "{err:?}");
@@ -1843,7 +1886,8 @@ fn channel(name: &str, team_id: Option<&str>) -> NotificationChannel {
 fn delivery(channel: &NotificationChannel, due: Timestamp) -> NotificationDelivery {
     NotificationDelivery {
         id: id(),
-        channel_id: channel.id.clone(),
+        channel_id: Some(channel.id.clone()),
+        callback_url: None,
         subject: "approval:a1".to_owned(),
         payload: r#"{"type":"approval.requested"}"#.to_owned(),
         state: DeliveryState::Pending,
@@ -1963,8 +2007,10 @@ async fn notification_channels_are_unique_and_disabled_once(store: &dyn Store) {
         .unwrap();
     assert_eq!(failed.len(), 2);
     assert!(
-        failed.iter().all(|d| d.channel_id == hook.id
-            && d.last_error.as_deref() == Some("the channel was disabled"))
+        failed
+            .iter()
+            .all(|d| d.channel_id.as_deref() == Some(hook.id.as_str())
+                && d.last_error.as_deref() == Some("the channel was disabled"))
     );
     let still = store
         .list_notification_deliveries(
@@ -2185,4 +2231,551 @@ async fn concurrent_claims_never_share_a_delivery(store: &dyn Store) {
         }
     }
     assert_eq!(total, 60, "every due delivery is claimed by someone");
+}
+
+/// A team's fallback team and escalation wait round-trip and can be changed and cleared, with
+/// the change's event; a fallback that does not exist, or a team that does not, is refused.
+async fn teams_keep_their_fallback_and_escalation_wait(store: &dyn Store) {
+    let backup = team(store, "backup").await;
+    let owners = custos_core::Team::new(id(), "owners".into(), "o@example.com".into(), now())
+        .unwrap()
+        .with_escalation(Some(backup.id.clone()), Some(600))
+        .unwrap();
+    store
+        .create_team(&owners, &event(EventKind::TeamCreated, "team:owners"))
+        .await
+        .unwrap();
+    let read = store.get_team("owners").await.unwrap().unwrap();
+    assert_eq!(read, owners);
+    assert_eq!(read.fallback_team_id.as_deref(), Some(backup.id.as_str()));
+    assert_eq!(read.escalate_after_seconds, Some(600));
+
+    let cleared = custos_core::Team {
+        fallback_team_id: None,
+        escalate_after_seconds: None,
+        ..owners.clone()
+    };
+    let changed = event(EventKind::TeamUpdated, &format!("team:{}", owners.id));
+    store.update_team(&cleared, &changed).await.unwrap();
+    assert_eq!(store.get_team(&owners.id).await.unwrap(), Some(cleared));
+
+    let ghost = custos_core::Team {
+        fallback_team_id: Some("no-such-team".into()),
+        ..owners.clone()
+    };
+    let err = store.update_team(&ghost, &changed).await.unwrap_err();
+    assert!(matches!(err, StoreError::MissingReference), "{err:?}");
+    let missing = custos_core::Team {
+        id: id(),
+        ..owners.clone()
+    };
+    let err = store.update_team(&missing, &changed).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    let trail = store
+        .list_events(&EventQuery {
+            kind: Some("team.updated".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(trail.len(), 1, "refused changes leave no event");
+}
+
+fn callback(subject: &str, at: Timestamp) -> NotificationDelivery {
+    NotificationDelivery {
+        id: id(),
+        channel_id: None,
+        callback_url: Some("https://agent.example.com/custos?task=1".into()),
+        subject: subject.to_owned(),
+        payload: r#"{"type":"task.decided"}"#.to_owned(),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: at,
+        last_attempt_at: None,
+        last_error: None,
+        created_at: at,
+        delivered_at: None,
+    }
+}
+
+/// A pending request is due for escalation once it has waited its owner team's time (or the
+/// default), only if that team has a fallback, and only while unexpired; it is escalated once,
+/// with its event and notifications, and then reviewers of the fallback team see it.
+async fn requests_escalate_after_their_teams_wait_once(store: &dyn Store) {
+    let backup = team(store, "backup").await;
+    let waits = custos_core::Team::new(id(), "waits".into(), "w@example.com".into(), now())
+        .unwrap()
+        .with_escalation(Some(backup.id.clone()), Some(60))
+        .unwrap();
+    let defaults = custos_core::Team::new(id(), "defaults".into(), "d@example.com".into(), now())
+        .unwrap()
+        .with_escalation(Some(backup.id.clone()), None)
+        .unwrap();
+    for t in [&waits, &defaults] {
+        store
+            .create_team(t, &event(EventKind::TeamCreated, "team:t"))
+            .await
+            .unwrap();
+    }
+    let alone = team(store, "alone").await;
+    let t0 = now();
+    let mut filed = Vec::new();
+    for owner in [&waits, &defaults, &alone] {
+        let n = nhi(&format!("bot-{}", owner.name), owner);
+        register(store, &n).await;
+        let mut t = task(&n, TaskState::PendingApproval);
+        let a = Approval {
+            created_at: t0,
+            expires_at: t0.plus_seconds(86_400),
+            ..approval_for(&t)
+        };
+        t.approval_id = Some(a.id.clone());
+        file(store, &t, &a).await;
+        filed.push(a);
+    }
+    let due_ids = |due: Vec<DueEscalation>| -> Vec<String> {
+        due.into_iter().map(|d| d.approval.id).collect()
+    };
+    // Not yet: neither the 60 s wait nor the 300 s default has passed.
+    let early = store
+        .due_escalations(t0.plus_seconds(59), 300, 10)
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    let due = store
+        .due_escalations(t0.plus_seconds(60), 300, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (
+            &due[0].approval,
+            due[0].from_team.as_str(),
+            due[0].to_team.as_str()
+        ),
+        (&filed[0], waits.id.as_str(), backup.id.as_str())
+    );
+    // The default applies to a team with a fallback and no wait; a team without a fallback
+    // never escalates.
+    let later = t0.plus_seconds(300);
+    assert_eq!(
+        due_ids(store.due_escalations(later, 300, 10).await.unwrap()),
+        [filed[0].id.clone(), filed[1].id.clone()]
+    );
+    assert_eq!(
+        store.due_escalations(later, 300, 1).await.unwrap().len(),
+        1,
+        "a limit is a limit"
+    );
+
+    let escalated = event(
+        EventKind::ApprovalEscalated,
+        &format!("approval:{}", filed[0].id),
+    );
+    let told = callback(&format!("approval:{}", filed[0].id), later);
+    assert!(
+        store
+            .escalate_approval(
+                &filed[0].id,
+                &backup.id,
+                later,
+                &escalated,
+                std::slice::from_ref(&told)
+            )
+            .await
+            .unwrap()
+    );
+    let again = event(EventKind::ApprovalEscalated, "again");
+    assert!(
+        !store
+            .escalate_approval(
+                &filed[0].id,
+                &backup.id,
+                later,
+                &again,
+                &[callback("x", later)]
+            )
+            .await
+            .unwrap(),
+        "escalated once"
+    );
+    let read = store.get_approval(&filed[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.escalated_to.as_deref(), read.escalated_at),
+        (Some(backup.id.as_str()), Some(later))
+    );
+    assert_eq!(
+        due_ids(store.due_escalations(later, 300, 10).await.unwrap()),
+        [filed[1].id.clone()]
+    );
+    // Past its deadline a request expires rather than escalates.
+    assert!(
+        store
+            .due_escalations(t0.plus_seconds(86_400), 300, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !store
+            .escalate_approval(
+                &filed[1].id,
+                &backup.id,
+                t0.plus_seconds(86_400),
+                &again,
+                &[]
+            )
+            .await
+            .unwrap()
+    );
+
+    // The fallback team's reviewers now see the escalated request, and only that one.
+    let routed = store
+        .list_approvals(
+            &ApprovalFilter {
+                owner_teams: Some(vec![backup.id.clone()]),
+                ..Default::default()
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(routed, std::slice::from_ref(&read));
+    let owners_view = store
+        .list_approvals(
+            &ApprovalFilter {
+                owner_teams: Some(vec![waits.id.clone()]),
+                ..Default::default()
+            },
+            &page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(owners_view, [read]);
+
+    // The escalation's event and notification were written, once; the refused one's were not.
+    let trail = store
+        .list_events(&EventQuery {
+            kind: Some("approval.escalated".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].event.subject, escalated.subject);
+    let queued = store
+        .list_notification_deliveries(&DeliveryFilter::default(), &page(10))
+        .await
+        .unwrap();
+    assert_eq!(queued, [told]);
+}
+
+/// A decision, a vote, an expiry and a filing each write their notifications and callbacks in
+/// their own transaction: written when the change is, and not at all when it is refused. A
+/// callback names its URL and no channel; a delivery must name exactly one of the two.
+async fn callbacks_and_notifications_commit_with_their_decision(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let hook = channel("owners-hook", Some(&owners.id));
+    store
+        .create_notification_channel(&hook, &event(EventKind::NotificationChannelCreated, "c"))
+        .await
+        .unwrap();
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let mut pending = task(&n, TaskState::PendingApproval);
+    pending.callback_url = Some("https://agent.example.com/custos".into());
+    let request = approval_for(&pending);
+    pending.approval_id = Some(request.id.clone());
+    let requested = delivery(&hook, now());
+    store
+        .create_task(
+            &pending,
+            Some(&request),
+            None,
+            &[event(EventKind::TaskRequested, "t")],
+            std::slice::from_ref(&requested),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_task(&pending.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .callback_url,
+        pending.callback_url
+    );
+
+    let vote = Vote {
+        reviewer: "operator:a".into(),
+        scope: Scope::parse(&["mail:send"]).unwrap(),
+        ttl_seconds: 60,
+        reason: "ok".into(),
+        at: now(),
+    };
+    let voted = delivery(&hook, now());
+    store
+        .record_vote(
+            &request.id,
+            &vote,
+            &event(EventKind::ApprovalVoted, "a"),
+            std::slice::from_ref(&voted),
+        )
+        .await
+        .unwrap();
+    let refused = store
+        .record_vote(
+            &request.id,
+            &vote,
+            &event(EventKind::ApprovalVoted, "a"),
+            &[delivery(&hook, now())],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Conflict), "{refused:?}");
+
+    let mut decided = request.clone();
+    decided.state = ApprovalState::Denied;
+    decided.decided_at = Some(now());
+    decided.reason = Some("no".into());
+    let mut denied = pending.clone();
+    denied.state = TaskState::Denied;
+    let told = callback(&format!("task:{}", pending.id), now());
+    let announced = delivery(&hook, now());
+    store
+        .decide_approval(
+            &decided,
+            &denied,
+            &event(EventKind::ApprovalDecided, "a"),
+            &[announced.clone(), told.clone()],
+        )
+        .await
+        .unwrap();
+    let late = store
+        .decide_approval(
+            &decided,
+            &denied,
+            &event(EventKind::ApprovalDecided, "a"),
+            &[callback("late", now())],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(late, StoreError::Precondition(_)), "{late:?}");
+    assert!(
+        !store
+            .expire_approval(
+                &request,
+                now().plus_seconds(7200),
+                &event(EventKind::ApprovalExpired, "a"),
+                &[callback("expired", now())],
+            )
+            .await
+            .unwrap()
+    );
+
+    let queued = store
+        .list_notification_deliveries(&DeliveryFilter::default(), &page(10))
+        .await
+        .unwrap();
+    let mut expected = vec![requested, voted, announced, told.clone()];
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(queued, expected);
+    // Claimed like any other, with its URL.
+    let claimed = store
+        .claim_notifications(now(), now().plus_seconds(60), 10)
+        .await
+        .unwrap();
+    let claimed_callback = claimed.iter().find(|d| d.id == told.id).unwrap();
+    assert_eq!(claimed_callback.channel_id, None);
+    assert_eq!(claimed_callback.callback_url, told.callback_url);
+
+    // Neither a channel nor a URL, or both: refused, nothing queued.
+    let nowhere = NotificationDelivery {
+        callback_url: None,
+        ..callback("nowhere", now())
+    };
+    let both = NotificationDelivery {
+        channel_id: Some(hook.id.clone()),
+        ..callback("both", now())
+    };
+    for bad in [nowhere, both] {
+        assert!(
+            store
+                .enqueue_notifications(std::slice::from_ref(&bad))
+                .await
+                .is_err(),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .list_notification_deliveries(&DeliveryFilter::default(), &page(10))
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+async fn ui_sessions_end_once_and_old_ones_are_cleared(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let rita = operator("rita", &[Role::Reviewer], &[&owners]);
+    store
+        .create_operator(
+            &rita,
+            b"rita-token-hash",
+            &event(EventKind::OperatorCreated, "o"),
+        )
+        .await
+        .unwrap();
+    let t0 = now();
+    let session = |hash: &[u8], created: Timestamp, seconds: i64| UiSession {
+        id_hash: hash.to_vec(),
+        operator_id: rita.id.clone(),
+        csrf_token: format!("csrf-{}", hash.len()),
+        created_at: created,
+        expires_at: created.plus_seconds(seconds),
+        ended_at: None,
+    };
+    let first = session(b"first-session", t0, 60);
+    store
+        .create_ui_session(&first, &event(EventKind::OperatorSignedIn, "o"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_ui_session(b"first-session").await.unwrap(),
+        Some(first.clone())
+    );
+    assert!(first.is_live(t0.plus_seconds(59)));
+    assert!(!first.is_live(t0.plus_seconds(60)));
+    assert_eq!(store.get_ui_session(b"nobody").await.unwrap(), None);
+
+    // Ending it: once; a second sign-out writes nothing.
+    let ended_at = t0.plus_seconds(10);
+    assert!(
+        store
+            .end_ui_session(
+                b"first-session",
+                ended_at,
+                &event(EventKind::OperatorSignedOut, "o")
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .end_ui_session(
+                b"first-session",
+                ended_at,
+                &event(EventKind::OperatorSignedOut, "o")
+            )
+            .await
+            .unwrap()
+    );
+    let ended = store
+        .get_ui_session(b"first-session")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.ended_at, Some(ended_at));
+    assert!(!ended.is_live(t0.plus_seconds(11)));
+
+    // A later sign-in clears sessions that ended or expired, and keeps live ones.
+    let live = session(b"live-session", t0, 3600);
+    let expired = session(b"expired-session", t0, 30);
+    for s in [&live, &expired] {
+        store
+            .create_ui_session(s, &event(EventKind::OperatorSignedIn, "o"))
+            .await
+            .unwrap();
+    }
+    let later = session(b"later-session", t0.plus_seconds(120), 60);
+    store
+        .create_ui_session(&later, &event(EventKind::OperatorSignedIn, "o"))
+        .await
+        .unwrap();
+    assert_eq!(store.get_ui_session(b"first-session").await.unwrap(), None);
+    assert_eq!(
+        store.get_ui_session(b"expired-session").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_ui_session(b"live-session").await.unwrap(),
+        Some(live)
+    );
+    // The same id twice is a conflict, never a second session.
+    assert!(matches!(
+        store
+            .create_ui_session(&later, &event(EventKind::OperatorSignedIn, "o"))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+async fn an_nhis_tasks_are_listed_newest_first(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let bot = nhi("bot", &owners);
+    let other = nhi("other-bot", &owners);
+    register(store, &bot).await;
+    register(store, &other).await;
+    let mut ids = Vec::new();
+    for n in [&bot, &other, &bot, &bot] {
+        let t = task(n, TaskState::Active);
+        store
+            .create_task(&t, None, None, &[event(EventKind::TaskRequested, "t")], &[])
+            .await
+            .unwrap();
+        if n.id == bot.id {
+            ids.push(t.id);
+        }
+    }
+    let listed: Vec<String> = store
+        .list_tasks(&bot.id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids);
+    assert_eq!(store.list_tasks(&bot.id, 2).await.unwrap().len(), 2);
+    assert!(
+        store
+            .list_tasks("no-such-nhi", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn events_can_be_read_newest_first(store: &dyn Store) {
+    let events: Vec<_> = (0..5)
+        .map(|i| event(EventKind::NhiUpdated, &format!("nhi:newest-{}", i % 2)))
+        .collect();
+    store.append_events(&events).await.unwrap();
+    let newest = store
+        .list_events(&EventQuery {
+            limit: 2,
+            newest_first: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = newest.iter().map(|e| e.event.id.clone()).collect();
+    assert_eq!(ids, vec![events[4].id.clone(), events[3].id.clone()]);
+    // By subject, through the subject index: the newest of that subject.
+    let of_subject = store
+        .list_events(&EventQuery {
+            limit: 2,
+            subject: Some("nhi:newest-0".into()),
+            newest_first: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = of_subject.iter().map(|e| e.event.id.clone()).collect();
+    assert_eq!(ids, vec![events[4].id.clone(), events[2].id.clone()]);
 }
