@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
 use common::*;
@@ -91,81 +91,6 @@ async fn run() -> Result<()> {
         bench_backend(&settings, backend).await?;
     }
     Ok(())
-}
-
-/// An HTTP client for one purpose: keep-alive, JSON.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        bearer: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value)> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(bearer);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let response = req.send().await?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-    }
-
-    async fn admin(&self, path: &str, body: Value) -> Result<Value> {
-        let (status, value) = self
-            .send(reqwest::Method::POST, path, ADMIN_TOKEN, Some(body))
-            .await?;
-        ensure!((200..300).contains(&status), "{path}: {status} {value}");
-        Ok(value)
-    }
-
-    async fn form(&self, path: &str, client: &Agent, params: &[(&str, &str)]) -> Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .basic_auth(&client.id, Some(&client.secret))
-            .form(params)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        ensure!(status == 200, "{path}: {status} {text}");
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
-
-struct Agent {
-    id: String,
-    secret: String,
-}
-
-async fn register(api: &Api, name: &str, ceiling: &[&str]) -> Result<Agent> {
-    let nhi = api
-        .admin(
-            "/v1/nhis",
-            json!({
-                "name": name, "kind": "ai_agent", "platform": "bench", "environment": "production",
-                "owner": {"team": "bench"}, "purpose": "benchmark agent", "scope_ceiling": ceiling,
-            }),
-        )
-        .await?;
-    let id = nhi["id"].as_str().context("nhi id")?.to_owned();
-    let key = api
-        .admin(&format!("/v1/nhis/{id}/credentials"), json!({}))
-        .await?;
-    Ok(Agent {
-        id,
-        secret: key["secret"].as_str().context("static key")?.to_owned(),
-    })
 }
 
 struct Issuance {
@@ -312,6 +237,7 @@ async fn bench_backend(settings: &Settings, backend: Backend) -> Result<()> {
     let api = Arc::new(Api {
         http,
         base: format!("http://{}", server.addr),
+        admin_token: ADMIN_TOKEN.to_owned(),
     });
     api.admin(
         "/v1/teams",

@@ -1,5 +1,5 @@
-//! What the benchmarks share: running the real `custos` binary, a throwaway PostgreSQL schema,
-//! and the statistics and machine facts every report prints.
+//! What the benchmarks share: running the real `custos` binary, a JSON client of its API, a
+//! throwaway PostgreSQL schema, and the statistics and machine facts every report prints.
 
 #![allow(dead_code)] // each bench uses its own part of this module
 
@@ -8,7 +8,8 @@ use std::process::Stdio;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -230,6 +231,88 @@ impl Server {
     }
 }
 
+/// A JSON client of one server's API: keep-alive connections, the bench's preset admin token.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub admin_token: String,
+}
+
+impl Api {
+    /// One call with a bearer token: the status and the body (`null` if it is not JSON).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(bearer);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// A `POST` as the admin that must succeed.
+    pub async fn admin(&self, path: &str, body: Value) -> Result<Value> {
+        let (status, value) = self
+            .send(reqwest::Method::POST, path, &self.admin_token, Some(body))
+            .await?;
+        ensure!((200..300).contains(&status), "{path}: {status} {value}");
+        Ok(value)
+    }
+
+    /// A form `POST` to an OAuth endpoint with `client`'s HTTP Basic credentials; must be a 200.
+    pub async fn form(&self, path: &str, client: &Agent, params: &[(&str, &str)]) -> Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .basic_auth(&client.id, Some(&client.secret))
+            .form(params)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        ensure!(status == 200, "{path}: {status} {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// An NHI and its static key.
+pub struct Agent {
+    pub id: String,
+    pub secret: String,
+}
+
+/// Registers an AI agent of the team `bench` (which must exist) in production with `ceiling`,
+/// and issues it a static key.
+pub async fn register(api: &Api, name: &str, ceiling: &[&str]) -> Result<Agent> {
+    let nhi = api
+        .admin(
+            "/v1/nhis",
+            json!({
+                "name": name, "kind": "ai_agent", "platform": "bench", "environment": "production",
+                "owner": {"team": "bench"}, "purpose": "benchmark agent", "scope_ceiling": ceiling,
+            }),
+        )
+        .await?;
+    let id = nhi["id"].as_str().context("nhi id")?.to_owned();
+    let key = api
+        .admin(&format!("/v1/nhis/{id}/credentials"), json!({}))
+        .await?;
+    Ok(Agent {
+        id,
+        secret: key["secret"].as_str().context("static key")?.to_owned(),
+    })
+}
+
 pub struct PgSchema {
     pub url: String,
     pub name: String,
@@ -343,15 +426,18 @@ pub fn millis(d: Duration) -> f64 {
 /// Nearest-rank median and p99 in milliseconds: exact, from every sample (a few thousand at
 /// most, so a histogram would only add rounding).
 pub fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
-    if samples.is_empty() {
-        return (0.0, 0.0);
-    }
     samples.sort_unstable();
-    let at = |q: f64| {
-        let rank = (q * samples.len() as f64).ceil() as usize;
-        millis(samples[rank.clamp(1, samples.len()) - 1])
-    };
-    (at(0.50), at(0.99))
+    (quantile(samples, 0.50), quantile(samples, 0.99))
+}
+
+/// The nearest-rank `q` quantile of samples sorted in ascending order, in milliseconds (0 for
+/// none); `q = 1.0` is the maximum.
+pub fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    millis(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 pub fn rate(count: usize, elapsed: Duration) -> u64 {
