@@ -92,6 +92,6 @@ export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 
 echo "interop: server $BASE, clients from $VENV"
 cd "$ROOT/interop"
-CUSTOS_INTEROP_BASE_URL=$BASE CUSTOS_INTEROP_ADMIN_TOKEN=$ADMIN_TOKEN \
+CUSTOS_INTEROP_BASE_URL=$BASE CUSTOS_INTEROP_ADMIN_TOKEN=$ADMIN_TOKEN CUSTOS_INTEROP_BIN=$BIN \
     PYTHONDONTWRITEBYTECODE=1 \
     "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -70,7 +70,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             return Err(unsupported_media_type());
         }
         let bytes = read_body(req).await?;
-        parse_json(&bytes).map(JsonBody)
+        parse_json_object(&bytes).map(JsonBody)
     }
 }
 
@@ -90,7 +90,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if !json {
             return Err(unsupported_media_type());
         }
-        parse_json(&bytes).map(OptionalJsonBody)
+        parse_json_object(&bytes).map(OptionalJsonBody)
     }
 }
 
@@ -125,6 +125,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })?;
     deserializer.end().map_err(|e| malformed_json(&e))?;
     Ok(value)
+}
+
+/// A request body, which is always a JSON object here. serde reads a struct from an array of
+/// its fields in order too (`[null, null]`); that is not a shape any route documents, so it
+/// is refused like any other wrong type.
+fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError {
+            code: "invalid_body",
+            ..ApiError::validation(custos_core::validate::ValidationErrors::single(
+                "body",
+                "must be a JSON object",
+            ))
+        });
+    }
+    parse_json(bytes)
 }
 
 /// The `{id}` segment of a path.

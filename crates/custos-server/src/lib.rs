@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod serve;
 pub mod service;
 pub mod tasks;
+pub mod ui;
 pub mod verify;
 
 pub use serve::{RunningServer, start};

@@ -171,6 +171,24 @@ async fn bad_input_gets_a_precise_problem(backend: Backend) {
     )
     .await;
 
+    // A body is an object: serde would read a struct from an array of its fields in order,
+    // which no route documents, so that is refused too (here, and on a merge patch).
+    for (method, path, body) in [
+        (Method::POST, "/v1/teams", json!(["ops", "ops@example.com"])),
+        (Method::PATCH, "/v1/teams/payments", json!([null, null])),
+        (Method::POST, "/v1/teams", json!("ops")),
+    ] {
+        let (status, problem) = server
+            .call(method, path, Some(ADMIN_TOKEN), Some(body))
+            .await;
+        assert_eq!(
+            (status.as_u16(), problem["code"].as_str()),
+            (422, Some("invalid_body")),
+            "{problem}"
+        );
+        assert_eq!(problem["errors"][0]["message"], "must be a JSON object");
+    }
+
     let mut unknown = nhi_body("bot", "payments");
     unknown["colour"] = json!("blue");
     let (status, problem) = server

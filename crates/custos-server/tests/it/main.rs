@@ -5,6 +5,7 @@ mod support;
 
 mod access;
 mod audit;
+mod cli;
 mod decisions;
 mod enforce;
 mod inbox;
@@ -16,3 +17,4 @@ mod policies;
 mod process;
 mod secrets;
 mod tasks;
+mod web_ui;
