@@ -1023,22 +1023,12 @@ fn render_approval(
                 ("Requested scope", scope.join(", ")),
                 ("Requested at", a.created_at.to_rfc3339()),
             ];
-            let mut text = String::from("An approval request is waiting for a reviewer.\n\n");
-            let mut html =
-                String::from("<p>An approval request is waiting for a reviewer.</p>\n<table>\n");
-            for (label, value) in &lines {
-                text.push_str(&format!("{label}: {}\n", plain(value)));
-                html.push_str(&format!(
-                    "<tr><th align=\"left\">{label}</th><td>{}</td></tr>\n",
-                    html_escape(value)
-                ));
-            }
-            text.push_str(&format!("\nReview it: {}\n", c.link));
-            html.push_str(&format!(
-                "</table>\n<p><a href=\"{0}\">Review it</a>: {0}</p>\n",
-                html_escape(&c.link)
-            ));
-            email_payload(subject, text, html)
+            email_payload(
+                subject,
+                "An approval request is waiting for a reviewer.",
+                &lines,
+                ("Review it", &c.link),
+            )
         }
         (ChannelKind::Webhook, "slack") => {
             let headline = format!(
@@ -1174,22 +1164,8 @@ fn render_update(
             if let Some(scope) = &a.granted_scope {
                 lines.push(("Granted scope", scope.to_strings().join(", ")));
             }
-            let headline = format!("The approval request was {}.", plain(&o.summary));
-            let mut text = format!("{headline}\n\n");
-            let mut html = format!("<p>{}</p>\n<table>\n", html_escape(&headline));
-            for (label, value) in &lines {
-                text.push_str(&format!("{label}: {}\n", plain(value)));
-                html.push_str(&format!(
-                    "<tr><th align=\"left\">{label}</th><td>{}</td></tr>\n",
-                    html_escape(value)
-                ));
-            }
-            text.push_str(&format!("\nThe request: {}\n", c.link));
-            html.push_str(&format!(
-                "</table>\n<p><a href=\"{0}\">The request</a>: {0}</p>\n",
-                html_escape(&c.link)
-            ));
-            email_payload(subject, text, html)
+            let headline = format!("The approval request was {}.", o.summary);
+            email_payload(subject, &headline, &lines, ("The request", &c.link))
         }
         (ChannelKind::Webhook, "slack") => {
             let headline = format!(
@@ -1255,12 +1231,9 @@ fn render_test(channel: &NotificationChannel, delivery_id: &str, link: &str) -> 
     match (kind_of(channel), channel.format.as_str()) {
         (ChannelKind::Email, _) => email_payload(
             "Custos: test notification".into(),
-            format!("{text}\n\nThe review inbox: {link}\n"),
-            format!(
-                "<p>{}</p>\n<p><a href=\"{1}\">The review inbox</a>: {1}</p>\n",
-                html_escape(&text),
-                html_escape(link)
-            ),
+            &text,
+            &[],
+            ("The review inbox", link),
         ),
         (ChannelKind::Webhook, "slack") => json!({
             "text": format!("{}: {link}", slack_escape(&text)),
@@ -1283,7 +1256,33 @@ fn render_test(channel: &NotificationChannel, delivery_id: &str, link: &str) -> 
     }
 }
 
-fn email_payload(subject: String, text: String, html: String) -> String {
+/// An email as text and HTML alike: a headline, labelled lines, and a link to the request.
+/// Every value is made plain for the text and escaped for the HTML.
+fn email_payload(
+    subject: String,
+    headline: &str,
+    lines: &[(&str, String)],
+    (link_label, link): (&str, &str),
+) -> String {
+    let mut text = format!("{}\n\n", plain(headline));
+    let mut html = format!("<p>{}</p>\n", html_escape(headline));
+    if !lines.is_empty() {
+        html.push_str("<table>\n");
+        for (label, value) in lines {
+            text.push_str(&format!("{label}: {}\n", plain(value)));
+            html.push_str(&format!(
+                "<tr><th align=\"left\">{label}</th><td>{}</td></tr>\n",
+                html_escape(value)
+            ));
+        }
+        html.push_str("</table>\n");
+        text.push('\n');
+    }
+    text.push_str(&format!("{link_label}: {link}\n"));
+    html.push_str(&format!(
+        "<p><a href=\"{0}\">{link_label}</a>: {0}</p>\n",
+        html_escape(link)
+    ));
     serde_json::to_string(&EmailPayload {
         subject,
         text,
@@ -1482,11 +1481,23 @@ async fn send_webhook(
     }
     let body = delivery.payload.as_bytes().to_vec();
     let signed = signature(secret, state.now().unix_millis().div_euclid(1000), &body);
+    post_signed(http, url, delivery, ("custos-signature", signed), body).await
+}
+
+/// One attempt at a delivery: the JSON body with its delivery id and signature header; any
+/// answer but a 2xx is a failure to retry.
+async fn post_signed(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    delivery: &NotificationDelivery,
+    (signature_header, signature): (&'static str, String),
+    body: Vec<u8>,
+) -> Result<(), String> {
     let response = http
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("custos-delivery", &delivery.id)
-        .header("custos-signature", signed)
+        .header(signature_header, signature)
         .body(body)
         .send()
         .await
@@ -1519,21 +1530,14 @@ async fn send_callback(
     .ok_or_else(|| format!("the callback URL is refused: {refused}"))?;
     let body = delivery.payload.as_bytes().to_vec();
     let signature = custos_core::jose::sign_detached(&state.keyring.active(), CALLBACK_TYP, &body);
-    let response = http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("custos-delivery", &delivery.id)
-        .header("custos-callback-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| describe_http_error(&e))?;
-    let status = response.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("the receiver answered HTTP {status}"))
-    }
+    post_signed(
+        http,
+        url,
+        delivery,
+        ("custos-callback-signature", signature),
+        body,
+    )
+    .await
 }
 
 /// What went wrong, without the URL (which may hold a credential): reqwest names it in its
