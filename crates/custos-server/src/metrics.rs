@@ -132,7 +132,7 @@ metered! {
     fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> StoreResult<Vec<Approval>>;
     fn decide_approval(&self, approval: &Approval, task: &Task, event: &DomainEvent, deliveries: &[NotificationDelivery]) -> StoreResult<()> => |_| [Change::Task(&task.id)];
     fn record_vote(&self, approval_id: &str, vote: &Vote, event: &DomainEvent, deliveries: &[NotificationDelivery]) -> StoreResult<()>;
-    fn list_votes(&self, approval_id: &str) -> StoreResult<Vec<Vote>>;
+    fn list_votes(&self, approval_ids: &[&str]) -> StoreResult<std::collections::BTreeMap<String, Vec<Vote>>>;
     fn create_rule(&self, rule: &StandingRule, event: &DomainEvent) -> StoreResult<()>;
     fn get_rule(&self, id: &str) -> StoreResult<Option<StandingRule>>;
     fn list_rules(&self, nhi_id: Option<&str>, active_at: Option<Timestamp>) -> StoreResult<Vec<StandingRule>>;

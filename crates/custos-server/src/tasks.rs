@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use custos_core::issuance::{
     self, Approval, ApprovalKind, ApprovalState, Decision, RiskFacts, RiskLevel, Ruling,
-    StandingRule, Task, TaskPlan, TaskState,
+    StandingRule, Task, TaskPlan, TaskState, Vote,
 };
 use custos_core::{Actor, Credential, EventKind, Grant, Nhi, Page, Role, Timestamp};
 use custos_store::{ApprovalFilter, StoreError};
@@ -776,10 +776,21 @@ pub async fn list_approvals(
         )
         .await?;
     let more = found.len() > limit as usize;
-    let mut items = Vec::with_capacity(found.len().min(limit as usize));
-    for approval in found.into_iter().take(limit as usize) {
-        items.push(with_votes(state, approval, now).await?);
-    }
+    let shown: Vec<Approval> = found.into_iter().take(limit as usize).collect();
+    // The votes of every quorum request on the page, in one read.
+    let quorum: Vec<&str> = shown
+        .iter()
+        .filter(|a| a.required_approvals > 1)
+        .map(|a| a.id.as_str())
+        .collect();
+    let mut votes = state.store.list_votes(&quorum).await?;
+    let items: Vec<ApprovalView> = shown
+        .into_iter()
+        .map(|approval| {
+            let counted = votes.remove(&approval.id).unwrap_or_default();
+            approval_view(approval, counted, now)
+        })
+        .collect();
     let next_cursor = if more {
         items.last().map(|a| encode_cursor(&a.id))
     } else {
@@ -946,11 +957,21 @@ async fn with_votes(
     now: Timestamp,
 ) -> ApiResult<ApprovalView> {
     let votes = if approval.required_approvals > 1 {
-        state.store.list_votes(&approval.id).await?
+        votes_of(state, &approval.id).await?
     } else {
         Vec::new()
     };
     Ok(approval_view(approval, votes, now))
+}
+
+/// The approvals counted towards one request's quorum.
+async fn votes_of(state: &AppState, approval_id: &str) -> ApiResult<Vec<Vote>> {
+    Ok(state
+        .store
+        .list_votes(&[approval_id])
+        .await?
+        .remove(approval_id)
+        .unwrap_or_default())
 }
 
 /// Approves or denies: an admin or a reviewer of the NHI's owner team (or of the team the
@@ -973,7 +994,7 @@ pub async fn decide(
         state.limits.separation_of_duties,
     );
     let now = state.now();
-    let votes = state.store.list_votes(&approval.id).await?;
+    let votes = votes_of(state, &approval.id).await?;
     let ruling = approval.decide(decision, &who.actor().to_string(), &votes, now)?;
     separate?;
     let decided = match ruling {

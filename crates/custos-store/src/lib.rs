@@ -303,8 +303,12 @@ pub trait Store: Send + Sync + 'static {
         event: &DomainEvent,
         deliveries: &[NotificationDelivery],
     ) -> Result<()>;
-    /// The approvals counted so far, oldest first.
-    async fn list_votes(&self, approval_id: &str) -> Result<Vec<Vote>>;
+    /// The approvals counted so far towards each of these requests' quorums, oldest first; a
+    /// request without any is left out. One query for a whole page of the inbox.
+    async fn list_votes(
+        &self,
+        approval_ids: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, Vec<Vote>>>;
     /// Expires a pending request whose deadline is at or before `at`, and denies its task, with
     /// the event and notifications. `false`, writing nothing, if it was decided or expired
     /// meanwhile.

@@ -1642,25 +1642,33 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn list_votes(&self, approval_id: &str) -> Result<Vec<Vote>> {
-                let rows = sqlx::query(
-                    "SELECT reviewer, scope, ttl_seconds, reason, at FROM approval_votes \
-                     WHERE approval_id = $1 ORDER BY at, reviewer",
-                )
-                .bind(approval_id)
-                .fetch_all(self.reader())
-                .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(Vote {
-                            reviewer: row.try_get("reviewer")?,
-                            scope: json(&row.try_get::<String, _>("scope")?)?,
-                            ttl_seconds: small(row.try_get("ttl_seconds")?, "ttl")?,
-                            reason: row.try_get("reason")?,
-                            at: ts(row.try_get("at")?)?,
-                        })
-                    })
-                    .collect()
+            async fn list_votes(
+                &self,
+                approval_ids: &[&str],
+            ) -> Result<std::collections::BTreeMap<String, Vec<Vote>>> {
+                let mut votes: std::collections::BTreeMap<String, Vec<Vote>> = Default::default();
+                if approval_ids.is_empty() {
+                    return Ok(votes);
+                }
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT approval_id, reviewer, scope, ttl_seconds, reason, at FROM approval_votes \
+                     WHERE approval_id IN (",
+                );
+                let mut ids = q.separated(", ");
+                for id in approval_ids {
+                    ids.push_bind(id.to_string());
+                }
+                q.push(") ORDER BY approval_id, at, reviewer");
+                for row in q.build().fetch_all(self.reader()).await? {
+                    votes.entry(row.try_get("approval_id")?).or_default().push(Vote {
+                        reviewer: row.try_get("reviewer")?,
+                        scope: json(&row.try_get::<String, _>("scope")?)?,
+                        ttl_seconds: small(row.try_get("ttl_seconds")?, "ttl")?,
+                        reason: row.try_get("reason")?,
+                        at: ts(row.try_get("at")?)?,
+                    });
+                }
+                Ok(votes)
             }
 
             async fn expire_approval(

@@ -866,9 +866,18 @@ async fn quorum_votes_count_once_and_overdue_requests_expire_once(store: &dyn St
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
     assert_eq!(
-        store.list_votes(&request.id).await.unwrap(),
+        store.list_votes(&[&request.id]).await.unwrap()[&request.id],
         std::slice::from_ref(&vote)
     );
+    // Requests without votes are left out; an empty list asks nothing.
+    assert!(
+        !store
+            .list_votes(&[&request.id, "no-such-request"])
+            .await
+            .unwrap()
+            .contains_key("no-such-request")
+    );
+    assert!(store.list_votes(&[]).await.unwrap().is_empty());
 
     // Not yet due: a request with a later deadline is neither listed as overdue nor expired.
     let mut later_task = task(&n, TaskState::PendingApproval);
