@@ -832,17 +832,16 @@ async fn visible_approval(
 
 /// Who may decide a request: an admin, or a reviewer of the NHI's owner team or of the team
 /// the request was escalated to.
-fn may_decide<'p>(
+/// Who may decide a request: an admin, or a reviewer of the NHI's owner team or of the team
+/// the request was escalated to. The web UI asks the same to know whether to offer the forms.
+pub fn may_decide<'p>(
     who: &'p Principal,
-    nhi: &Nhi,
-    approval: &Approval,
+    owner_team: &str,
+    escalated_to: Option<&str>,
 ) -> ApiResult<&'p custos_core::Operator> {
     let op = who.require(&[Role::Admin, Role::Reviewer])?;
     let reviews = |team: &str| op.teams.iter().any(|t| t == team);
-    if op.has_role(Role::Admin)
-        || reviews(&nhi.owner.team_id)
-        || approval.escalated_to.as_deref().is_some_and(reviews)
-    {
+    if op.has_role(Role::Admin) || reviews(owner_team) || escalated_to.is_some_and(reviews) {
         Ok(op)
     } else {
         Err(ApiError::forbidden(
@@ -986,7 +985,7 @@ pub async fn decide(
     decision: Decision,
 ) -> ApiResult<ApprovalView> {
     let (approval, nhi) = visible_approval(state, who, id).await?;
-    let operator = may_decide(who, &nhi, &approval)?;
+    let operator = may_decide(who, &nhi.owner.team_id, approval.escalated_to.as_deref())?;
     // Admins are bound too, if they are members of the owner team.
     let separate = issuance::ensure_separate(
         &decision,

@@ -305,10 +305,8 @@ async fn approval_page(
         .as_ref()
         .map(|c| c.nhi.owner_team.clone())
         .unwrap_or_default();
-    let may_decide = session
-        .principal
-        .require_admin_or_reviewer_of(&team)
-        .is_ok();
+    let may_decide =
+        tasks::may_decide(&session.principal, &team, view.escalated_to.as_deref()).is_ok();
     let status = error.as_ref().map_or(StatusCode::OK, |e| e.status);
     let page = ApprovalPage {
         nav: Nav::new(session, "inbox"),

@@ -13,6 +13,7 @@ both_backends!(
     a_session_begins_with_an_operator_token_and_ends_on_sign_out_or_revocation,
     forms_from_other_origins_or_without_the_token_change_nothing,
     a_reviewer_sees_and_decides_only_its_teams_requests,
+    an_escalated_request_is_offered_to_the_fallback_team,
     pages_carry_strict_headers_and_unknown_ones_are_404,
 );
 
@@ -524,4 +525,73 @@ async fn pages_carry_strict_headers_and_unknown_ones_are_404(backend: Backend) {
     }
     let (status, _, _) = get(&server, "/ui/nhis/no-such-nhi", Some(&admin.cookie)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn an_escalated_request_is_offered_to_the_fallback_team(backend: Backend) {
+    // Separation of duties: the owner team may not approve, so requests go to the fallback
+    // team when they are filed.
+    let server = TestServer::start_with(backend, |c| c.separation_of_duties = true).await;
+    let (_, _, first) = pending_request(&server, "ui-sod-warmup").await;
+    server.team("backup").await;
+    server
+        .call(
+            Method::PATCH,
+            "/v1/teams/owners-oauth",
+            Some(ADMIN_TOKEN),
+            Some(json!({"fallback_team": "backup"})),
+        )
+        .await;
+    let (secret, task_id, approval) = pending_request(&server, "ui-sod-agent").await;
+    let (_, bea) = server.operator("bea", &["reviewer"], &["backup"]).await;
+    let (_, rita) = server
+        .operator("rita", &["reviewer"], &["owners-oauth"])
+        .await;
+
+    // The fallback team's reviewer finds it in the inbox, escalated, with the forms.
+    let bea = sign_in(&server, &bea).await;
+    let (_, _, inbox) = get(&server, "/ui/approvals", Some(&bea.cookie)).await;
+    assert!(inbox.contains(&format!("request-{approval}")));
+    assert!(
+        !inbox.contains(&format!("request-{first}")),
+        "filed before the fallback existed"
+    );
+    let (status, _, page) = get(
+        &server,
+        &format!("/ui/approvals/{approval}"),
+        Some(&bea.cookie),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"escalated\""), "{page}");
+    assert!(page.contains("approve-form"));
+
+    // The owner team's reviewer may look, and deny, but not approve.
+    let rita = sign_in(&server, &rita).await;
+    let path = format!("/ui/approvals/{approval}/approve");
+    let form = [
+        ("csrf", rita.csrf.as_str()),
+        ("reason", "mine"),
+        ("scope", "crm:export:customers/emea"),
+    ];
+    let (status, _, body) = post(&server, &path, Some(&rita.cookie), &[], &form).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("own_team_nhi"));
+    assert_eq!(approval_state(&server, &approval).await, "pending");
+
+    let form = [
+        ("csrf", bea.csrf.as_str()),
+        ("reason", "checked by backup"),
+        ("scope", "crm:export:customers/emea"),
+    ];
+    let (status, _, _) = post(&server, &path, Some(&bea.cookie), &[], &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, task) = server
+        .call(
+            Method::GET,
+            &format!("/v1/tasks/{task_id}"),
+            Some(&secret),
+            None,
+        )
+        .await;
+    assert_eq!(task["state"], "active");
 }
