@@ -86,17 +86,7 @@ fn settings() -> Result<Settings> {
     } else {
         "sqlite"
     };
-    let backends = non_empty("CUSTOS_BENCH_BACKENDS")
-        .unwrap_or_else(|| default_backends.into())
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| match s {
-            "sqlite" => Ok(Backend::Sqlite),
-            "postgres" | "postgresql" => Ok(Backend::Postgres),
-            other => bail!("CUSTOS_BENCH_BACKENDS: unknown backend {other:?}"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let backends = backends_from_env(default_backends)?;
     Ok(Settings {
         backends,
         approvals: env_number("CUSTOS_BENCH_APPROVALS", 500)?.max(1),

@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
 mod common;
@@ -58,17 +58,7 @@ struct Settings {
 
 fn settings() -> Result<Settings> {
     let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let backends = non_empty("CUSTOS_BENCH_BACKENDS")
-        .unwrap_or_else(|| "sqlite,postgres".into())
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| match s {
-            "sqlite" => Ok(Backend::Sqlite),
-            "postgres" | "postgresql" => Ok(Backend::Postgres),
-            other => bail!("CUSTOS_BENCH_BACKENDS: unknown backend {other:?}"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let backends = backends_from_env("sqlite,postgres")?;
     Ok(Settings {
         backends,
         secs: env_number("CUSTOS_BENCH_SECS", 10)?.max(1) as u64,

@@ -801,7 +801,7 @@ pub async fn list_approvals(
 
 /// An approval the caller may see, with the NHI it is about: every request for admins and
 /// auditors; for reviewers, those about their teams' NHIs and those escalated to their teams.
-async fn visible_approval(
+pub(crate) async fn visible_approval(
     state: &AppState,
     who: &Principal,
     id: &str,

@@ -65,6 +65,25 @@ impl Backend {
     }
 }
 
+/// The stores `CUSTOS_BENCH_BACKENDS` names (comma-separated `sqlite`, `postgres`), or
+/// `default` when it is unset or empty.
+pub fn backends_from_env(default: &str) -> Result<Vec<Backend>> {
+    let named = std::env::var("CUSTOS_BENCH_BACKENDS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    named
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            other => bail!("CUSTOS_BENCH_BACKENDS: unknown backend {other:?} (sqlite, postgres)"),
+        })
+        .collect()
+}
+
 pub fn env_number(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
         Ok(text) if !text.trim().is_empty() => text

@@ -7,7 +7,7 @@ use askama::Template;
 use axum::extract::{Path, Query, RawForm, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use custos_core::issuance::{ApprovalKind, ApprovalState, Decision, RiskLevel};
+use custos_core::issuance::{Approval, ApprovalKind, ApprovalState, Decision, RiskLevel};
 use custos_core::scope::Scope;
 use custos_core::validate::ValidationErrors;
 use custos_core::{NhiFilter, NhiStatus, Page, Role, Timestamp};
@@ -367,7 +367,7 @@ async fn decide_from_form(
 
 /// The approve form: a reason, and optionally a narrower scope (one grant per line) or a
 /// shorter lifetime. Left as asked, the scope and lifetime are those requested.
-fn approval_from_form(form: &Form, requested: &ApprovalView) -> Result<Decision, ApiError> {
+fn approval_from_form(form: &Form, requested: &Approval) -> Result<Decision, ApiError> {
     let mut errors = ValidationErrors::default();
     let lines: Vec<&str> = form
         .get("scope")
@@ -418,7 +418,8 @@ pub async fn approve(
     RawForm(body): RawForm,
 ) -> Result<Response, UiError> {
     let form = checked_form(&headers, &body, &session.csrf_token)?;
-    let requested = tasks::get_approval(&state, &session.principal, &id).await?;
+    // Only what was asked, to tell an unchanged form from a narrowing; not the whole context.
+    let (requested, _) = tasks::visible_approval(&state, &session.principal, &id).await?;
     let decision = approval_from_form(&form, &requested);
     decide_from_form(&state, &session, &id, decision).await
 }
