@@ -111,6 +111,9 @@ pub enum Reason {
     SubjectMismatch,
     /// The decision could not be recorded in the trail, so it is not given.
     AuditUnavailable,
+    /// The action departed from the NHI's behaviour baseline, and the response policy
+    /// suspends it.
+    Anomaly,
 }
 
 impl Reason {
@@ -129,6 +132,7 @@ impl Reason {
             Reason::OutOfScope => "out_of_scope",
             Reason::PolicyForbid => "policy_forbid",
             Reason::ApprovalRequired => "approval_required",
+            Reason::Anomaly => "anomaly",
             Reason::SubjectMismatch => "subject_mismatch",
             Reason::AuditUnavailable => "audit_unavailable",
         }

@@ -79,10 +79,22 @@ pub enum EventKind {
     NotificationChannelDisabled,
     /// A notification could not be delivered and was given up after its retries.
     NotificationFailed,
+    /// Behaviour baselining noticed something and opened a finding (a repeat of an unresolved
+    /// finding folds into it and writes no event).
+    FindingOpened,
+    /// An operator saw a finding and is looking into it; it stays unresolved.
+    FindingAcknowledged,
+    /// An operator judged a finding not to be a problem.
+    FindingDismissed,
+    /// An operator judged a finding to be expected behaviour.
+    FindingAccepted,
+    /// An admin set what to do about findings for an NHI, a team, a kind or by default.
+    ResponsePolicyCreated,
+    ResponsePolicyRevoked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 37] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::TeamUpdated,
@@ -114,6 +126,12 @@ impl EventKind {
         EventKind::NotificationChannelCreated,
         EventKind::NotificationChannelDisabled,
         EventKind::NotificationFailed,
+        EventKind::FindingOpened,
+        EventKind::FindingAcknowledged,
+        EventKind::FindingDismissed,
+        EventKind::FindingAccepted,
+        EventKind::ResponsePolicyCreated,
+        EventKind::ResponsePolicyRevoked,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -150,6 +168,12 @@ impl EventKind {
             EventKind::NotificationChannelCreated => "notification.channel_created",
             EventKind::NotificationChannelDisabled => "notification.channel_disabled",
             EventKind::NotificationFailed => "notification.failed",
+            EventKind::FindingOpened => "finding.opened",
+            EventKind::FindingAcknowledged => "finding.acknowledged",
+            EventKind::FindingDismissed => "finding.dismissed",
+            EventKind::FindingAccepted => "finding.accepted",
+            EventKind::ResponsePolicyCreated => "response_policy.created",
+            EventKind::ResponsePolicyRevoked => "response_policy.revoked",
         }
     }
 

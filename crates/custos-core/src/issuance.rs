@@ -65,6 +65,11 @@ string_enum!(
         ScopeEscalation => "scope_escalation",
         /// A guardrail marked `@approval_required` held back one action.
         PolicyApproval => "policy_approval",
+        /// An action out of the NHI's behaviour baseline, held back by a step-up response
+        /// policy; approving it also makes it part of the baseline.
+        Anomaly => "anomaly",
+        /// An NHI suspended after an anomaly; approving resumes it.
+        Resume => "resume",
     }
 );
 

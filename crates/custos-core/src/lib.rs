@@ -4,9 +4,11 @@
 //! passed in by the caller, which keeps the decision logic deterministic, fast and easy to test.
 
 pub mod audit;
+pub mod baseline;
 pub mod checkpoint;
 pub mod decision;
 pub mod event;
+pub mod finding;
 pub mod guardrails;
 pub mod issuance;
 pub mod jose;

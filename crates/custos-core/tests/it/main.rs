@@ -5,7 +5,9 @@
 //! its dev-dependencies are linked once.
 
 mod audit;
+mod baseline;
 mod checkpoint;
+mod cloudtrail_replay;
 mod decision;
 mod guardrails;
 mod jose;
