@@ -49,8 +49,10 @@ use std::sync::Arc;
 use crate::live::{Change, LiveState};
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
+use custos_core::finding::{Finding, FindingFilter, FindingState, ResponsePolicy};
 use custos_core::issuance::{Approval, StandingRule, Task, Vote};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
+use custos_store::FindingOpened;
 use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
     Revocation, SigningKeyRecord, Store, StoredCheckpoint, Use,
@@ -166,6 +168,18 @@ metered! {
     fn claim_notifications(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<NotificationDelivery>>;
     fn finish_notification(&self, id: &str, attempt: u32, outcome: &DeliveryOutcome<'_>) -> StoreResult<bool>;
     fn list_notification_deliveries(&self, filter: &DeliveryFilter, page: &Page) -> StoreResult<Vec<NotificationDelivery>>;
+    // Behaviour baselining: findings and profiles inform responses but change no decision
+    // themselves (a response that does, such as a suspension, goes through its own write).
+    fn save_baselines(&self, profiles: &[(String, Vec<u8>, Timestamp)]) -> StoreResult<()>;
+    fn get_baseline(&self, nhi_id: &str) -> StoreResult<Option<(Vec<u8>, Timestamp)>>;
+    fn open_finding(&self, finding: &Finding, event: &DomainEvent, deliveries: &[NotificationDelivery]) -> StoreResult<FindingOpened>;
+    fn set_finding_approval(&self, id: &str, approval_id: &str) -> StoreResult<()>;
+    fn get_finding(&self, id: &str) -> StoreResult<Option<Finding>>;
+    fn list_findings(&self, filter: &FindingFilter, page: &Page) -> StoreResult<Vec<Finding>>;
+    fn resolve_finding(&self, id: &str, state: FindingState, by: &str, reason: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<Option<Finding>>;
+    fn create_response_policy(&self, policy: &ResponsePolicy, event: &DomainEvent) -> StoreResult<()>;
+    fn list_response_policies(&self, include_revoked: bool) -> StoreResult<Vec<ResponsePolicy>>;
+    fn revoke_response_policy(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
 }
 
 /// Counts a notification attempt by channel kind and outcome (`delivered`, `retry`, `failed`).

@@ -11,6 +11,7 @@ mod sql;
 
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
+use custos_core::finding::{Finding, FindingFilter, FindingState, ResponsePolicy};
 use custos_core::issuance::{
     Approval, ApprovalKind, ApprovalState, RiskLevel, StandingRule, Task, Vote,
 };
@@ -463,6 +464,79 @@ pub trait Store: Send + Sync + 'static {
         filter: &DeliveryFilter,
         page: &Page,
     ) -> Result<Vec<NotificationDelivery>>;
+
+    /// Keeps behaviour profiles `(nhi_id, profile, updated_at)`, replacing any stored, all in
+    /// one write; the last one for an NHI wins. Derived from the trail, like `record_uses`, so
+    /// it writes no event; unknown NHIs are ignored. `Precondition`, with nothing written, if
+    /// a profile is longer than [`MAX_BASELINE_BYTES`].
+    async fn save_baselines(&self, profiles: &[(String, Vec<u8>, Timestamp)]) -> Result<()>;
+    /// An NHI's behaviour profile and when it was kept.
+    async fn get_baseline(&self, nhi_id: &str) -> Result<Option<(Vec<u8>, Timestamp)>>;
+
+    /// Opens a finding with its `finding.opened` event and the notifications that announce
+    /// it, unless an unresolved finding has the same dedupe key: then the new one folds into
+    /// that one (see `Finding::fold`) and nothing else is written, no event and no
+    /// notification. Two nodes opening the same key at once end as one `New` and one `Folded`.
+    async fn open_finding(
+        &self,
+        finding: &Finding,
+        event: &DomainEvent,
+        deliveries: &[NotificationDelivery],
+    ) -> Result<FindingOpened>;
+    /// Names the approval request a step-up response opened for a finding. No event: the
+    /// approval's own event names the finding. `NotFound` if there is no such finding,
+    /// `MissingReference` if there is no such approval.
+    async fn set_finding_approval(&self, id: &str, approval_id: &str) -> Result<()>;
+    async fn get_finding(&self, id: &str) -> Result<Option<Finding>>;
+    /// One page of findings matching `filter`, newest first; `page.after` is the id of the
+    /// last finding of the previous page.
+    async fn list_findings(&self, filter: &FindingFilter, page: &Page) -> Result<Vec<Finding>>;
+    /// Moves an unresolved finding on, with the event: to `acknowledged` from `open` (kept as
+    /// `acknowledged_at`/`acknowledged_by`; the reason is only in the event), or to
+    /// `dismissed` or `accepted` from either (kept as `resolved_at`, `resolved_by` and
+    /// `resolution`). Returns the finding as it now is; `None`, writing nothing, if there is
+    /// no such finding or it is no longer in a state it can move on from (resolved already, or
+    /// acknowledged already when acknowledging). `Precondition` for `open`: nothing reopens.
+    async fn resolve_finding(
+        &self,
+        id: &str,
+        state: FindingState,
+        by: &str,
+        reason: &str,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<Option<Finding>>;
+
+    /// Keeps a response policy, with its event.
+    async fn create_response_policy(
+        &self,
+        policy: &ResponsePolicy,
+        event: &DomainEvent,
+    ) -> Result<()>;
+    /// Response policies, newest first (at most 1,000), the revoked ones too if asked.
+    async fn list_response_policies(&self, include_revoked: bool) -> Result<Vec<ResponsePolicy>>;
+    /// Revokes a response policy, with its event; `false`, writing nothing, if it was revoked
+    /// already or never was.
+    async fn revoke_response_policy(
+        &self,
+        id: &str,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<bool>;
+}
+
+/// The longest behaviour profile a store keeps, in bytes: profiles are read on the hot path
+/// and rewritten in bulk, so they are kept small by design.
+pub const MAX_BASELINE_BYTES: usize = 2048;
+
+/// What `open_finding` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FindingOpened {
+    /// A new finding was stored, with its event and notifications.
+    New,
+    /// An unresolved finding with the same dedupe key took it in: it is now seen
+    /// `occurrences` times. Nothing else was written.
+    Folded { id: String, occurrences: i64 },
 }
 
 /// Where notifications of the review inbox go.

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use custos_core::event::StoredEvent;
+use custos_core::finding::{
+    Finding, FindingFilter, FindingState, ResponseAction, ResponsePolicy, ResponseTarget, Severity,
+};
 use custos_core::issuance::{
     Approval, ApprovalKind, ApprovalState, Risk, RiskLevel, StandingRule, Task, TaskState, Vote,
 };
@@ -29,6 +32,7 @@ use crate::{
     DeliveryFilter, DeliveryOutcome, DeliveryState, DueEscalation, NotificationChannel,
     NotificationDelivery,
 };
+use crate::{FindingOpened, MAX_BASELINE_BYTES};
 
 /// The embedded store: one SQLite file in WAL mode. Writes go through a single connection, so
 /// they never contend for SQLite's write lock; reads use a small pool beside it.
@@ -284,6 +288,15 @@ const CHANNEL_COLUMNS: &str =
     "id, name, kind, team_id, target, format, sealed_secret, created_at, disabled_at";
 const DELIVERY_COLUMNS: &str = "id, channel_id, callback_url, subject, payload, state, attempts, \
     next_attempt_at, last_attempt_at, last_error, created_at, delivered_at";
+const FINDING_COLUMNS: &str = "id, kind, nhi_id, dedupe_key, state, severity, score, summary, \
+    evidence, action, approval_id, occurrences, first_seen, last_seen, created_at, \
+    acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution";
+const RESPONSE_POLICY_COLUMNS: &str =
+    "id, target_type, target, action, min_severity, created_by, created_at, revoked_at";
+/// How many rounds `open_finding` tries to either insert or fold before giving up. A round is
+/// lost only when the unresolved finding it collided with was resolved before it could be read
+/// (PostgreSQL); on SQLite the single writer settles it in the first.
+const OPEN_FINDING_ROUNDS: usize = 8;
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
 /// The subject index is partitioned into eras of `1 << SUBJECT_ERA_SHIFT` events (migration
 /// 0006), and a query reaches it only through exactly this expression (`e.seq >> 14` where
@@ -482,6 +495,126 @@ macro_rules! sql_store {
                     retired_at: opt_ts(row.try_get("retired_at")?)?,
                     publish_until: opt_ts(row.try_get("publish_until")?)?,
                 })
+            }
+
+            fn finding_from_row(row: &$row) -> Result<Finding> {
+                Ok(Finding {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("kind")?,
+                    nhi_id: row.try_get("nhi_id")?,
+                    dedupe_key: row.try_get("dedupe_key")?,
+                    state: parse_enum(FindingState::parse, row.try_get("state")?)?,
+                    severity: parse_enum(Severity::parse, row.try_get("severity")?)?,
+                    score: row.try_get("score")?,
+                    summary: row.try_get("summary")?,
+                    evidence: json(&row.try_get::<String, _>("evidence")?)?,
+                    action: parse_enum(ResponseAction::parse, row.try_get("action")?)?,
+                    approval_id: row.try_get("approval_id")?,
+                    occurrences: row.try_get("occurrences")?,
+                    first_seen: ts(row.try_get("first_seen")?)?,
+                    last_seen: ts(row.try_get("last_seen")?)?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    acknowledged_at: opt_ts(row.try_get("acknowledged_at")?)?,
+                    acknowledged_by: row.try_get("acknowledged_by")?,
+                    resolved_at: opt_ts(row.try_get("resolved_at")?)?,
+                    resolved_by: row.try_get("resolved_by")?,
+                    resolution: row.try_get("resolution")?,
+                })
+            }
+
+            fn response_policy_from_row(row: &$row) -> Result<ResponsePolicy> {
+                let target_type: String = row.try_get("target_type")?;
+                let target: Option<String> = row.try_get("target")?;
+                Ok(ResponsePolicy {
+                    id: row.try_get("id")?,
+                    target: ResponseTarget::from_parts(&target_type, target.clone()).ok_or_else(|| {
+                        corrupt(format!("response policy target {target_type:?} {target:?}"))
+                    })?,
+                    action: parse_enum(ResponseAction::parse, row.try_get("action")?)?,
+                    min_severity: parse_enum(Severity::parse, row.try_get("min_severity")?)?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    revoked_at: opt_ts(row.try_get("revoked_at")?)?,
+                })
+            }
+
+            /// Inserts a finding unless an unresolved one holds its dedupe key; `false` then,
+            /// with nothing written. On PostgreSQL an insert that meets a concurrent
+            /// transaction's uncommitted finding with the same key waits for it, so of two
+            /// racing opens exactly one inserts.
+            async fn insert_finding(
+                tx: &mut <$db as sqlx::Database>::Connection,
+                f: &Finding,
+            ) -> Result<bool> {
+                let inserted = sqlx::query(
+                    "INSERT INTO findings (id, kind, nhi_id, dedupe_key, state, severity, score, \
+                     summary, evidence, action, approval_id, occurrences, first_seen, last_seen, \
+                     created_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by, resolution) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     $17, $18, $19, $20) \
+                     ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING",
+                )
+                .bind(&f.id)
+                .bind(&f.kind)
+                .bind(&f.nhi_id)
+                .bind(&f.dedupe_key)
+                .bind(f.state.as_str())
+                .bind(f.severity.as_str())
+                .bind(f.score)
+                .bind(&f.summary)
+                .bind(to_json(&f.evidence))
+                .bind(f.action.as_str())
+                .bind(&f.approval_id)
+                .bind(f.occurrences)
+                .bind(f.first_seen.unix_millis())
+                .bind(f.last_seen.unix_millis())
+                .bind(f.created_at.unix_millis())
+                .bind(f.acknowledged_at.map(Timestamp::unix_millis))
+                .bind(&f.acknowledged_by)
+                .bind(f.resolved_at.map(Timestamp::unix_millis))
+                .bind(&f.resolved_by)
+                .bind(&f.resolution)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                Ok(inserted == 1)
+            }
+
+            /// Folds `repeat` into the unresolved finding holding its dedupe key, locked
+            /// (PostgreSQL) while the merge is worked out in Rust. `None` if there is none: it
+            /// was resolved since the insert collided with it.
+            async fn fold_finding(
+                tx: &mut <$db as sqlx::Database>::Connection,
+                repeat: &Finding,
+            ) -> Result<Option<Finding>> {
+                let lock: &'static str = $lock_row;
+                let sql = format!(
+                    "SELECT {FINDING_COLUMNS} FROM findings \
+                     WHERE dedupe_key = $1 AND resolved_at IS NULL{lock}"
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind(&repeat.dedupe_key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let mut stored = Self::finding_from_row(&row)?;
+                stored.fold(repeat);
+                sqlx::query(
+                    "UPDATE findings SET occurrences = $1, first_seen = $2, last_seen = $3, \
+                     score = $4, severity = $5, evidence = $6 WHERE id = $7",
+                )
+                .bind(stored.occurrences)
+                .bind(stored.first_seen.unix_millis())
+                .bind(stored.last_seen.unix_millis())
+                .bind(stored.score)
+                .bind(stored.severity.as_str())
+                .bind(to_json(&stored.evidence))
+                .bind(&stored.id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(Some(stored))
             }
 
             /// Inserts a credential; a delegated one only while its parent is unrevoked. The
@@ -2450,6 +2583,243 @@ macro_rules! sql_store {
                 q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
                 let rows = q.build().fetch_all(self.reader()).await?;
                 rows.iter().map(Self::delivery_from_row).collect()
+            }
+
+            async fn save_baselines(&self, profiles: &[(String, Vec<u8>, Timestamp)]) -> Result<()> {
+                if profiles.iter().any(|(_, profile, _)| profile.len() > MAX_BASELINE_BYTES) {
+                    return Err(StoreError::Precondition("a behaviour profile is longer than 2 KiB"));
+                }
+                // The last profile for an NHI wins; one statement may not upsert a row twice.
+                // In NHI order, so that two nodes saving at once lock rows in the same order
+                // (PostgreSQL) and cannot deadlock.
+                let mut latest = std::collections::BTreeMap::new();
+                for (nhi_id, profile, at) in profiles {
+                    latest.insert(nhi_id.as_str(), (profile, *at));
+                }
+                if latest.is_empty() {
+                    return Ok(());
+                }
+                let latest: Vec<_> = latest.into_iter().collect();
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                for chunk in latest.chunks(500) {
+                    let mut q = QueryBuilder::<$db>::new("WITH kept(nhi_id, profile, updated_at) AS (");
+                    q.push_values(chunk, |mut row, (nhi_id, (profile, at))| {
+                        row.push_bind(nhi_id.to_string())
+                            .push_bind(profile.to_vec())
+                            .push_bind(at.unix_millis());
+                    });
+                    // Unknown NHIs are left out, as `record_uses` ignores unknown ids: one
+                    // stray id must not cost every other profile of the batch.
+                    q.push(
+                        ") INSERT INTO baselines (nhi_id, profile, updated_at) \
+                         SELECT nhi_id, profile, updated_at FROM kept \
+                         WHERE nhi_id IN (SELECT id FROM nhis) \
+                         ON CONFLICT (nhi_id) DO UPDATE SET profile = excluded.profile, \
+                         updated_at = excluded.updated_at",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn get_baseline(&self, nhi_id: &str) -> Result<Option<(Vec<u8>, Timestamp)>> {
+                let row = sqlx::query("SELECT profile, updated_at FROM baselines WHERE nhi_id = $1")
+                    .bind(nhi_id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|row| Ok((row.try_get("profile")?, ts(row.try_get("updated_at")?)?)))
+                    .transpose()
+            }
+
+            async fn open_finding(
+                &self,
+                finding: &Finding,
+                event: &DomainEvent,
+                deliveries: &[NotificationDelivery],
+            ) -> Result<FindingOpened> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                for _ in 0..OPEN_FINDING_ROUNDS {
+                    if Self::insert_finding(&mut *tx, finding).await? {
+                        Self::append_event(&mut *tx, event).await?;
+                        Self::insert_deliveries(&mut *tx, deliveries).await?;
+                        tx.commit().await?;
+                        slot.finish().await?;
+                        return Ok(FindingOpened::New);
+                    }
+                    if let Some(folded) = Self::fold_finding(&mut *tx, finding).await? {
+                        tx.commit().await?;
+                        slot.finish().await?;
+                        return Ok(FindingOpened::Folded { id: folded.id, occurrences: folded.occurrences });
+                    }
+                }
+                tx.rollback().await?;
+                Err(StoreError::Precondition("the finding's dedupe key kept changing hands"))
+            }
+
+            async fn set_finding_approval(&self, id: &str, approval_id: &str) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let updated = sqlx::query("UPDATE findings SET approval_id = $1 WHERE id = $2")
+                    .bind(approval_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if updated == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                }
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn get_finding(&self, id: &str) -> Result<Option<Finding>> {
+                let sql = format!("SELECT {FINDING_COLUMNS} FROM findings WHERE id = $1");
+                let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+                row.as_ref().map(Self::finding_from_row).transpose()
+            }
+
+            async fn list_findings(&self, filter: &FindingFilter, page: &Page) -> Result<Vec<Finding>> {
+                if filter.team_ids.as_ref().is_some_and(Vec::is_empty) {
+                    return Ok(Vec::new());
+                }
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {FINDING_COLUMNS} FROM findings WHERE 1 = 1"));
+                if let Some(kind) = &filter.kind {
+                    q.push(" AND kind = ").push_bind(kind.clone());
+                }
+                if let Some(nhi_id) = &filter.nhi_id {
+                    q.push(" AND nhi_id = ").push_bind(nhi_id.clone());
+                }
+                if let Some(state) = filter.state {
+                    q.push(" AND state = ").push_bind(state.as_str());
+                }
+                if filter.unresolved_only {
+                    q.push(" AND state IN ('open', 'acknowledged')");
+                }
+                if let Some(teams) = &filter.team_ids {
+                    q.push(" AND nhi_id IN (SELECT id FROM nhis WHERE owner_team_id IN (");
+                    let mut list = q.separated(", ");
+                    for team in teams {
+                        list.push_bind(team.clone());
+                    }
+                    q.push("))");
+                }
+                // Newest first; the cursor is the last finding of the previous page, and the id
+                // orders findings opened in the same millisecond.
+                if let Some(after) = &page.after {
+                    q.push(" AND (created_at, id) < (SELECT created_at, id FROM findings WHERE id = ")
+                        .push_bind(after.clone())
+                        .push(")");
+                }
+                q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(page.limit));
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::finding_from_row).collect()
+            }
+
+            async fn resolve_finding(
+                &self,
+                id: &str,
+                state: FindingState,
+                by: &str,
+                reason: &str,
+                at: Timestamp,
+                event: &DomainEvent,
+            ) -> Result<Option<Finding>> {
+                let query = match state {
+                    FindingState::Open => {
+                        return Err(StoreError::Precondition("a finding cannot be reopened"));
+                    }
+                    FindingState::Acknowledged => sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE findings SET state = $1, acknowledged_at = $2, acknowledged_by = $3 \
+                         WHERE id = $4 AND state = 'open' RETURNING {FINDING_COLUMNS}"
+                    )))
+                    .bind(state.as_str())
+                    .bind(at.unix_millis())
+                    .bind(by.to_owned())
+                    .bind(id.to_owned()),
+                    FindingState::Dismissed | FindingState::Accepted => sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE findings SET state = $1, resolved_at = $2, resolved_by = $3, resolution = $5 \
+                         WHERE id = $4 AND state IN ('open', 'acknowledged') RETURNING {FINDING_COLUMNS}"
+                    )))
+                    .bind(state.as_str())
+                    .bind(at.unix_millis())
+                    .bind(by.to_owned())
+                    .bind(id.to_owned())
+                    .bind(reason.to_owned()),
+                };
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let row = query.fetch_optional(&mut *tx).await?;
+                let Some(row) = row else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let finding = Self::finding_from_row(&row)?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(Some(finding))
+            }
+
+            async fn create_response_policy(&self, policy: &ResponsePolicy, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                sqlx::query(
+                    "INSERT INTO response_policies (id, target_type, target, action, min_severity, \
+                     created_by, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&policy.id)
+                .bind(policy.target.target_type())
+                .bind(policy.target.target_id())
+                .bind(policy.action.as_str())
+                .bind(policy.min_severity.as_str())
+                .bind(&policy.created_by)
+                .bind(policy.created_at.unix_millis())
+                .bind(policy.revoked_at.map(Timestamp::unix_millis))
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn list_response_policies(&self, include_revoked: bool) -> Result<Vec<ResponsePolicy>> {
+                let mut q = QueryBuilder::<$db>::new(format!(
+                    "SELECT {RESPONSE_POLICY_COLUMNS} FROM response_policies WHERE 1 = 1"
+                ));
+                if !include_revoked {
+                    q.push(" AND revoked_at IS NULL");
+                }
+                q.push(" ORDER BY created_at DESC, id DESC LIMIT 1000");
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::response_policy_from_row).collect()
+            }
+
+            async fn revoke_response_policy(&self, id: &str, at: Timestamp, event: &DomainEvent) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let revoked = sqlx::query(
+                    "UPDATE response_policies SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(at.unix_millis())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if revoked == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
             }
         }
     };

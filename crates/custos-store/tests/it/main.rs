@@ -4,4 +4,5 @@
 
 mod support;
 
+mod behaviour;
 mod conformance;
