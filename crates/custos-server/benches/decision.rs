@@ -129,6 +129,7 @@ fn ask(token: &str) -> Question<'_> {
         service: "crm",
         operation: "read",
         resource: "customers/42",
+        context: custos_server::behaviour::CallContext::default(),
     }
 }
 

@@ -20,6 +20,7 @@ use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::behaviour::Response;
 use crate::error::{ApiError, ApiResult};
 use crate::live::{LiveError, Verified};
 use crate::secrets::{fingerprint_of_hash, hashes_equal};
@@ -173,6 +174,8 @@ pub struct Question<'a> {
     pub service: &'a str,
     pub operation: &'a str,
     pub resource: &'a str,
+    /// Where the call came from, as far as the enforcement point says: fed to the baseline.
+    pub context: crate::behaviour::CallContext<'a>,
 }
 
 /// A decision and what the answer tells the enforcement point.
@@ -187,6 +190,8 @@ pub struct Answer {
     /// For `approval_required`: the approval request a reviewer decides; once approved, the
     /// agent collects a credential for exactly this action from the request's task.
     pub approval_id: Option<String>,
+    /// The finding this decision's departure from the NHI's baseline was recorded in.
+    pub finding_id: Option<String>,
 }
 
 impl Answer {
@@ -388,12 +393,70 @@ async fn record(
         credential_id,
         event_id: event.id.clone(),
         approval_id: None,
+        finding_id: None,
     };
+    // The enforcement point's own check is not an action of the agent's.
+    let response = match (&answer.decision.nhi_id, pep) {
+        (Some(nhi), Some(_)) => {
+            crate::behaviour::observe_decision(state, nhi, question, answer.decision.reason, now)
+                .await?
+        }
+        _ => None,
+    };
+    let mut step_up = None;
+    if let Some(response) = &response {
+        answer.finding_id = Some(response.finding().to_owned());
+        event = event.with("finding", response.finding());
+        match response {
+            Response::StepUp { finding } if answer.decision.allowed() => {
+                answer.decision.reason = Reason::ApprovalRequired;
+                event = event.with("reason", Reason::ApprovalRequired.code());
+                step_up = Some(finding.clone());
+            }
+            Response::Suspend { .. } if answer.decision.allowed() => {
+                answer.decision.reason = Reason::Anomaly;
+                event = event.with("reason", Reason::Anomaly.code());
+            }
+            _ => {}
+        }
+        if !answer.decision.allowed() {
+            event = event.with("decision", "deny");
+        }
+    }
     if answer.decision.reason == Reason::ApprovalRequired
         && let Some(nhi) = &answer.decision.nhi_id
     {
-        answer.approval_id =
-            request_approval(state, nhi, question, &answer.decision.policies).await?;
+        answer.approval_id = match &step_up {
+            Some(finding) => {
+                let approval = request_review(
+                    state,
+                    nhi,
+                    (question.service, question.operation, question.resource),
+                    ApprovalKind::Anomaly,
+                    &format!("out of its baseline (finding {finding}); a human must allow it"),
+                    &[],
+                )
+                .await?;
+                if let Some(approval) = &approval {
+                    crate::behaviour::link_approval(state, finding, approval).await?;
+                }
+                approval
+            }
+            None => {
+                request_review(
+                    state,
+                    nhi,
+                    (question.service, question.operation, question.resource),
+                    ApprovalKind::PolicyApproval,
+                    &format!(
+                        "guardrail {} asks a human to approve",
+                        answer.decision.policies.join(", ")
+                    ),
+                    &answer.decision.policies,
+                )
+                .await?
+            }
+        };
         if let Some(approval) = &answer.approval_id {
             event = event.with("approval", approval);
         }
@@ -440,6 +503,7 @@ pub async fn authenticate_pep(state: &AppState, secret: &str) -> ApiResult<Strin
         service: "custos",
         operation: "evaluate",
         resource: "",
+        context: crate::behaviour::CallContext::default(),
     };
     let (decision, credential_id) = decide_unrecorded(state, &question, &hash, now).await?;
     let decision = if decision.allowed() {
@@ -473,22 +537,25 @@ pub async fn authenticate_pep(state: &AppState, secret: &str) -> ApiResult<Strin
     }
 }
 
-/// Opens (once per NHI and action) an approval request for an action a guardrail holds back:
-/// a task for exactly that action, waiting on a reviewer. `None` if the action cannot be put
+/// Opens (once per NHI, action and kind) a request for a human to say yes to one action: a
+/// task for exactly that action, waiting on a reviewer. `None` if the action cannot be put
 /// as a grant (a service or operation name outside the scope grammar).
-async fn request_approval(
+pub(crate) async fn request_review(
     state: &AppState,
     nhi_id: &str,
-    question: &Question<'_>,
+    (service, operation, resource): (&str, &str, &str),
+    kind: ApprovalKind,
+    why: &str,
     policies: &[String],
 ) -> ApiResult<Option<String>> {
-    let resource = (!question.resource.is_empty()).then_some(question.resource);
-    let Ok(grant) = custos_core::Grant::new(question.service, question.operation, resource) else {
+    let resource = (!resource.is_empty()).then_some(resource);
+    let Ok(grant) = custos_core::Grant::new(service, operation, resource) else {
         return Ok(None);
     };
     let grant_text = grant.to_string();
-    // The request opened before, unless it was denied or expired: then the agent may ask anew.
-    if let Some(id) = state.live.approval_for(nhi_id, &grant_text) {
+    let remembered = format!("{}:{grant_text}", kind.as_str());
+    // The request opened before, unless it was denied or expired: then it is asked anew.
+    if let Some(id) = state.live.approval_for(nhi_id, &remembered) {
         let open = state.store.get_approval(&id).await?.is_some_and(|a| {
             !matches!(
                 a.state_at(state.now()),
@@ -508,10 +575,7 @@ async fn request_approval(
     let mut task = custos_core::issuance::Task {
         id: new_id(),
         nhi_id: nhi_id.to_owned(),
-        purpose: format!(
-            "guardrail {} asks a human to approve {grant_text}",
-            policies.join(", ")
-        ),
+        purpose: format!("{grant_text}: {why}"),
         scope,
         ttl_seconds: state.limits.issuance.default_ttl_seconds,
         state: custos_core::issuance::TaskState::PendingApproval,
@@ -525,7 +589,7 @@ async fn request_approval(
         callback_url: None,
     };
     let asked = crate::tasks::Asked {
-        kind: ApprovalKind::PolicyApproval,
+        kind,
         excess: vec![grant_text.clone()],
         policies,
     };
@@ -533,6 +597,6 @@ async fn request_approval(
         crate::tasks::file_for_approval(state, &nhi, &mut task, asked, &requested_by).await?;
     state
         .live
-        .remember_approval(nhi_id, &grant_text, &approval.id);
+        .remember_approval(nhi_id, &remembered, &approval.id);
     Ok(Some(approval.id))
 }

@@ -983,3 +983,100 @@ pub struct HashResponse {
     /// The name the secret has in the trail (`fingerprint` in event details).
     pub fingerprint: String,
 }
+
+// ---- behaviour ----
+
+/// A page of findings, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FindingList {
+    /// Each finding: `id`, `kind`, `nhi_id`, `state`, `severity`, `score`, `summary`,
+    /// `evidence` (`events` with the features that scored, and the `baseline` they departed
+    /// from), `action`, `approval_id`, `occurrences`, `first_seen`, `last_seen`.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<custos_core::finding::Finding>,
+    pub next_cursor: Option<String>,
+}
+
+/// Why a finding is acknowledged, dismissed or accepted. A dismissal needs a reason.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveFinding {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, min_length = 1, max_length = 2000)]
+    pub reason: Option<String>,
+}
+
+/// What to do when an NHI departs from its baseline after probation: `target` is `default`,
+/// `nhi`, `team` or `kind` (with `id` the NHI's id, the team's name or id, or the NHI kind);
+/// `action` is `record`, `alert`, `step_up` or `suspend`; below `min_severity` (default
+/// `low`) a finding is only recorded. The NHI's own policy wins over its team's, over its
+/// kind's, over the default one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewResponsePolicy {
+    #[schema(pattern = "^(default|nhi|team|kind)$")]
+    pub target: String,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, min_length = 1, max_length = 128)]
+    pub id: Option<String>,
+    #[schema(pattern = "^(record|alert|step_up|suspend)$")]
+    pub action: String,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, pattern = "^(low|medium|high)$")]
+    pub min_severity: Option<String>,
+}
+
+/// The response policies, revoked ones included, and the action when none applies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponsePolicyList {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<custos_core::finding::ResponsePolicy>,
+    #[schema(value_type = String)]
+    pub default_action: custos_core::finding::ResponseAction,
+}
+
+/// Events seen in a platform's own logs, for registered NHIs, oldest first.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservationBatch {
+    #[schema(min_items = 1, max_items = 1000)]
+    pub events: Vec<ObservedEvent>,
+}
+
+/// One observed event.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedEvent {
+    pub nhi_id: String,
+    /// RFC 3339.
+    pub at: String,
+    #[schema(min_length = 1, max_length = 128)]
+    pub service: String,
+    #[schema(min_length = 1, max_length = 128)]
+    pub operation: String,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, max_length = 1024)]
+    pub resource: Option<String>,
+    /// `allowed` (default), `denied` or `refused`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, pattern = "^(allowed|denied|refused)$")]
+    pub outcome: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    pub source_ip: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, max_length = 512)]
+    pub user_agent: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, max_length = 64)]
+    pub environment: Option<String>,
+}
+
+/// How many events were fed to baselines, the findings they raised, and the NHI ids that
+/// named no registered NHI (their events were skipped).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObservationsAccepted {
+    pub accepted: usize,
+    pub findings: Vec<String>,
+    pub unknown_nhis: Vec<String>,
+}

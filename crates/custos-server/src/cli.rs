@@ -8,6 +8,8 @@ use comfy_table::Table;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use custos_core::baseline::simulate::SimulationConfig;
+
 use crate::config::{Config, ServeArgs};
 
 #[derive(Parser)]
@@ -91,6 +93,57 @@ enum Command {
         command: ApprovalsCommand,
         #[command(flatten)]
         client: Client,
+    },
+    /// Findings of behaviour baselining and other detectors: list, inspect and resolve them
+    Findings {
+        #[command(subcommand)]
+        command: FindingsCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// What a departure from a baseline after probation brings: record, alert, step_up or
+    /// suspend, for an NHI, a team's NHIs, a kind of NHI, or by default
+    ResponsePolicies {
+        #[command(subcommand)]
+        command: ResponsePoliciesCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Feed events seen in a platform's own logs to the NHIs' baselines (admin): FILE holds
+    /// `{"events": [...]}` or a JSON array of events, oldest first ("-" reads stdin); they are
+    /// posted in order, in batches of at most 1,000 events within the server's body limit
+    Observe {
+        /// Each event: nhi_id, at (RFC 3339), service, operation, and optionally resource,
+        /// outcome (allowed, denied or refused), source_ip, user_agent, environment
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Evaluate behaviour baselining offline: a simulated fleet with injected attacks, scored
+    /// by the detector; prints recall per attack type and false alerts per 1,000 NHI-days
+    Simulate {
+        /// NHIs in the simulated fleet
+        #[arg(long, default_value_t = SimulationConfig::default().nhis)]
+        nhis: usize,
+        /// Days evaluated after the warm-up
+        #[arg(long, default_value_t = SimulationConfig::default().days)]
+        days: u32,
+        /// Days of warm-up before the evaluation
+        #[arg(long, default_value_t = SimulationConfig::default().warmup_days)]
+        warmup_days: u32,
+        /// The share of NHIs attacked once in the evaluated days (0 to 1)
+        #[arg(long, default_value_t = SimulationConfig::default().attack_share)]
+        attack_share: f64,
+        /// The seed of the simulation: the same seed gives the same report
+        #[arg(long, default_value_t = SimulationConfig::default().seed)]
+        seed: u64,
+        /// How to print the report
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Exit non-zero, saying what fell short, unless every attack type's recall is at
+        /// least 0.95 and there is at most one false alert per 1,000 NHI-days
+        #[arg(long)]
+        check: bool,
     },
     /// Notification channels of the review inbox (webhooks, email) and their deliveries
     Notifications {
@@ -247,6 +300,9 @@ enum NhiCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Show what an NHI's behaviour baseline has learnt: probation, what it knows, its
+    /// busiest operations
+    Baseline { id: String },
 }
 
 #[derive(Subcommand)]
@@ -517,6 +573,104 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum FindingsCommand {
+    /// List findings, newest first
+    List {
+        /// Only this NHI's
+        #[arg(long, visible_alias = "nhi-id")]
+        nhi: Option<String>,
+        /// anomaly, credential_stuffing, environment_crossing, interactive_use,
+        /// delegation_fan_out, ...
+        #[arg(long)]
+        kind: Option<String>,
+        /// open, acknowledged, dismissed, accepted, or unresolved (open or acknowledged)
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (1 to 500)
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one finding with its evidence: the events seen and the baseline they departed from
+    #[command(alias = "get")]
+    Show { id: String },
+    /// Acknowledge an open finding: someone is on it
+    #[command(alias = "acknowledge")]
+    Ack {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Dismiss a finding, with the reason: not a problem, and not the new normal either
+    Dismiss {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Accept a finding as the new normal: the events it holds are folded into the NHI's
+    /// baseline, so the same behaviour no longer departs from it
+    Accept {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyTarget {
+    Default,
+    Nhi,
+    Team,
+    Kind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyAction {
+    Record,
+    Alert,
+    #[value(name = "step_up", alias = "step-up")]
+    StepUp,
+    Suspend,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicySeverity {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Subcommand)]
+enum ResponsePoliciesCommand {
+    /// List the response policies in force and the action when none applies (with --all,
+    /// revoked ones too)
+    List {
+        /// Revoked policies too
+        #[arg(long)]
+        all: bool,
+    },
+    /// Set a response policy (admin). The NHI's own policy wins over its team's, over its
+    /// kind's, over the default one
+    Add {
+        /// What the policy is for
+        #[arg(long, value_enum)]
+        target: PolicyTarget,
+        /// The NHI's id, the team's name or id, or the NHI kind (not for the default)
+        #[arg(long, required_if_eq_any = [("target", "nhi"), ("target", "team"), ("target", "kind")])]
+        id: Option<String>,
+        /// What a departure brings
+        #[arg(long, value_enum)]
+        action: PolicyAction,
+        /// Below this severity a finding is only recorded (default low)
+        #[arg(long, value_enum)]
+        min_severity: Option<PolicySeverity>,
+    },
+    /// Revoke a response policy: the next most specific one applies again
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
 enum TaskCommand {
     /// Show a task
     Get { id: String },
@@ -558,6 +712,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential { command, client } => credential(&client, command).await,
         Command::Keys { command, client } => keys(&client, command).await,
         Command::Approvals { command, client } => approvals(&client, command).await,
+        Command::Findings { command, client } => findings(&client, command).await,
+        Command::ResponsePolicies { command, client } => response_policies(&client, command).await,
+        Command::Observe { file, client } => observe(&client, &file).await,
+        Command::Simulate {
+            nhis,
+            days,
+            warmup_days,
+            attack_share,
+            seed,
+            output,
+            check,
+        } => simulate(
+            &SimulationConfig {
+                nhis,
+                days,
+                warmup_days,
+                attack_share,
+                seed,
+            },
+            output,
+            check,
+        ),
         Command::Notifications { command, client } => notifications(&client, command).await,
         Command::Task { command, client } => task(&client, command).await,
         Command::Audit { command, client } => audit(&client, command).await,
@@ -900,7 +1076,75 @@ async fn nhi(client: &Client, command: NhiCommand) -> anyhow::Result<()> {
         }
         NhiCommand::Suspend { id, reason } => status_change(client, &id, "suspend", reason).await,
         NhiCommand::Resume { id, reason } => status_change(client, &id, "resume", reason).await,
+        NhiCommand::Baseline { id } => {
+            let baseline = get(client, &format!("/v1/nhis/{}/baseline", enc(&id))).await?;
+            print_baseline(client, &baseline)
+        }
     }
+}
+
+/// A baseline as a person reads it: where probation stands, how much it knows, and its
+/// busiest operations; `--output json` prints it whole.
+fn print_baseline(client: &Client, baseline: &Value) -> anyhow::Result<()> {
+    if client.output == Output::Json {
+        return print_one(client, baseline, &[]);
+    }
+    let events = format!(
+        "{}{}",
+        cell(&baseline["events"]),
+        match baseline["events_needed"].as_u64() {
+            Some(needed) if needed > 0 => format!(" ({needed} more needed to end probation)"),
+            _ => String::new(),
+        }
+    );
+    let probation = format!(
+        "{} days and {} events; ends at {} at the earliest",
+        cell(&baseline["probation"]["days"]),
+        cell(&baseline["probation"]["events"]),
+        cell(&baseline["probation_ends_at"]),
+    );
+    let hours = baseline["active_hours_of_week"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let refusal_rate = baseline["refusal_rate"]
+        .as_f64()
+        .map(|r| format!("{:.1}%", r * 100.0))
+        .unwrap_or_default();
+    let mut table = Table::new();
+    for (name, value) in [
+        ("nhi_id", cell(&baseline["nhi_id"])),
+        ("status", cell(&baseline["status"])),
+        ("events", events),
+        ("probation", probation),
+        ("started_at", cell(&baseline["started_at"])),
+        ("last_event_at", cell(&baseline["last_event_at"])),
+        ("departures", cell(&baseline["departures"])),
+        ("services", cell(&baseline["services"])),
+        ("operations_known", cell(&baseline["operations_known"])),
+        ("resource_prefixes", cell(&baseline["resource_prefixes"])),
+        ("source_networks", cell(&baseline["source_networks"])),
+        ("user_agents", cell(&baseline["user_agents"])),
+        ("client_classes", cell(&baseline["client_classes"])),
+        ("active_hours_of_week", format!("{hours} of 168")),
+        ("refusal_rate", refusal_rate),
+        ("alert_bits", cell(&baseline["alert_bits"])),
+        ("bytes", cell(&baseline["bytes"])),
+    ] {
+        table.add_row(vec![name.to_owned(), value]);
+    }
+    println!("{table}");
+    let operations = baseline["operations"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if !operations.is_empty() {
+        println!("busiest operations:");
+        print_list(
+            client,
+            operations,
+            &["operation", "events", "hourly_rate", "busiest_hour"],
+        )?;
+    }
+    Ok(())
 }
 
 async fn status_change(
@@ -1456,6 +1700,367 @@ async fn channels(client: &Client, command: ChannelsCommand) -> anyhow::Result<(
             print_one(client, &delivery, DELIVERY_FIELDS)
         }
     }
+}
+
+const FINDING_FIELDS: &[&str] = &[
+    "id",
+    "kind",
+    "nhi_id",
+    "state",
+    "severity",
+    "score",
+    "summary",
+    "action",
+    "approval_id",
+    "occurrences",
+    "first_seen",
+    "last_seen",
+    "created_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "resolved_at",
+    "resolved_by",
+    "resolution",
+];
+
+/// A summary cut to `max` characters, with an ellipsis when cut.
+fn truncated(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((end, _)) if text.chars().count() > max => format!("{}…", &text[..end]),
+        _ => text.to_owned(),
+    }
+}
+
+async fn findings(client: &Client, command: FindingsCommand) -> anyhow::Result<()> {
+    match command {
+        FindingsCommand::List {
+            nhi,
+            kind,
+            state,
+            limit,
+            cursor,
+        } => {
+            let query: Vec<String> = [
+                ("nhi_id", nhi),
+                ("kind", kind),
+                ("state", state),
+                ("limit", limit.map(|l| l.to_string())),
+                ("cursor", cursor),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| Some(format!("{name}={}", enc(&value?))))
+            .collect();
+            let path = if query.is_empty() {
+                "/v1/findings".to_owned()
+            } else {
+                format!("/v1/findings?{}", query.join("&"))
+            };
+            let mut page = get(client, &path).await?;
+            if client.output == Output::Table
+                && let Some(items) = page["items"].as_array_mut()
+            {
+                for item in items {
+                    if let Some(score) = item["score"].as_f64() {
+                        item["score"] = json!(format!("{score:.1}"));
+                    }
+                    if let Some(summary) = item["summary"].as_str() {
+                        item["summary"] = json!(truncated(summary, 60));
+                    }
+                }
+            }
+            print_page(
+                client,
+                &page,
+                &[
+                    "id",
+                    "kind",
+                    "severity",
+                    "state",
+                    "nhi_id",
+                    "score",
+                    "occurrences",
+                    "last_seen",
+                    "summary",
+                ],
+            )
+        }
+        FindingsCommand::Show { id } => {
+            let finding = get(client, &format!("/v1/findings/{}", enc(&id))).await?;
+            print_finding(client, &finding)
+        }
+        FindingsCommand::Ack { id, reason } => {
+            resolve_finding(client, &id, "acknowledge", reason).await
+        }
+        FindingsCommand::Dismiss { id, reason } => {
+            resolve_finding(client, &id, "dismiss", Some(reason)).await
+        }
+        FindingsCommand::Accept { id, reason } => {
+            resolve_finding(client, &id, "accept", reason).await
+        }
+    }
+}
+
+/// A finding's fields, then its evidence as pretty JSON; `--output json` prints it whole.
+fn print_finding(client: &Client, finding: &Value) -> anyhow::Result<()> {
+    print_one(client, finding, FINDING_FIELDS)?;
+    if client.output == Output::Table && !finding["evidence"].is_null() {
+        println!("evidence:");
+        println!("{}", serde_json::to_string_pretty(&finding["evidence"])?);
+    }
+    Ok(())
+}
+
+async fn resolve_finding(
+    client: &Client,
+    id: &str,
+    action: &str,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = reason.map(|r| json!({ "reason": r }));
+    let (_, finding) = request(
+        client,
+        Method::POST,
+        &format!("/v1/findings/{}/{action}", enc(id)),
+        body,
+        &[],
+    )
+    .await?;
+    print_one(client, &finding, FINDING_FIELDS)
+}
+
+const RESPONSE_POLICY_FIELDS: &[&str] = &[
+    "id",
+    "target.type",
+    "target.id",
+    "action",
+    "min_severity",
+    "created_by",
+    "created_at",
+    "revoked_at",
+];
+
+async fn response_policies(
+    client: &Client,
+    command: ResponsePoliciesCommand,
+) -> anyhow::Result<()> {
+    match command {
+        ResponsePoliciesCommand::List { all } => {
+            let mut list = get(client, "/v1/response-policies").await?;
+            if !all && let Some(items) = list["items"].as_array_mut() {
+                items.retain(|policy| policy["revoked_at"].is_null());
+            }
+            print_page(
+                client,
+                &list,
+                &[
+                    "id",
+                    "target.type",
+                    "target.id",
+                    "action",
+                    "min_severity",
+                    "created_at",
+                    "revoked_at",
+                ],
+            )?;
+            if client.output == Output::Table {
+                println!("when no policy applies: {}", cell(&list["default_action"]));
+            }
+            Ok(())
+        }
+        ResponsePoliciesCommand::Add {
+            target,
+            id,
+            action,
+            min_severity,
+        } => {
+            let mut body = json!({
+                "target": match target {
+                    PolicyTarget::Default => "default",
+                    PolicyTarget::Nhi => "nhi",
+                    PolicyTarget::Team => "team",
+                    PolicyTarget::Kind => "kind",
+                },
+                "action": match action {
+                    PolicyAction::Record => "record",
+                    PolicyAction::Alert => "alert",
+                    PolicyAction::StepUp => "step_up",
+                    PolicyAction::Suspend => "suspend",
+                },
+            });
+            if let Some(id) = id {
+                body["id"] = json!(id);
+            }
+            if let Some(severity) = min_severity {
+                body["min_severity"] = json!(match severity {
+                    PolicySeverity::Low => "low",
+                    PolicySeverity::Medium => "medium",
+                    PolicySeverity::High => "high",
+                });
+            }
+            let (_, policy) = request(
+                client,
+                Method::POST,
+                "/v1/response-policies",
+                Some(body),
+                &[],
+            )
+            .await?;
+            print_one(client, &policy, RESPONSE_POLICY_FIELDS)
+        }
+        ResponsePoliciesCommand::Revoke { id } => {
+            let (_, policy) = request(
+                client,
+                Method::POST,
+                &format!("/v1/response-policies/{}/revoke", enc(&id)),
+                None,
+                &[],
+            )
+            .await?;
+            print_one(client, &policy, RESPONSE_POLICY_FIELDS)
+        }
+    }
+}
+
+/// The most events `POST /v1/observations` takes at once.
+const OBSERVATION_BATCH: usize = crate::behaviour::MAX_OBSERVATIONS;
+
+/// Cuts `events` into the batches to post, in order: at most [`OBSERVATION_BATCH`] events and,
+/// serialised, at most the server's body limit each (an event too big even alone is a batch of
+/// its own, for the server to refuse).
+fn observation_batches(events: &[Value]) -> anyhow::Result<Vec<std::ops::Range<usize>>> {
+    // `{"events":[` and `]}`.
+    const ENVELOPE: usize = 13;
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, ENVELOPE);
+    for (i, event) in events.iter().enumerate() {
+        let size = serde_json::to_vec(event)?.len() + 1;
+        if i > start
+            && (i - start == OBSERVATION_BATCH || bytes + size > crate::extract::MAX_BODY_BYTES)
+        {
+            batches.push(start..i);
+            (start, bytes) = (i, ENVELOPE);
+        }
+        bytes += size;
+    }
+    batches.push(start..events.len());
+    Ok(batches)
+}
+
+/// Posts a file of observed events in batches, in order, and prints the totals.
+async fn observe(client: &Client, file: &std::path::Path) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let document: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let events = match document {
+        Value::Array(events) => events,
+        Value::Object(mut map) => match map.remove("events") {
+            Some(Value::Array(events)) => events,
+            _ => bail!(
+                "{}: expected {{\"events\": [...]}} or a JSON array of events",
+                file.display()
+            ),
+        },
+        _ => bail!(
+            "{}: expected {{\"events\": [...]}} or a JSON array of events",
+            file.display()
+        ),
+    };
+    if events.is_empty() {
+        bail!("{}: no events", file.display());
+    }
+    let batches = observation_batches(&events)?;
+    let mut accepted = 0u64;
+    let mut findings: Vec<Value> = Vec::new();
+    let mut unknown: Vec<Value> = Vec::new();
+    for (n, range) in batches.iter().enumerate() {
+        let (_, answer) = request(
+            client,
+            Method::POST,
+            "/v1/observations",
+            Some(json!({ "events": &events[range.clone()] })),
+            &[],
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "batch {} of {} (events {} to {}; {accepted} accepted before it)",
+                n + 1,
+                batches.len(),
+                range.start + 1,
+                range.end,
+            )
+        })?;
+        accepted += answer["accepted"].as_u64().unwrap_or(0);
+        for (all, new) in [
+            (&mut findings, &answer["findings"]),
+            (&mut unknown, &answer["unknown_nhis"]),
+        ] {
+            for item in new.as_array().map_or(&[][..], Vec::as_slice) {
+                if !all.contains(item) {
+                    all.push(item.clone());
+                }
+            }
+        }
+    }
+    let totals = json!({
+        "events": events.len(),
+        "batches": batches.len(),
+        "accepted": accepted,
+        "findings": findings,
+        "unknown_nhis": unknown,
+    });
+    print_one(
+        client,
+        &totals,
+        &["events", "batches", "accepted", "findings", "unknown_nhis"],
+    )
+}
+
+/// Runs the offline simulation of behaviour baselining and prints its report, with how long
+/// it took; with `check`, fails unless the report meets the bars.
+fn simulate(config: &SimulationConfig, output: Output, check: bool) -> anyhow::Result<()> {
+    if config.nhis == 0 {
+        bail!("--nhis: at least 1");
+    }
+    if config.days == 0 {
+        bail!("--days: at least 1");
+    }
+    if !(0.0..=1.0).contains(&config.attack_share) {
+        bail!("--attack-share: between 0 and 1");
+    }
+    let started = std::time::Instant::now();
+    // The warm-up is the probation: the evaluated days start as probation ends.
+    let settings = custos_core::baseline::Settings {
+        probation_days: config.warmup_days,
+        ..custos_core::baseline::Settings::default()
+    };
+    let report = custos_core::baseline::simulate::run(config, &settings);
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = if seconds > 0.0 {
+        report.events as f64 / seconds
+    } else {
+        0.0
+    };
+    match output {
+        Output::Json => {
+            let mut value = serde_json::to_value(&report)?;
+            value["wall_seconds"] = json!(seconds);
+            value["events_per_second"] = json!(rate.round());
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        Output::Table => {
+            print!("{}", report.to_table());
+            println!("took {seconds:.1} s: {} events/s", rate.round() as u64);
+        }
+    }
+    if check && let Err(shortfall) = report.meets_bars() {
+        bail!("the bars are not met: {shortfall}");
+    }
+    Ok(())
 }
 
 const TASK_FIELDS: &[&str] = &[

@@ -35,7 +35,8 @@ pub struct ServeArgs {
     /// task_ttl_default_seconds, task_ttl_max_seconds, max_delegation_depth, audit_origin,
     /// audit_witness_dir, audit_checkpoint_interval_seconds, notify_retry_base_ms,
     /// notify_allowed_hosts, approval_ttl_seconds, high_risk_quorum, escalate_after_seconds,
-    /// separation_of_duties
+    /// separation_of_duties, baseline_probation_days, baseline_probation_events,
+    /// baseline_alert_bits, anomaly_action
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -80,6 +81,10 @@ struct FileConfig {
     high_risk_quorum: Option<u32>,
     escalate_after_seconds: Option<u32>,
     separation_of_duties: Option<bool>,
+    baseline_probation_days: Option<u32>,
+    baseline_probation_events: Option<u64>,
+    baseline_alert_bits: Option<f32>,
+    anomaly_action: Option<String>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -121,6 +126,12 @@ pub struct Config {
     /// Separation of duties: nobody approves a request about an NHI their own team owns, and a
     /// request whose owner team has a fallback team goes to it at once.
     pub separation_of_duties: bool,
+    /// How a behaviour baseline learns (probation by time and volume) and the score, in bits,
+    /// at which an event departs from it.
+    pub baseline: custos_core::baseline::Settings,
+    /// What a departure after probation brings when no response policy names the NHI, its
+    /// team or its kind.
+    pub anomaly_action: custos_core::finding::ResponseAction,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +169,12 @@ pub enum ConfigError {
     Quorum,
     #[error("escalate_after_seconds must be between 60 and 2592000")]
     EscalateAfter,
+    #[error(
+        "baseline settings must satisfy baseline_probation_days <= 365, baseline_probation_events <= 10000000 and 1 <= baseline_alert_bits <= 64"
+    )]
+    Baseline,
+    #[error("anomaly_action must be one of record, alert, step_up, suspend")]
+    AnomalyAction,
 }
 
 impl Config {
@@ -186,6 +203,8 @@ impl Config {
             high_risk_quorum: 2,
             escalate_after_seconds: 3600,
             separation_of_duties: false,
+            baseline: custos_core::baseline::Settings::default(),
+            anomaly_action: custos_core::finding::ResponseAction::Alert,
         }
     }
 
@@ -297,6 +316,28 @@ impl Config {
         let separation_of_duties = file
             .separation_of_duties
             .unwrap_or(defaults.separation_of_duties);
+        let baseline = custos_core::baseline::Settings {
+            probation_days: file
+                .baseline_probation_days
+                .unwrap_or(defaults.baseline.probation_days),
+            probation_events: file
+                .baseline_probation_events
+                .unwrap_or(defaults.baseline.probation_events),
+            alert_bits: file
+                .baseline_alert_bits
+                .unwrap_or(defaults.baseline.alert_bits),
+        };
+        if baseline.probation_days > 365
+            || baseline.probation_events > 10_000_000
+            || !(1.0..=64.0).contains(&baseline.alert_bits)
+        {
+            return Err(ConfigError::Baseline);
+        }
+        let anomaly_action = match &file.anomaly_action {
+            None => defaults.anomaly_action,
+            Some(text) => custos_core::finding::ResponseAction::parse(text)
+                .ok_or(ConfigError::AnomalyAction)?,
+        };
         Ok(Self {
             listen,
             data_dir: args
@@ -330,6 +371,8 @@ impl Config {
             high_risk_quorum,
             escalate_after_seconds,
             separation_of_duties,
+            baseline,
+            anomaly_action,
         })
     }
 

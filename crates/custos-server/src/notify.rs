@@ -901,6 +901,111 @@ async fn render_for_channels(
         .collect())
 }
 
+/// The notifications of a new finding about `nhi`, one per enabled channel of its owner team
+/// (and per channel for every team), rendered for each channel's kind and format. A failure
+/// to read the channels is logged and queues nothing: the finding itself is still recorded.
+pub(crate) async fn announce_finding(
+    state: &AppState,
+    finding: &custos_core::finding::Finding,
+    nhi: &custos_core::Nhi,
+) -> Vec<NotificationDelivery> {
+    let rendered: Result<Vec<NotificationDelivery>, StoreError> = async {
+        let channels: Vec<_> = state
+            .store
+            .list_notification_channels()
+            .await?
+            .into_iter()
+            .filter(|c| c.disabled_at.is_none())
+            .filter(|c| c.team_id.is_none() || c.team_id.as_deref() == Some(&nhi.owner.team_id))
+            .collect();
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let team_name = state
+            .store
+            .get_team(&nhi.owner.team_id)
+            .await?
+            .map(|t| t.name)
+            .unwrap_or_default();
+        let link = format!("{}/ui/nhis/{}", state.issuer, nhi.id);
+        Ok(channels
+            .iter()
+            .map(|channel| {
+                let id = new_id();
+                let payload = render_finding(channel, &id, finding, nhi, &team_name, &link);
+                queued(
+                    state,
+                    channel,
+                    format!("finding:{}", finding.id),
+                    payload,
+                    id,
+                )
+            })
+            .collect())
+    }
+    .await;
+    rendered.unwrap_or_else(|error| {
+        tracing::error!(finding = %finding.id, %error, "could not render the notifications of a finding");
+        Vec::new()
+    })
+}
+
+fn render_finding(
+    channel: &NotificationChannel,
+    delivery_id: &str,
+    finding: &custos_core::finding::Finding,
+    nhi: &custos_core::Nhi,
+    team_name: &str,
+    link: &str,
+) -> String {
+    let headline = format!(
+        "{} finding ({}) about {}: {}",
+        finding.severity, finding.kind, nhi.name, finding.summary
+    );
+    match (kind_of(channel), channel.format.as_str()) {
+        (ChannelKind::Email, _) => {
+            let subject = format!("Custos: {} finding about {}", finding.severity, plain(&nhi.name));
+            let lines = vec![
+                ("NHI", format!("{} ({})", nhi.name, nhi.id)),
+                ("Owner team", team_name.to_owned()),
+                ("Kind", finding.kind.clone()),
+                ("Severity", finding.severity.to_string()),
+                ("Score", format!("{:.1} bits", finding.score)),
+                ("Response", finding.action.to_string()),
+                ("Finding", finding.id.clone()),
+            ];
+            email_payload(subject, &headline, &lines, ("The NHI", link))
+        }
+        (ChannelKind::Webhook, "slack") => json!({
+            "text": format!("{}: {link}", slack_escape(&headline)),
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", truncate(&slack_escape(&headline), 2900))}},
+                {"type": "actions", "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Open"}, "url": link}
+                ]},
+            ],
+        })
+        .to_string(),
+        (ChannelKind::Webhook, _) => json!({
+            "type": "finding.opened",
+            "id": delivery_id,
+            "finding": {
+                "id": finding.id,
+                "kind": finding.kind,
+                "severity": finding.severity,
+                "score": finding.score,
+                "summary": finding.summary,
+                "action": finding.action,
+                "evidence": finding.evidence,
+                "first_seen": finding.first_seen,
+            },
+            "nhi": {"id": nhi.id, "name": nhi.name, "team": team_name},
+            "link": link,
+        })
+        .to_string(),
+    }
+}
+
 /// The `typ` of the JWS that signs a task callback.
 pub const CALLBACK_TYP: &str = "custos-callback+jws";
 

@@ -755,6 +755,13 @@ async fn token_exchange(
             custos_store::StoreError::Precondition(why) => OAuthError::new("invalid_grant", why),
             other => other.into(),
         })?;
+    // The delegating NHI's profile counts the NHIs it hands work to: a sudden fan-out is a
+    // named detection. A failure here is logged, never a refused exchange.
+    if let Err(error) =
+        crate::behaviour::observe_delegation(state, &parent.nhi.id, &child.id, now).await
+    {
+        tracing::warn!(nhi = %parent.nhi.id, error = %error.detail, "cannot feed a delegation to the baseline");
+    }
     let mut answer = token_response(&token, &credential, now);
     answer["issued_token_type"] = json!(ACCESS_TOKEN_TYPE);
     Ok(answer)

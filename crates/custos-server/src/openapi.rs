@@ -32,6 +32,7 @@ use crate::service::Limits;
         (name = "nhis", description = "The inventory of non-human identities"),
         (name = "credentials", description = "Static keys"),
         (name = "audit", description = "The event trail"),
+        (name = "behaviour", description = "Behaviour baselines, findings and what departures bring"),
     )
 )]
 struct Base;

@@ -41,6 +41,10 @@ impl RunningServer {
         // Requests have drained: write their decisions, seal and checkpoint what they wrote,
         // then stop the sealer.
         self.state.decisions.flush(Duration::from_secs(10)).await;
+        self.state
+            .behaviour
+            .flush(self.state.store.as_ref(), self.state.now())
+            .await;
         self.notifier.abort();
         self.sealer.abort();
         if let Err(error) = self
@@ -160,8 +164,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         task_updates: Arc::new(tokio::sync::Notify::new()),
         audit: Arc::new(audit),
         notify: Arc::new(crate::notify::Settings::from_config(&config)),
+        behaviour: Arc::new(crate::behaviour::Behaviour::new(
+            config.baseline.clone(),
+            config.anomaly_action,
+        )),
     };
     bootstrap(&state, &config).await?;
+    state
+        .behaviour
+        .load_policies(state.store.as_ref())
+        .await
+        .context("cannot load the anomaly response policies")?;
+    tokio::spawn(crate::behaviour::run_flusher(state.clone()));
     tokio::spawn(sweep_live_state(state.clone()));
     tokio::spawn(expire_approval_requests(state.clone()));
     if state.store.backend() == "postgres" {

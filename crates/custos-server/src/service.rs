@@ -90,6 +90,8 @@ pub struct AppState {
     pub decisions: crate::access::DecisionLog,
     /// Notification settings: retry backoff, the hosts channels may send to.
     pub notify: Arc<crate::notify::Settings>,
+    /// Every NHI's behaviour profile, and the response policies for departures.
+    pub behaviour: Arc<crate::behaviour::Behaviour>,
 }
 
 pub fn new_id() -> String {

@@ -1052,6 +1052,11 @@ pub async fn decide(
         ));
     }
     match decided.state {
+        // Nothing is issued for a resumption: the NHI is resumed once the decision is kept.
+        ApprovalState::Approved if approval.kind == ApprovalKind::Resume => {
+            task.state = TaskState::Ended;
+            task.ended_at = Some(now);
+        }
         ApprovalState::Approved => {
             issuance::ensure_usable(&nhi, now)?;
             let ttl = decided
@@ -1099,6 +1104,17 @@ pub async fn decide(
             other => other.into(),
         })?;
     state.task_updates.notify_waiters();
+    if decided.state == ApprovalState::Approved {
+        match approval.kind {
+            ApprovalKind::Resume => {
+                crate::behaviour::resume_after_review(state, &nhi.id, &approval.id, who).await?;
+            }
+            ApprovalKind::Anomaly => {
+                crate::behaviour::approved(state, &approval.id, &nhi.id, who).await;
+            }
+            ApprovalKind::ScopeEscalation | ApprovalKind::PolicyApproval => {}
+        }
+    }
     Ok(approval_view(decided, votes, now))
 }
 

@@ -2,8 +2,10 @@
 //! the PDP metadata. The caller is an enforcement point, authenticated by its own credential
 //! holding `custos:evaluate`; the agent's credential travels as `subject.properties.token`,
 //! the operation as `action.name`, the service as `resource.type` and the resource as
-//! `resource.id`. The request `context` and `action.properties` are accepted and not read:
-//! the decision rests on Custos's own live state, not on what the caller asserts.
+//! `resource.id`. The decision rests on Custos's own live state, not on what the caller
+//! asserts: `action.properties` is accepted and not read, and of the request `context` only
+//! `source_ip`, `user_agent` and `environment` are read, as facts about the call that the
+//! NHI's behaviour baseline learns from and scores.
 
 use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, State};
@@ -13,6 +15,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::access::{self, Answer, Question};
+use crate::behaviour::CallContext;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::service::AppState;
@@ -71,6 +74,8 @@ pub struct EvaluationRequest {
     pub subject: Entity,
     pub action: ActionEntity,
     pub resource: Entity,
+    /// The call's circumstances: `source_ip`, `user_agent`, `environment` are read.
+    pub context: Option<Map<String, Value>>,
 }
 
 /// One item of a batch; what it leaves out comes from the request's defaults (AuthZEN §7.1.1).
@@ -79,6 +84,7 @@ pub struct EvaluationItem {
     pub subject: Option<Entity>,
     pub action: Option<ActionEntity>,
     pub resource: Option<Entity>,
+    pub context: Option<Map<String, Value>>,
 }
 
 /// How a batch is worked through (AuthZEN §7.1.2).
@@ -103,6 +109,7 @@ pub struct EvaluationsRequest {
     pub subject: Option<Entity>,
     pub action: Option<ActionEntity>,
     pub resource: Option<Entity>,
+    pub context: Option<Map<String, Value>>,
     #[serde(default)]
     pub evaluations: Option<Vec<EvaluationItem>>,
     #[serde(default)]
@@ -117,6 +124,7 @@ fn question<'a>(
     subject: &'a Entity,
     action: &'a ActionEntity,
     resource: &'a Entity,
+    context: Option<&'a Map<String, Value>>,
 ) -> Result<Question<'a>, Malformed> {
     let token = subject
         .properties
@@ -140,6 +148,36 @@ fn question<'a>(
         service: &resource.kind,
         operation: &action.name,
         resource: &resource.id,
+        context: call_context(context)?,
+    })
+}
+
+/// The facts about the call that the request `context` may carry, each optional but checked
+/// when present.
+fn call_context(context: Option<&Map<String, Value>>) -> Result<CallContext<'_>, Malformed> {
+    let Some(context) = context else {
+        return Ok(CallContext::default());
+    };
+    let text = |name: &str| -> Result<Option<&str>, Malformed> {
+        match context.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 512 => Ok(Some(s.as_str())),
+            Some(_) => Err(Malformed(format!(
+                "context.{name} must be a string of 1 to 512 bytes"
+            ))),
+        }
+    };
+    let source =
+        match text("source_ip")? {
+            None => None,
+            Some(ip) => Some(ip.parse().map_err(|_| {
+                Malformed("context.source_ip must be an IPv4 or IPv6 address".into())
+            })?),
+        };
+    Ok(CallContext {
+        source,
+        user_agent: text("user_agent")?,
+        environment: text("environment")?,
     })
 }
 
@@ -160,6 +198,9 @@ fn answer_json(answer: &Answer) -> Value {
     }
     if let Some(approval) = &answer.approval_id {
         context.insert("approval_id".into(), json!(approval));
+    }
+    if let Some(finding) = &answer.finding_id {
+        context.insert("finding_id".into(), json!(finding));
     }
     json!({ "decision": answer.allowed(), "context": context })
 }
@@ -185,8 +226,13 @@ pub async fn evaluation(
     Pep(pep): Pep,
     AuthzenJson(request): AuthzenJson<EvaluationRequest>,
 ) -> ApiResult<Json<Value>> {
-    let question = question(&request.subject, &request.action, &request.resource)
-        .map_err(|Malformed(m)| ApiError::bad_request("invalid_request", m))?;
+    let question = question(
+        &request.subject,
+        &request.action,
+        &request.resource,
+        request.context.as_ref(),
+    )
+    .map_err(|Malformed(m)| ApiError::bad_request("invalid_request", m))?;
     let answer = access::check(&state, &pep, &question).await?;
     Ok(Json(answer_json(&answer)))
 }
@@ -216,7 +262,7 @@ pub async fn evaluations(
                     "without evaluations, subject, action and resource are all required",
                 ));
             };
-            let question = question(subject, action, resource)
+            let question = question(subject, action, resource, request.context.as_ref())
                 .map_err(|Malformed(m)| ApiError::bad_request("invalid_request", m))?;
             let answer = access::check(&state, &pep, &question).await?;
             return Ok(Json(answer_json(&answer)));
@@ -238,9 +284,10 @@ pub async fn evaluations(
         let subject = item.subject.as_ref().or(request.subject.as_ref());
         let action = item.action.as_ref().or(request.action.as_ref());
         let resource = item.resource.as_ref().or(request.resource.as_ref());
+        let context = item.context.as_ref().or(request.context.as_ref());
         let allowed = match (subject, action, resource) {
             (Some(subject), Some(action), Some(resource)) => {
-                match question(subject, action, resource) {
+                match question(subject, action, resource, context) {
                     Ok(question) => {
                         let answer = access::check(&state, &pep, &question).await?;
                         results.push(answer_json(&answer));

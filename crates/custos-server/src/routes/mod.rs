@@ -2,6 +2,7 @@
 
 mod access;
 mod audit;
+mod behaviour;
 mod inventory;
 mod notifications;
 mod oauth;
@@ -61,6 +62,18 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tasks::decide_batch))
         .routes(routes!(tasks::create_rule, tasks::list_rules))
         .routes(routes!(tasks::revoke_rule))
+        .routes(routes!(behaviour::baseline))
+        .routes(routes!(behaviour::list_findings))
+        .routes(routes!(behaviour::get_finding))
+        .routes(routes!(behaviour::acknowledge_finding))
+        .routes(routes!(behaviour::dismiss_finding))
+        .routes(routes!(behaviour::accept_finding))
+        .routes(routes!(
+            behaviour::create_response_policy,
+            behaviour::list_response_policies
+        ))
+        .routes(routes!(behaviour::revoke_response_policy))
+        .routes(routes!(behaviour::observe))
         .routes(routes!(oauth::metadata))
         .routes(routes!(oauth::jwks))
         .routes(routes!(oauth::token))

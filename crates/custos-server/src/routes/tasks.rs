@@ -100,7 +100,7 @@ pub struct ApprovalListParams {
     state: Option<String>,
     nhi_id: Option<String>,
     /// `scope_escalation` or `policy_approval`.
-    #[param(pattern = "^(scope_escalation|policy_approval)$")]
+    #[param(pattern = "^(scope_escalation|policy_approval|anomaly|resume)$")]
     kind: Option<String>,
     /// `low`, `medium` or `high`.
     #[param(pattern = "^(low|medium|high)$")]
@@ -132,8 +132,12 @@ pub async fn list_approvals(
         kind: query
             .one("kind")?
             .map(|s| {
-                ApprovalKind::parse(s)
-                    .ok_or_else(|| invalid("kind", "must be scope_escalation or policy_approval"))
+                ApprovalKind::parse(s).ok_or_else(|| {
+                    invalid(
+                        "kind",
+                        "must be scope_escalation, policy_approval, anomaly or resume",
+                    )
+                })
             })
             .transpose()?,
         risk: query

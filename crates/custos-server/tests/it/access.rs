@@ -287,6 +287,46 @@ async fn every_route_checks_every_caller(backend: Backend) {
         ),
         row(
             M::GET,
+            "/v1/nhis/{nhi}/baseline",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(M::GET, "/v1/findings", None, [401, 200, 200, 200, 401, 403]),
+        row(
+            M::GET,
+            "/v1/findings/no-such-finding",
+            None,
+            [401, 404, 404, 404, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/findings/no-such-finding/acknowledge",
+            Some(empty),
+            [401, 404, 404, 404, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/response-policies",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/response-policies",
+            Some(|_| json!({"target": "kind", "id": "workload", "action": "record"})),
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/observations",
+            Some(|_| {
+                json!({"events": [{"nhi_id": "no-such-nhi", "at": "2026-11-29T10:00:00Z",
+                    "service": "crm", "operation": "read"}]})
+            }),
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
             "/v1/notifications/channels",
             None,
             [401, 200, 403, 200, 401, 403],

@@ -5,7 +5,9 @@ mod support;
 
 mod access;
 mod audit;
+mod behaviour;
 mod cli;
+mod cli_behaviour;
 mod decisions;
 mod enforce;
 mod inbox;

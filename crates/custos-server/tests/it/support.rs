@@ -240,6 +240,19 @@ impl TestServer {
         .await
     }
 
+    /// Stops the server (as at a shutdown: everything pending is written) and starts another
+    /// on the same store and data directory, with the configuration `adjust` makes.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap();
+        }
+        let mut config = test_config(self._data_dir.path(), self.database_url.clone());
+        adjust(&mut config);
+        let server = start(config).await.unwrap();
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await.unwrap();
