@@ -148,8 +148,11 @@ impl Behaviour {
         }
     }
 
-    /// Writes the changed profiles.
+    /// Writes the changed profiles, and forgets the findings throttle's entries that have
+    /// served their time (it would otherwise keep one entry per NHI and day forever).
     pub async fn flush(&self, store: &dyn Store, now: Timestamp) {
+        self.recent
+            .retain(|_, (_, at)| now.unix_millis() - at.unix_millis() < FOLD_WRITE_INTERVAL_MS);
         let ids: Vec<String> = self.dirty.iter().map(|e| e.key().clone()).collect();
         if ids.is_empty() {
             return;
