@@ -360,22 +360,29 @@ fn init_logging(config: &Config) {
     };
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate.recv() => {}
-    }
+/// Waits for SIGINT or SIGTERM. The handlers are installed when this is called, not when it
+/// is first awaited.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 /// `custos serve`: runs until SIGINT or SIGTERM, then drains and exits.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    // Before the server answers: a SIGTERM that comes as soon as it is ready (a supervisor, a
+    // script) must drain it, not kill it by the signal's default action.
+    let stopping = shutdown_signal().context("installing the SIGINT and SIGTERM handlers")?;
     let server = start(config).await?;
     println!("custos: listening on http://{}", server.addr);
-    shutdown_signal().await;
+    stopping.await;
     tracing::info!("shutting down: finishing requests in flight");
     server.stop().await
 }
