@@ -72,6 +72,17 @@ string_enum!(
 /// space.
 pub const EVIDENCE_EVENTS_KEPT: usize = 10;
 
+/// The key under which an NHI's behaviour departures fold into one finding: one per NHI,
+/// finding kind and UTC day. A day's departures make one finding (its evidence keeps how they
+/// started and how they look now), and a new day's open a new one, so that a finding left open
+/// does not silence the alerts of a later attack. Keyed by the feature that scored most
+/// instead, one burst would scatter into several findings as its features' weights shift.
+/// The server and the evaluation harness both count findings by this key.
+pub fn departure_key(kind: &str, nhi_id: &str, at: Timestamp) -> String {
+    let day = at.unix_millis().div_euclid(86_400_000);
+    format!("{kind}:{nhi_id}:{day}")
+}
+
 /// Something the server noticed, with its evidence and what was done about it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
@@ -224,6 +235,8 @@ pub struct FindingFilter {
     /// approval requests. Findings about no NHI are outside every team's view. An empty list
     /// matches nothing.
     pub team_ids: Option<Vec<String>>,
+    /// Only findings whose response opened this approval request.
+    pub approval_id: Option<String>,
 }
 
 #[cfg(test)]

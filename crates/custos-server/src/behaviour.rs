@@ -50,8 +50,16 @@ pub struct Behaviour {
     dirty: DashMap<String, ()>,
     /// Active response policies, read from the store at start and after every change.
     policies: RwLock<Arc<Vec<ResponsePolicy>>>,
-    /// The finding last written per key, and when: see [`FOLD_WRITE_INTERVAL_MS`].
-    recent: DashMap<String, (String, Timestamp)>,
+    /// The finding last written per key: see [`FOLD_WRITE_INTERVAL_MS`].
+    recent: DashMap<String, Recent>,
+}
+
+/// A finding written moments ago, with the NHI it is about as it was then, so that the
+/// departures folding into it are answered without reading the NHI from the store again.
+struct Recent {
+    finding: String,
+    at: Timestamp,
+    nhi: Arc<Nhi>,
 }
 
 impl Behaviour {
@@ -151,8 +159,9 @@ impl Behaviour {
     /// Writes the changed profiles, and forgets the findings throttle's entries that have
     /// served their time (it would otherwise keep one entry per NHI and day forever).
     pub async fn flush(&self, store: &dyn Store, now: Timestamp) {
-        self.recent
-            .retain(|_, (_, at)| now.unix_millis() - at.unix_millis() < FOLD_WRITE_INTERVAL_MS);
+        self.recent.retain(|_, recent| {
+            now.unix_millis() - recent.at.unix_millis() < FOLD_WRITE_INTERVAL_MS
+        });
         let ids: Vec<String> = self.dirty.iter().map(|e| e.key().clone()).collect();
         if ids.is_empty() {
             return;
@@ -286,14 +295,21 @@ async fn observe(
     enforceable: bool,
 ) -> ApiResult<Option<Response>> {
     let behaviour = &state.behaviour;
-    if !behaviour
-        .ensure_loaded(state.store.as_ref(), nhi_id, event.at)
-        .await?
-    {
-        return Ok(None);
-    }
-    let Some(assessment) = behaviour.observe(nhi_id, event) else {
-        return Ok(None);
+    // A warm profile is scored with one map lookup; a cold one is read or made first.
+    let assessment = match behaviour.observe(nhi_id, event) {
+        Some(assessment) => assessment,
+        None => {
+            if !behaviour
+                .ensure_loaded(state.store.as_ref(), nhi_id, event.at)
+                .await?
+            {
+                return Ok(None);
+            }
+            let Some(assessment) = behaviour.observe(nhi_id, event) else {
+                return Ok(None);
+            };
+            assessment
+        }
     };
     if !assessment.out_of_baseline {
         return Ok(None);
@@ -301,16 +317,6 @@ async fn observe(
     raise(state, nhi_id, event, &assessment, enforceable)
         .await
         .map(Some)
-}
-
-/// One unresolved finding per NHI, kind and UTC day: an NHI's departures of a day fold into
-/// one finding (keeping the first and the latest events as evidence), and a new day's open a
-/// new one, so that a finding left open does not silence the alerts of a later attack. Keyed
-/// by the feature that scored most instead, one burst would scatter into several findings as
-/// its features' weights shift.
-fn dedupe_key(nhi_id: &str, assessment: &Assessment, at: Timestamp) -> String {
-    let day = at.unix_millis().div_euclid(86_400_000);
-    format!("{}:{nhi_id}:{day}", assessment.finding_kind())
 }
 
 fn severity_of(assessment: &Assessment, alert_bits: f32) -> Severity {
@@ -415,21 +421,22 @@ async fn raise(
     enforceable: bool,
 ) -> ApiResult<Response> {
     let behaviour = &state.behaviour;
-    let key = dedupe_key(nhi_id, assessment, event.at);
+    let key = custos_core::finding::departure_key(assessment.finding_kind(), nhi_id, event.at);
     let now = event.at;
     // A repeat of a finding written moments ago is folded in memory; its response stands.
     if let Some(recent) = behaviour.recent.get(&key)
-        && now.unix_millis() - recent.1.unix_millis() < FOLD_WRITE_INTERVAL_MS
+        && now.unix_millis() - recent.at.unix_millis() < FOLD_WRITE_INTERVAL_MS
     {
-        let finding = recent.0.clone();
+        let (finding, nhi) = (recent.finding.clone(), recent.nhi.clone());
         drop(recent);
-        return respond_again(state, nhi_id, event, assessment, finding, enforceable).await;
+        return Ok(respond_again(state, &nhi, assessment, finding, enforceable));
     }
     let Some(nhi) = state.store.get_nhi(nhi_id).await? else {
         return Ok(Response::Recorded {
             finding: String::new(),
         });
     };
+    let nhi = Arc::new(nhi);
     let severity = severity_of(assessment, behaviour.settings.alert_bits);
     let action = if assessment.in_probation {
         ResponseAction::Record
@@ -440,7 +447,7 @@ async fn raise(
         .profiles
         .get(nhi_id)
         .map(|p| p.summary(now, &behaviour.settings));
-    let mut finding = Finding {
+    let finding = Finding {
         id: new_id(),
         kind: assessment.finding_kind().to_owned(),
         nhi_id: Some(nhi_id.to_owned()),
@@ -490,12 +497,25 @@ async fn raise(
     {
         FindingOpened::New => finding.id.clone(),
         FindingOpened::Folded { id, .. } => {
-            finding.id = id.clone();
-            behaviour.recent.insert(key, (id.clone(), now));
-            return respond_again(state, nhi_id, event, assessment, id, enforceable).await;
+            behaviour.recent.insert(
+                key,
+                Recent {
+                    finding: id.clone(),
+                    at: now,
+                    nhi: nhi.clone(),
+                },
+            );
+            return Ok(respond_again(state, &nhi, assessment, id, enforceable));
         }
     };
-    behaviour.recent.insert(key, (id.clone(), now));
+    behaviour.recent.insert(
+        key,
+        Recent {
+            finding: id.clone(),
+            at: now,
+            nhi: nhi.clone(),
+        },
+    );
     if !enforceable {
         return Ok(Response::Recorded { finding: id });
     }
@@ -512,24 +532,20 @@ async fn raise(
 /// The response to a departure that folds into a finding already open: a step-up finding
 /// steps this action up too (the next out-of-baseline action asks a human, not only the
 /// first); anything else is recorded.
-async fn respond_again(
+fn respond_again(
     state: &AppState,
-    nhi_id: &str,
-    _event: &Observation<'_>,
+    nhi: &Nhi,
     assessment: &Assessment,
     finding: String,
     enforceable: bool,
-) -> ApiResult<Response> {
+) -> Response {
     if !enforceable || assessment.in_probation {
-        return Ok(Response::Recorded { finding });
+        return Response::Recorded { finding };
     }
-    let Some(nhi) = state.store.get_nhi(nhi_id).await? else {
-        return Ok(Response::Recorded { finding });
-    };
     let severity = severity_of(assessment, state.behaviour.settings.alert_bits);
-    match state.behaviour.action_for(&nhi, severity) {
-        ResponseAction::StepUp => Ok(Response::StepUp { finding }),
-        _ => Ok(Response::Recorded { finding }),
+    match state.behaviour.action_for(nhi, severity) {
+        ResponseAction::StepUp => Response::StepUp { finding },
+        _ => Response::Recorded { finding },
     }
 }
 
@@ -711,6 +727,7 @@ pub async fn list_findings(
                 state: query.state,
                 unresolved_only: query.unresolved,
                 team_ids,
+                approval_id: None,
             },
             &Page {
                 after: page.after,
@@ -760,13 +777,15 @@ pub async fn resolve_finding(
     input: ResolveFinding,
 ) -> ApiResult<Finding> {
     let finding = visible_finding(state, who, id).await?;
-    let operator = match &finding.nhi_id {
+    match &finding.nhi_id {
         Some(nhi_id) => {
             let nhi = crate::service::visible_nhi(state, who, nhi_id).await?;
-            who.require_admin_or_reviewer_of(&nhi.owner.team_id)?
+            who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
         }
-        None => who.require(&[Role::Admin])?,
-    };
+        None => {
+            who.require(&[Role::Admin])?;
+        }
+    }
     let mut errors = custos_core::validate::ValidationErrors::default();
     match &input.reason {
         Some(reason) => custos_core::validate::text(&mut errors, "reason", reason, 2000),
@@ -789,7 +808,6 @@ pub async fn resolve_finding(
         }
     };
     let by = who.actor().to_string();
-    let _ = operator;
     let event = state
         .event(kind, who.actor(), format!("finding:{}", finding.id))
         .with("reason", &reason);
@@ -876,11 +894,10 @@ pub async fn approved(state: &AppState, approval_id: &str, nhi_id: &str, by: &Pr
             .store
             .list_findings(
                 &FindingFilter {
-                    kind: None,
                     nhi_id: Some(nhi_id.to_owned()),
-                    state: None,
                     unresolved_only: true,
-                    team_ids: None,
+                    approval_id: Some(approval_id.to_owned()),
+                    ..Default::default()
                 },
                 &Page {
                     after: None,
@@ -888,10 +905,7 @@ pub async fn approved(state: &AppState, approval_id: &str, nhi_id: &str, by: &Pr
                 },
             )
             .await?;
-        for finding in findings
-            .into_iter()
-            .filter(|f| f.approval_id.as_deref() == Some(approval_id))
-        {
+        for finding in findings {
             let event = state
                 .event(
                     EventKind::FindingAccepted,

@@ -846,25 +846,20 @@ async fn render_for_channels(
     approval: &Approval,
     what: Happened<'_>,
 ) -> Result<Vec<NotificationDelivery>, StoreError> {
-    let channels: Vec<_> = state
-        .store
-        .list_notification_channels()
-        .await?
-        .into_iter()
-        .filter(|c| c.disabled_at.is_none())
-        .collect();
-    if channels.is_empty() {
-        return Ok(Vec::new());
-    }
     let nhi = state.store.get_nhi(&approval.nhi_id).await?;
     let team_id = nhi.as_ref().map(|n| n.owner.team_id.clone());
-    let team_name = match &team_id {
-        Some(id) => state.store.get_team(id).await?.map(|t| t.name),
-        None => None,
-    };
     let to_team = match what {
         Happened::Escalated { to_team, .. } => Some(to_team),
         _ => None,
+    };
+    let teams: Vec<&str> = team_id.as_deref().into_iter().chain(to_team).collect();
+    let channels = channels_hearing(state, &teams).await?;
+    if channels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let team_name = match &team_id {
+        Some(id) => state.store.get_team(id).await?.map(|t| t.name),
+        None => None,
     };
     let to_team_name = match to_team {
         Some(id) => state.store.get_team(id).await?.map(|t| t.name),
@@ -879,11 +874,6 @@ async fn render_for_channels(
     };
     Ok(channels
         .iter()
-        .filter(|c| {
-            c.team_id.is_none()
-                || c.team_id == team_id
-                || (to_team.is_some() && c.team_id.as_deref() == to_team)
-        })
         .map(|channel| {
             let id = new_id();
             let payload = match what {
@@ -901,6 +891,26 @@ async fn render_for_channels(
         .collect())
 }
 
+/// The enabled channels that hear about the business of `teams`: the channels of every team
+/// (those without one), and the channels of the teams named.
+async fn channels_hearing(
+    state: &AppState,
+    teams: &[&str],
+) -> Result<Vec<NotificationChannel>, StoreError> {
+    Ok(state
+        .store
+        .list_notification_channels()
+        .await?
+        .into_iter()
+        .filter(|c| c.disabled_at.is_none())
+        .filter(|c| {
+            c.team_id
+                .as_deref()
+                .is_none_or(|team| teams.contains(&team))
+        })
+        .collect())
+}
+
 /// The notifications of a new finding about `nhi`, one per enabled channel of its owner team
 /// (and per channel for every team), rendered for each channel's kind and format. A failure
 /// to read the channels is logged and queues nothing: the finding itself is still recorded.
@@ -910,14 +920,7 @@ pub(crate) async fn announce_finding(
     nhi: &custos_core::Nhi,
 ) -> Vec<NotificationDelivery> {
     let rendered: Result<Vec<NotificationDelivery>, StoreError> = async {
-        let channels: Vec<_> = state
-            .store
-            .list_notification_channels()
-            .await?
-            .into_iter()
-            .filter(|c| c.disabled_at.is_none())
-            .filter(|c| c.team_id.is_none() || c.team_id.as_deref() == Some(&nhi.owner.team_id))
-            .collect();
+        let channels = channels_hearing(state, &[nhi.owner.team_id.as_str()]).await?;
         if channels.is_empty() {
             return Ok(Vec::new());
         }

@@ -2701,6 +2701,9 @@ macro_rules! sql_store {
                 if filter.unresolved_only {
                     q.push(" AND state IN ('open', 'acknowledged')");
                 }
+                if let Some(approval) = &filter.approval_id {
+                    q.push(" AND approval_id = ").push_bind(approval.clone());
+                }
                 if let Some(teams) = &filter.team_ids {
                     q.push(" AND nhi_id IN (SELECT id FROM nhis WHERE owner_team_id IN (");
                     let mut list = q.separated(", ");

@@ -26,9 +26,10 @@
 //! victim's habits in its own way only. Victims are drawn among the NHIs that had the events
 //! probation needs by the end of the warm-up.
 //!
-//! Alerts are counted as the server's findings are: one open finding per (NHI, finding kind,
-//! main feature for an anomaly), a repeat within 24 hours of the last folding into it. An alert
-//! is true when the event that opened it belongs to an attack.
+//! Alerts are counted as the server's findings are: one per
+//! [`departure_key`](crate::finding::departure_key), that is per NHI, finding kind and UTC day,
+//! the day's later departures folding into it. An alert is true when the event that opened it
+//! belongs to an attack.
 //!
 //! Pure and deterministic: the generator has its own PRNG seeded by the caller's seed.
 
@@ -38,7 +39,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
-use super::{Assessment, Feature, Fleet, Observation, ObservationKind, Outcome, Profile, Settings};
+use super::{Assessment, Fleet, Observation, ObservationKind, Outcome, Profile, Settings};
 use crate::Timestamp;
 
 const MINUTE_MS: i64 = 60_000;
@@ -46,8 +47,6 @@ const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
 /// Monday 2026-01-05 00:00 UTC: day 0 of every simulation.
 const START_MS: i64 = 1_767_571_200_000;
-/// A repeat of a finding this soon after its last sighting folds into it.
-const FOLD_MS: i64 = DAY_MS;
 
 /// How big a fleet to simulate, for how long, and how much of it to attack.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -1888,7 +1887,7 @@ pub fn run(config: &SimulationConfig, settings: &Settings) -> SimulationReport {
     let mut events = 0u64;
     let mut evaluated_events = 0u64;
     let mut detected: HashMap<u32, Trace> = HashMap::new();
-    let mut open: HashMap<(u32, &'static str, Option<Feature>), i64> = HashMap::new();
+    let mut open: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut by_finding: HashMap<String, (u64, u64)> = HashMap::new();
     let mut by_archetype: HashMap<String, u64> = HashMap::new();
     let mut false_alert_scores = Vec::new();
@@ -1934,14 +1933,13 @@ pub fn run(config: &SimulationConfig, settings: &Settings) -> SimulationReport {
         } else {
             None
         };
-        let key = (event.nhi, kind, feature);
-        if let Some(last) = open.get_mut(&key)
-            && at - *last < FOLD_MS
-        {
-            *last = at;
+        if !open.insert(crate::finding::departure_key(
+            kind,
+            &event.nhi.to_string(),
+            observation.at,
+        )) {
             continue;
         }
-        open.insert(key, at);
         alerts += 1;
         let finding = match feature {
             Some(feature) => format!("{kind}:{}", feature.code()),

@@ -2,7 +2,6 @@
 //! `custos` binary against a live server, in tables and `--output json`, and a clear error
 //! with a non-zero exit code on bad input.
 
-use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,70 +13,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::both_backends;
-use crate::support::{ADMIN_TOKEN, Backend, TestServer, client};
+use crate::support::{Backend, TestServer, client, custos, fails, json_of, ok, text};
 
 both_backends!(
     cli_sets_lists_and_revokes_standing_rules,
     cli_adds_lists_tests_and_disables_notification_channels,
 );
-
-/// Runs `custos ARGS` against `server` as the admin (without blocking the server's runtime).
-async fn custos(server: &TestServer, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(args)
-        .env("CUSTOS_URL", &server.base)
-        .env("CUSTOS_TOKEN", ADMIN_TOKEN)
-        .env_remove("CUSTOS_SMTP_PASSWORD")
-        .output()
-        .await
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs a command that must succeed; its stdout.
-async fn ok(server: &TestServer, args: &[&str]) -> String {
-    let out = custos(server, args).await;
-    assert!(
-        out.status.success(),
-        "custos {args:?} failed: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Runs a command with `--output json` that must succeed; its parsed stdout.
-async fn json_of(server: &TestServer, args: &[&str]) -> Value {
-    let mut args = args.to_vec();
-    args.extend(["--output", "json"]);
-    let stdout = ok(server, &args).await;
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("custos {args:?}: {e}: {stdout}"))
-}
-
-/// Runs a command that must fail with exit code `code` and say `expected` on stderr, and
-/// nothing on stdout.
-async fn fails(server: &TestServer, args: &[&str], code: i32, expected: &str) {
-    let out = custos(server, args).await;
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "custos {args:?}: {}{stderr}",
-        text(&out.stdout)
-    );
-    assert!(
-        stderr.contains(expected),
-        "custos {args:?} should say {expected:?}: {stderr}"
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "custos {args:?}: {}",
-        text(&out.stdout)
-    );
-}
 
 fn ids(items: &Value) -> Vec<&str> {
     items["items"]

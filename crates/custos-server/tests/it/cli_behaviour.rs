@@ -1,49 +1,12 @@
 //! The admin CLI's behaviour commands, as a user runs them: `custos findings` and
 //! `custos response-policies` against a live server, and the offline `custos simulate`.
 
-use std::process::Output;
-
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::support::{ADMIN_TOKEN, Backend, TestServer};
+use crate::support::{Backend, TestServer, custos, json_of, ok, text};
 
 both_backends!(cli_lists_findings_and_sets_response_policies);
-
-/// Runs `custos ARGS` against `server` as the admin (without blocking the server's runtime).
-async fn custos(server: &TestServer, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(args)
-        .env("CUSTOS_URL", &server.base)
-        .env("CUSTOS_TOKEN", ADMIN_TOKEN)
-        .output()
-        .await
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs a command that must succeed; its stdout.
-async fn ok(server: &TestServer, args: &[&str]) -> String {
-    let out = custos(server, args).await;
-    assert!(
-        out.status.success(),
-        "custos {args:?} failed: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Runs a command with `--output json` that must succeed; its parsed stdout.
-async fn json_of(server: &TestServer, args: &[&str]) -> Value {
-    let mut args = args.to_vec();
-    args.extend(["--output", "json"]);
-    let stdout = ok(server, &args).await;
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("custos {args:?}: {e}: {stdout}"))
-}
 
 async fn cli_lists_findings_and_sets_response_policies(backend: Backend) {
     let server = TestServer::start(backend).await;

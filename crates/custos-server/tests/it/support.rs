@@ -344,3 +344,63 @@ pub fn jwt_claims(token: &str) -> serde_json::Map<String, Value> {
         .expect("base64url");
     serde_json::from_slice(&bytes).expect("a JSON object")
 }
+
+// ---- the admin CLI, as a user runs it ----
+
+/// Runs `custos ARGS` against `server` as the admin (without blocking the server's runtime).
+pub async fn custos(server: &TestServer, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(args)
+        .env("CUSTOS_URL", &server.base)
+        .env("CUSTOS_TOKEN", ADMIN_TOKEN)
+        .env_remove("CUSTOS_SMTP_PASSWORD")
+        .output()
+        .await
+        .unwrap()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs a command that must succeed; its stdout.
+pub async fn ok(server: &TestServer, args: &[&str]) -> String {
+    let out = custos(server, args).await;
+    assert!(
+        out.status.success(),
+        "custos {args:?} failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs a command with `--output json` that must succeed; its parsed stdout.
+pub async fn json_of(server: &TestServer, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.extend(["--output", "json"]);
+    let stdout = ok(server, &args).await;
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("custos {args:?}: {e}: {stdout}"))
+}
+
+/// Runs a command that must fail with exit code `code` and say `expected` on stderr, and
+/// nothing on stdout.
+pub async fn fails(server: &TestServer, args: &[&str], code: i32, expected: &str) {
+    let out = custos(server, args).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "custos {args:?}: {}{stderr}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains(expected),
+        "custos {args:?} should say {expected:?}: {stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "custos {args:?}: {}",
+        text(&out.stdout)
+    );
+}

@@ -791,6 +791,31 @@ async fn a_finding_names_the_approval_its_response_opened(store: &dyn Store) {
         .unwrap();
     let stored = store.get_finding(&f.id).await.unwrap().unwrap();
     assert_eq!(stored.approval_id.as_deref(), Some(approval.id.as_str()));
+    let other = finding("anomaly", Some(&n.id), "another day", &[]);
+    open(store, &other).await;
+    let by_approval = |approval_id: &str| {
+        let filter = FindingFilter {
+            approval_id: Some(approval_id.to_owned()),
+            ..Default::default()
+        };
+        async move {
+            store
+                .list_findings(
+                    &filter,
+                    &Page {
+                        after: None,
+                        limit: 10,
+                    },
+                )
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| f.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by_approval(&approval.id).await, [f.id.clone()]);
+    assert!(by_approval("no-such-approval").await.is_empty());
 
     let err = store
         .set_finding_approval("no-such-finding", &approval.id)
