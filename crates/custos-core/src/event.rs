@@ -91,10 +91,18 @@ pub enum EventKind {
     /// An admin set what to do about findings for an NHI, a team, a kind or by default.
     ResponsePolicyCreated,
     ResponsePolicyRevoked,
+    /// A decommissioning workflow began for an NHI (by request, review, timeout or webhook).
+    DecommissionStarted,
+    /// A step of a decommissioning workflow was done and recorded; `details.step` names it.
+    DecommissionProgressed,
+    /// The NHI became a tombstone: kept for the trail, never used or changed again.
+    NhiDecommissioned,
+    /// A decommissioning workflow finished, with its signed teardown receipt.
+    DecommissionCompleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 37] = [
+    pub const ALL: [EventKind; 41] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::TeamUpdated,
@@ -132,6 +140,10 @@ impl EventKind {
         EventKind::FindingAccepted,
         EventKind::ResponsePolicyCreated,
         EventKind::ResponsePolicyRevoked,
+        EventKind::DecommissionStarted,
+        EventKind::DecommissionProgressed,
+        EventKind::NhiDecommissioned,
+        EventKind::DecommissionCompleted,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -174,6 +186,10 @@ impl EventKind {
             EventKind::FindingAccepted => "finding.accepted",
             EventKind::ResponsePolicyCreated => "response_policy.created",
             EventKind::ResponsePolicyRevoked => "response_policy.revoked",
+            EventKind::DecommissionStarted => "decommission.started",
+            EventKind::DecommissionProgressed => "decommission.progressed",
+            EventKind::NhiDecommissioned => "nhi.decommissioned",
+            EventKind::DecommissionCompleted => "decommission.completed",
         }
     }
 

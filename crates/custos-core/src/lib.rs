@@ -12,6 +12,7 @@ pub mod finding;
 pub mod guardrails;
 pub mod issuance;
 pub mod jose;
+pub mod lifecycle;
 pub mod merkle;
 pub mod model;
 pub mod scope;

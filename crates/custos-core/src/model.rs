@@ -348,6 +348,19 @@ impl Nhi {
         self.transition("suspend", NhiStatus::Active, NhiStatus::Suspended, now)
     }
 
+    /// Makes an NHI a tombstone, from active or suspended: kept for the trail, its name taken
+    /// for good, never used or changed again. Already a tombstone: a no-op (`Ok(None)`).
+    pub fn tombstone(&self, now: Timestamp) -> Option<Nhi> {
+        if self.status == NhiStatus::Decommissioned {
+            return None;
+        }
+        let mut next = self.clone();
+        next.status = NhiStatus::Decommissioned;
+        next.version += 1;
+        next.updated_at = now;
+        Some(next)
+    }
+
     /// Resumes a suspended NHI. Resuming an active one is a no-op (`Ok(None)`).
     pub fn resume(&self, now: Timestamp) -> Result<Option<Nhi>, TransitionError> {
         self.transition("resume", NhiStatus::Suspended, NhiStatus::Active, now)

@@ -984,6 +984,20 @@ pub struct HashResponse {
     pub fingerprint: String,
 }
 
+// ---- decommissioning ----
+
+/// A page of decommissioning workflows, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecommissionList {
+    /// Each workflow: `id`, `nhi_id`, `step` (`revoke`, `tombstone`, `archive`, `notify` or
+    /// `done`), `trigger`, `requested_by`, `reason`, `teardown` (what its steps did),
+    /// `receipt` (the signed teardown receipt, once done), `failures`, `last_error`,
+    /// `started_at`, `updated_at`, `finished_at`.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<custos_core::lifecycle::Decommission>,
+    pub next_cursor: Option<String>,
+}
+
 // ---- behaviour ----
 
 /// A page of findings, newest first.

@@ -421,6 +421,15 @@ pub mod api {
         of: ExportOf,
     ) -> ApiResult<crate::verify::AuditExport> {
         who.require(&[Role::Admin, Role::Auditor])?;
+        build_export(state, of).await
+    }
+
+    /// The export itself, for whoever may have it: an operator's request, or the server's
+    /// own archive of a decommissioned NHI's trail.
+    pub async fn build_export(
+        state: &AppState,
+        of: ExportOf,
+    ) -> ApiResult<crate::verify::AuditExport> {
         let store = state.store.as_ref();
         let checkpoint = state.audit.checkpoint(store, state.now()).await?;
         let size = checkpoint.size;

@@ -94,6 +94,14 @@ enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// Decommissioning workflows: the running ones (and the stuck), the done ones with their
+    /// teardown receipts
+    Decommissions {
+        #[command(subcommand)]
+        command: DecommissionsCommand,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Findings of behaviour baselining and other detectors: list, inspect and resolve them
     Findings {
         #[command(subcommand)]
@@ -303,6 +311,17 @@ enum NhiCommand {
     /// Show what an NHI's behaviour baseline has learnt: probation, what it knows, its
     /// busiest operations
     Baseline { id: String },
+    /// Decommission an NHI for good: suspend it and revoke every credential (delegated ones
+    /// too), make it a tombstone, archive its trail with proofs, tell its owner team, and
+    /// sign a teardown receipt. Running it again shows the NHI's workflow
+    Decommission {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait until the workflow is done (or this many seconds have passed, then fail)
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+        wait: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -573,6 +592,27 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum DecommissionsCommand {
+    /// List decommissioning workflows, newest first
+    List {
+        /// Only this NHI's
+        #[arg(long, visible_alias = "nhi-id")]
+        nhi: Option<String>,
+        /// running or done
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (1 to 500)
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one workflow: its step, what each step did, and its signed teardown receipt
+    #[command(alias = "get")]
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
 enum FindingsCommand {
     /// List findings, newest first
     List {
@@ -713,6 +753,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command, client } => keys(&client, command).await,
         Command::Approvals { command, client } => approvals(&client, command).await,
         Command::Findings { command, client } => findings(&client, command).await,
+        Command::Decommissions { command, client } => decommissions(&client, command).await,
         Command::ResponsePolicies { command, client } => response_policies(&client, command).await,
         Command::Observe { file, client } => observe(&client, &file).await,
         Command::Simulate {
@@ -1079,6 +1120,30 @@ async fn nhi(client: &Client, command: NhiCommand) -> anyhow::Result<()> {
         NhiCommand::Baseline { id } => {
             let baseline = get(client, &format!("/v1/nhis/{}/baseline", enc(&id))).await?;
             print_baseline(client, &baseline)
+        }
+        NhiCommand::Decommission { id, reason, wait } => {
+            let body = reason.map(|r| json!({ "reason": r }));
+            let path = format!("/v1/nhis/{}/decommission", enc(&id));
+            let mut workflow = request(client, Method::POST, &path, body, &[]).await?.1;
+            if let Some(seconds) = wait {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+                let path = format!(
+                    "/v1/decommissions/{}",
+                    enc(workflow["id"].as_str().unwrap_or(""))
+                );
+                while workflow["step"] != "done" {
+                    if std::time::Instant::now() >= deadline {
+                        print_decommission(client, &workflow)?;
+                        anyhow::bail!(
+                            "the decommission is still at step {} after {seconds} s",
+                            workflow["step"].as_str().unwrap_or("?")
+                        );
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    workflow = get(client, &path).await?;
+                }
+            }
+            print_decommission(client, &workflow)
         }
     }
 }
@@ -1729,6 +1794,103 @@ fn truncated(text: &str, max: usize) -> String {
         Some((end, _)) if text.chars().count() > max => format!("{}…", &text[..end]),
         _ => text.to_owned(),
     }
+}
+
+async fn decommissions(client: &Client, command: DecommissionsCommand) -> anyhow::Result<()> {
+    match command {
+        DecommissionsCommand::List {
+            nhi,
+            state,
+            limit,
+            cursor,
+        } => {
+            let query: Vec<String> = [
+                ("nhi_id", nhi),
+                ("state", state),
+                ("limit", limit.map(|l| l.to_string())),
+                ("cursor", cursor),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| Some(format!("{name}={}", enc(&value?))))
+            .collect();
+            let path = if query.is_empty() {
+                "/v1/decommissions".to_owned()
+            } else {
+                format!("/v1/decommissions?{}", query.join("&"))
+            };
+            let mut page = get(client, &path).await?;
+            if client.output == Output::Table
+                && let Some(items) = page["items"].as_array_mut()
+            {
+                for item in items {
+                    *item = decommission_row(item);
+                }
+            }
+            print_page(
+                client,
+                &page,
+                &[
+                    "id",
+                    "nhi_id",
+                    "step",
+                    "trigger",
+                    "revoked",
+                    "failures",
+                    "started_at",
+                    "finished_at",
+                ],
+            )
+        }
+        DecommissionsCommand::Show { id } => {
+            let workflow = get(client, &format!("/v1/decommissions/{}", enc(&id))).await?;
+            print_decommission(client, &workflow)
+        }
+    }
+}
+
+/// A workflow flattened for a table: what its teardown holds, counted.
+fn decommission_row(workflow: &Value) -> Value {
+    let mut row = workflow.clone();
+    let teardown = &workflow["teardown"];
+    row["revoked"] = json!(
+        teardown["revoked_credentials"]
+            .as_array()
+            .map_or(0, Vec::len)
+    );
+    row["archive"] = teardown["archive"]["file"].clone();
+    row["refused_after_ms"] = teardown["last_refused_after_ms"].clone();
+    row["notifications"] = teardown["notifications"].clone();
+    if workflow["receipt"].is_string() {
+        row["receipt"] = json!("signed (the JWS is in --output json)");
+    }
+    row
+}
+
+fn print_decommission(client: &Client, workflow: &Value) -> anyhow::Result<()> {
+    if client.output != Output::Table {
+        return print_one(client, workflow, &[]);
+    }
+    print_one(
+        client,
+        &decommission_row(workflow),
+        &[
+            "id",
+            "nhi_id",
+            "step",
+            "trigger",
+            "requested_by",
+            "reason",
+            "revoked",
+            "refused_after_ms",
+            "archive",
+            "notifications",
+            "failures",
+            "last_error",
+            "started_at",
+            "finished_at",
+            "receipt",
+        ],
+    )
 }
 
 async fn findings(client: &Client, command: FindingsCommand) -> anyhow::Result<()> {

@@ -36,7 +36,7 @@ pub struct ServeArgs {
     /// audit_witness_dir, audit_checkpoint_interval_seconds, notify_retry_base_ms,
     /// notify_allowed_hosts, approval_ttl_seconds, high_risk_quorum, escalate_after_seconds,
     /// separation_of_duties, baseline_probation_days, baseline_probation_events,
-    /// baseline_alert_bits, anomaly_action
+    /// baseline_alert_bits, anomaly_action, archive_dir
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -85,6 +85,7 @@ struct FileConfig {
     baseline_probation_events: Option<u64>,
     baseline_alert_bits: Option<f32>,
     anomaly_action: Option<String>,
+    archive_dir: Option<PathBuf>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -108,6 +109,8 @@ pub struct Config {
     pub audit_origin: Option<String>,
     /// Where every checkpoint is also written, outside the store; `None`: DATA_DIR/checkpoints.
     pub audit_witness_dir: Option<PathBuf>,
+    /// Where decommissioned NHIs' trails are archived; `None`: DATA_DIR/archive.
+    pub archive_dir: Option<PathBuf>,
     /// How often a checkpoint is signed when the log has grown.
     pub audit_checkpoint_interval_seconds: u64,
     /// The first wait before a failed notification is retried; each retry waits twice as long
@@ -196,6 +199,7 @@ impl Config {
             issuance: IssuanceLimits::default(),
             audit_origin: None,
             audit_witness_dir: None,
+            archive_dir: None,
             audit_checkpoint_interval_seconds: 60,
             notify_retry_base_ms: 2000,
             notify_allowed_hosts: None,
@@ -364,6 +368,7 @@ impl Config {
             issuance,
             audit_origin,
             audit_witness_dir: file.audit_witness_dir,
+            archive_dir: file.archive_dir,
             audit_checkpoint_interval_seconds: checkpoint_interval,
             notify_retry_base_ms,
             notify_allowed_hosts,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod keyring;
+pub mod lifecycle;
 pub mod live;
 pub mod metrics;
 pub mod notify;

@@ -51,12 +51,13 @@ use async_trait::async_trait;
 use custos_core::event::StoredEvent;
 use custos_core::finding::{Finding, FindingFilter, FindingState, ResponsePolicy};
 use custos_core::issuance::{Approval, StandingRule, Task, Vote};
+use custos_core::lifecycle::{Decommission, DecommissionStep};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
-use custos_store::FindingOpened;
 use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
     Revocation, SigningKeyRecord, Store, StoredCheckpoint, Use,
 };
+use custos_store::{DecommissionFilter, FindingOpened};
 use custos_store::{
     DeliveryFilter, DeliveryOutcome, DueEscalation, NotificationChannel, NotificationDelivery,
     UiSession,
@@ -180,6 +181,13 @@ metered! {
     fn create_response_policy(&self, policy: &ResponsePolicy, event: &DomainEvent) -> StoreResult<()>;
     fn list_response_policies(&self, include_revoked: bool) -> StoreResult<Vec<ResponsePolicy>>;
     fn revoke_response_policy(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
+    // Decommissioning: a workflow's steps change decisions through their own writes (the
+    // suspension, the revocation, the tombstone), not through the workflow's record.
+    fn start_decommission(&self, workflow: &Decommission, event: &DomainEvent) -> StoreResult<Option<Decommission>>;
+    fn advance_decommission(&self, from: DecommissionStep, next: &Decommission, events: &[DomainEvent], deliveries: &[NotificationDelivery]) -> StoreResult<bool>;
+    fn record_decommission_failure(&self, id: &str, error: &str, at: Timestamp) -> StoreResult<()>;
+    fn get_decommission(&self, id: &str) -> StoreResult<Option<Decommission>>;
+    fn list_decommissions(&self, filter: &DecommissionFilter, page: &Page) -> StoreResult<Vec<Decommission>>;
 }
 
 /// Counts a notification attempt by channel kind and outcome (`delivered`, `retry`, `failed`).

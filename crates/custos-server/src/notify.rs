@@ -235,7 +235,8 @@ pub struct DeliveryView {
     pub channel_id: Option<String>,
     /// A task's callback: where it is posted, as its origin only.
     pub callback_url: Option<String>,
-    /// What it is about: `approval:<id>`, `test:<channel id>` or `task:<id>` (a callback).
+    /// What it is about: `approval:<id>`, `finding:<id>`, `decommission:<id>`,
+    /// `test:<channel id>` or `task:<id>` (a callback).
     pub subject: String,
     /// `pending`, `delivered` or `failed`.
     pub state: String,
@@ -1007,6 +1008,90 @@ fn render_finding(
         })
         .to_string(),
     }
+}
+
+/// The notifications that tell an NHI's owner team it was decommissioned, one per enabled
+/// channel that hears about the team, rendered for each channel's kind and format.
+pub(crate) async fn announce_decommission(
+    state: &AppState,
+    workflow: &custos_core::lifecycle::Decommission,
+    nhi: &custos_core::Nhi,
+) -> Result<Vec<NotificationDelivery>, StoreError> {
+    let channels = channels_hearing(state, &[nhi.owner.team_id.as_str()]).await?;
+    if channels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let team_name = state
+        .store
+        .get_team(&nhi.owner.team_id)
+        .await?
+        .map(|t| t.name)
+        .unwrap_or_default();
+    let link = format!("{}/v1/decommissions/{}", state.issuer, workflow.id);
+    let teardown = &workflow.teardown;
+    let headline = format!(
+        "{} was decommissioned ({}): {} credentials revoked, its trail archived",
+        nhi.name,
+        workflow.reason,
+        teardown.revoked_credentials.len()
+    );
+    Ok(channels
+        .iter()
+        .map(|channel| {
+            let id = new_id();
+            let payload = match (kind_of(channel), channel.format.as_str()) {
+                (ChannelKind::Email, _) => {
+                    let subject = format!("Custos: {} was decommissioned", plain(&nhi.name));
+                    let lines = vec![
+                        ("NHI", format!("{} ({})", nhi.name, nhi.id)),
+                        ("Owner team", team_name.clone()),
+                        ("Trigger", workflow.trigger.to_string()),
+                        ("Requested by", workflow.requested_by.clone()),
+                        ("Reason", workflow.reason.clone()),
+                        (
+                            "Credentials revoked",
+                            teardown.revoked_credentials.len().to_string(),
+                        ),
+                        (
+                            "Archived trail",
+                            teardown
+                                .archive
+                                .as_ref()
+                                .map(|a| a.file.clone())
+                                .unwrap_or_default(),
+                        ),
+                    ];
+                    email_payload(subject, &headline, &lines, ("The workflow", &link))
+                }
+                (ChannelKind::Webhook, "slack") => json!({
+                    "text": format!("{}: {link}", slack_escape(&headline)),
+                })
+                .to_string(),
+                (ChannelKind::Webhook, _) => json!({
+                    "type": "nhi.decommissioned",
+                    "id": id,
+                    "decommission": {
+                        "id": workflow.id,
+                        "trigger": workflow.trigger,
+                        "requested_by": workflow.requested_by,
+                        "reason": workflow.reason,
+                        "started_at": workflow.started_at,
+                        "teardown": teardown,
+                    },
+                    "nhi": {"id": nhi.id, "name": nhi.name, "team": team_name},
+                    "link": link,
+                })
+                .to_string(),
+            };
+            queued(
+                state,
+                channel,
+                format!("decommission:{}", workflow.id),
+                payload,
+                id,
+            )
+        })
+        .collect())
 }
 
 /// The `typ` of the JWS that signs a task callback.

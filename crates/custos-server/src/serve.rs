@@ -168,6 +168,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             config.baseline.clone(),
             config.anomaly_action,
         )),
+        lifecycle: Arc::new(crate::lifecycle::Lifecycle::new(
+            config
+                .archive_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("archive")),
+            // Read here and nowhere else: the crash tests stop the server at a chosen step.
+            std::env::var("CUSTOS_TEST_CRASH_AT").ok().as_deref(),
+        )),
     };
     bootstrap(&state, &config).await?;
     state
@@ -175,6 +183,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .load_policies(state.store.as_ref())
         .await
         .context("cannot load the anomaly response policies")?;
+    crate::lifecycle::resume_unfinished(&state)
+        .await
+        .context("cannot read the unfinished decommissions")?;
     tokio::spawn(crate::behaviour::run_flusher(state.clone()));
     tokio::spawn(sweep_live_state(state.clone()));
     tokio::spawn(expire_approval_requests(state.clone()));

@@ -92,6 +92,8 @@ pub struct AppState {
     pub notify: Arc<crate::notify::Settings>,
     /// Every NHI's behaviour profile, and the response policies for departures.
     pub behaviour: Arc<crate::behaviour::Behaviour>,
+    /// Decommissioning workflows: where trails are archived, and which this node drives.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 pub fn new_id() -> String {

@@ -15,6 +15,7 @@ use custos_core::finding::{Finding, FindingFilter, FindingState, ResponsePolicy}
 use custos_core::issuance::{
     Approval, ApprovalKind, ApprovalState, RiskLevel, StandingRule, Task, Vote,
 };
+use custos_core::lifecycle::{Decommission, DecommissionStep};
 use custos_core::{Credential, DomainEvent, Nhi, NhiFilter, Operator, Page, Team, Timestamp};
 
 pub use error::StoreError;
@@ -53,6 +54,8 @@ pub enum Revocation<'a> {
     /// Every secret-bearing credential of an NHI: static keys and access tokens. Registered
     /// client keys are public keys and stay, so a resumed NHI can authenticate again.
     Nhi(&'a str),
+    /// Every credential of an NHI, its registered client keys too: the NHI is retired.
+    Everything(&'a str),
 }
 
 /// Which approval requests to list.
@@ -523,6 +526,48 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
         event: &DomainEvent,
     ) -> Result<bool>;
+
+    /// Starts an NHI's decommissioning workflow with its event, unless the NHI has one
+    /// already (running or done): then nothing is written and that one is returned.
+    /// `MissingReference` if there is no such NHI.
+    async fn start_decommission(
+        &self,
+        workflow: &Decommission,
+        event: &DomainEvent,
+    ) -> Result<Option<Decommission>>;
+    /// Records that a workflow's step `from` is done: the workflow becomes `next` (its step,
+    /// teardown, receipt, times), with the events and the notifications, all in one
+    /// transaction, only if it is still at `from`. `false`, writing nothing, if it is not:
+    /// someone else did the step.
+    async fn advance_decommission(
+        &self,
+        from: DecommissionStep,
+        next: &Decommission,
+        events: &[DomainEvent],
+        deliveries: &[NotificationDelivery],
+    ) -> Result<bool>;
+    /// Counts a failed attempt at a workflow's current step, with what went wrong. No event:
+    /// the step is tried again, and its success is the event.
+    async fn record_decommission_failure(&self, id: &str, error: &str, at: Timestamp)
+    -> Result<()>;
+    async fn get_decommission(&self, id: &str) -> Result<Option<Decommission>>;
+    /// One page of workflows, newest first; `page.after` is the id of the last workflow of
+    /// the previous page.
+    async fn list_decommissions(
+        &self,
+        filter: &DecommissionFilter,
+        page: &Page,
+    ) -> Result<Vec<Decommission>>;
+}
+
+/// Which decommissioning workflows to list. Every filter that is set must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecommissionFilter {
+    pub nhi_id: Option<String>,
+    /// Only the workflows done (`Some(true)`) or only those not yet done (`Some(false)`).
+    pub finished: Option<bool>,
+    /// Only workflows about NHIs of these teams (a reviewer's view); empty matches nothing.
+    pub team_ids: Option<Vec<String>>,
 }
 
 /// The longest behaviour profile a store keeps, in bytes: profiles are read on the hot path

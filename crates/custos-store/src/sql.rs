@@ -13,6 +13,7 @@ use custos_core::finding::{
 use custos_core::issuance::{
     Approval, ApprovalKind, ApprovalState, Risk, RiskLevel, StandingRule, Task, TaskState, Vote,
 };
+use custos_core::lifecycle::{Decommission, DecommissionStep, DecommissionTrigger};
 use custos_core::{
     Actor, Credential, CredentialKind, DomainEvent, EventKind, Nhi, NhiFilter, NhiKind, NhiStatus,
     Operator, Owner, Page, Role, Team, Timestamp,
@@ -25,8 +26,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
 use crate::group_commit::{GroupCommit, Slot};
 use crate::{
-    ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result, Retirement, Revocation,
-    SigningKeyRecord, Store, StoreError, StoredCheckpoint, UiSession, Use,
+    ApprovalFilter, AuditHead, DecommissionFilter, EventQuery, PolicyVersion, Result, Retirement,
+    Revocation, SigningKeyRecord, Store, StoreError, StoredCheckpoint, UiSession, Use,
 };
 use crate::{
     DeliveryFilter, DeliveryOutcome, DeliveryState, DueEscalation, NotificationChannel,
@@ -297,6 +298,8 @@ const RESPONSE_POLICY_COLUMNS: &str =
 /// lost only when the unresolved finding it collided with was resolved before it could be read
 /// (PostgreSQL); on SQLite the single writer settles it in the first.
 const OPEN_FINDING_ROUNDS: usize = 8;
+const DECOMMISSION_COLUMNS: &str = "id, nhi_id, step, trigger_kind, requested_by, reason, \
+    teardown, receipt, failures, last_error, started_at, updated_at, finished_at";
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
 /// The subject index is partitioned into eras of `1 << SUBJECT_ERA_SHIFT` events (migration
 /// 0006), and a query reaches it only through exactly this expression (`e.seq >> 14` where
@@ -519,6 +522,27 @@ macro_rules! sql_store {
                     resolved_at: opt_ts(row.try_get("resolved_at")?)?,
                     resolved_by: row.try_get("resolved_by")?,
                     resolution: row.try_get("resolution")?,
+                })
+            }
+
+            fn decommission_from_row(row: &$row) -> Result<Decommission> {
+                let teardown: String = row.try_get("teardown")?;
+                Ok(Decommission {
+                    id: row.try_get("id")?,
+                    nhi_id: row.try_get("nhi_id")?,
+                    step: parse_enum(DecommissionStep::parse, row.try_get("step")?)?,
+                    trigger: parse_enum(DecommissionTrigger::parse, row.try_get("trigger_kind")?)?,
+                    requested_by: row.try_get("requested_by")?,
+                    reason: row.try_get("reason")?,
+                    teardown: serde_json::from_str(&teardown)
+                        .map_err(|e| corrupt(format!("decommission teardown: {e}")))?,
+                    receipt: row.try_get("receipt")?,
+                    failures: u32::try_from(row.try_get::<i64, _>("failures")?)
+                        .map_err(|_| corrupt("decommission failures".to_owned()))?,
+                    last_error: row.try_get("last_error")?,
+                    started_at: ts(row.try_get("started_at")?)?,
+                    updated_at: ts(row.try_get("updated_at")?)?,
+                    finished_at: opt_ts(row.try_get("finished_at")?)?,
                 })
             }
 
@@ -1455,6 +1479,7 @@ macro_rules! sql_store {
                     Revocation::Credential(id) => ("id = $1", id, "SELECT 1 AS one FROM credentials WHERE id = $1"),
                     Revocation::Task(id) => ("task_id = $1", id, "SELECT 1 AS one FROM tasks WHERE id = $1"),
                     Revocation::Nhi(id) => ("nhi_id = $1 AND kind <> 'client_key'", id, "SELECT 1 AS one FROM nhis WHERE id = $1"),
+                    Revocation::Everything(id) => ("nhi_id = $1", id, "SELECT 1 AS one FROM nhis WHERE id = $1"),
                 };
                 if sqlx::query(exists).bind(key).fetch_optional(&mut *tx).await?.is_none() {
                     tx.rollback().await?;
@@ -2823,6 +2848,150 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(true)
+            }
+
+            async fn start_decommission(
+                &self,
+                w: &Decommission,
+                event: &DomainEvent,
+            ) -> Result<Option<Decommission>> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO decommissions (id, nhi_id, step, trigger_kind, requested_by, reason, \
+                     teardown, receipt, failures, last_error, started_at, updated_at, finished_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (nhi_id) DO NOTHING",
+                )
+                .bind(&w.id)
+                .bind(&w.nhi_id)
+                .bind(w.step.as_str())
+                .bind(w.trigger.as_str())
+                .bind(&w.requested_by)
+                .bind(&w.reason)
+                .bind(to_json(&w.teardown))
+                .bind(&w.receipt)
+                .bind(i64::from(w.failures))
+                .bind(&w.last_error)
+                .bind(w.started_at.unix_millis())
+                .bind(w.updated_at.unix_millis())
+                .bind(w.finished_at.map(Timestamp::unix_millis))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    let sql = format!("SELECT {DECOMMISSION_COLUMNS} FROM decommissions WHERE nhi_id = $1");
+                    let row = sqlx::query(AssertSqlSafe(sql)).bind(&w.nhi_id).fetch_one(&mut *tx).await?;
+                    let existing = Self::decommission_from_row(&row)?;
+                    tx.rollback().await?;
+                    return Ok(Some(existing));
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(None)
+            }
+
+            async fn advance_decommission(
+                &self,
+                from: DecommissionStep,
+                w: &Decommission,
+                events: &[DomainEvent],
+                deliveries: &[NotificationDelivery],
+            ) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let moved = sqlx::query(
+                    "UPDATE decommissions SET step = $1, teardown = $2, receipt = $3, failures = $4, \
+                     last_error = $5, updated_at = $6, finished_at = $7 WHERE id = $8 AND step = $9",
+                )
+                .bind(w.step.as_str())
+                .bind(to_json(&w.teardown))
+                .bind(&w.receipt)
+                .bind(i64::from(w.failures))
+                .bind(&w.last_error)
+                .bind(w.updated_at.unix_millis())
+                .bind(w.finished_at.map(Timestamp::unix_millis))
+                .bind(&w.id)
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for event in events {
+                    Self::append_event(&mut *tx, event).await?;
+                }
+                Self::insert_deliveries(&mut *tx, deliveries).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
+            }
+
+            async fn record_decommission_failure(&self, id: &str, error: &str, at: Timestamp) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                sqlx::query(
+                    "UPDATE decommissions SET failures = failures + 1, last_error = $1, updated_at = $2 \
+                     WHERE id = $3 AND step <> 'done'",
+                )
+                .bind(error)
+                .bind(at.unix_millis())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn get_decommission(&self, id: &str) -> Result<Option<Decommission>> {
+                let sql = format!("SELECT {DECOMMISSION_COLUMNS} FROM decommissions WHERE id = $1");
+                let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+                row.as_ref().map(Self::decommission_from_row).transpose()
+            }
+
+            async fn list_decommissions(
+                &self,
+                filter: &DecommissionFilter,
+                page: &Page,
+            ) -> Result<Vec<Decommission>> {
+                if filter.team_ids.as_ref().is_some_and(Vec::is_empty) {
+                    return Ok(Vec::new());
+                }
+                let mut q = QueryBuilder::<$db>::new(format!(
+                    "SELECT {DECOMMISSION_COLUMNS} FROM decommissions WHERE 1 = 1"
+                ));
+                if let Some(nhi_id) = &filter.nhi_id {
+                    q.push(" AND nhi_id = ").push_bind(nhi_id.clone());
+                }
+                match filter.finished {
+                    Some(true) => {
+                        q.push(" AND step = 'done'");
+                    }
+                    Some(false) => {
+                        q.push(" AND step <> 'done'");
+                    }
+                    None => {}
+                }
+                if let Some(teams) = &filter.team_ids {
+                    q.push(" AND nhi_id IN (SELECT id FROM nhis WHERE owner_team_id IN (");
+                    let mut list = q.separated(", ");
+                    for team in teams {
+                        list.push_bind(team.clone());
+                    }
+                    q.push("))");
+                }
+                if let Some(after) = &page.after {
+                    q.push(" AND (started_at, id) < (SELECT started_at, id FROM decommissions WHERE id = ")
+                        .push_bind(after.clone())
+                        .push(")");
+                }
+                q.push(" ORDER BY started_at DESC, id DESC LIMIT ").push_bind(i64::from(page.limit));
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::decommission_from_row).collect()
             }
         }
     };

@@ -251,7 +251,7 @@ pub struct StatusChange {
 }
 
 /// The reason, if any, of a status change, checked.
-fn reason(change: StatusChange) -> ApiResult<Option<String>> {
+pub(super) fn reason(change: StatusChange) -> ApiResult<Option<String>> {
     if change
         .reason
         .as_ref()

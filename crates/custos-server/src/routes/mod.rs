@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod behaviour;
 mod inventory;
+mod lifecycle;
 mod notifications;
 mod oauth;
 mod people;
@@ -39,6 +40,9 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(inventory::get_nhi, inventory::update_nhi))
         .routes(routes!(inventory::suspend_nhi))
         .routes(routes!(inventory::resume_nhi))
+        .routes(routes!(lifecycle::decommission_nhi))
+        .routes(routes!(lifecycle::list_decommissions))
+        .routes(routes!(lifecycle::get_decommission))
         .routes(routes!(inventory::issue_static_key))
         .routes(routes!(inventory::list_credentials))
         .routes(routes!(inventory::revoke_credential))

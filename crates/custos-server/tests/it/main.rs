@@ -12,6 +12,7 @@ mod decisions;
 mod enforce;
 mod inbox;
 mod inventory;
+mod lifecycle;
 mod negative;
 mod notifications;
 mod oauth;

@@ -1,0 +1,261 @@
+//! Decommissioning: the durable workflow that retires an NHI for good.
+//!
+//! A workflow walks a fixed list of steps, each recorded before the next begins:
+//! revoke every credential (the NHI suspended first, so that nothing new is minted meanwhile)
+//! → tombstone the NHI → archive its trail with proofs → notify its owner → done, with a signed
+//! teardown receipt. Every step can be done again without harm, so a workflow interrupted at
+//! any point (a crash, a restart) is resumed from the step it recorded and finishes once: the
+//! store moves a workflow from one step to the next only from the step it is at.
+//!
+//! Pure: the server runs the steps; this module says what they are and what they record.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Timestamp;
+use crate::model::string_enum;
+
+string_enum!(
+    /// The step a workflow is at: the next to do, or `done`.
+    DecommissionStep {
+        Revoke => "revoke",
+        Tombstone => "tombstone",
+        Archive => "archive",
+        Notify => "notify",
+        Done => "done",
+    }
+);
+
+string_enum!(
+    /// What started a workflow.
+    DecommissionTrigger {
+        /// An operator asked (`POST /v1/nhis/{id}/decommission`, `custos nhi decommission`).
+        Request => "request",
+        /// A reviewer approved a decommission review.
+        Review => "review",
+        /// The NHI passed its `expires_at`, or was unused too long.
+        Timeout => "timeout",
+        /// A deployment system said the agent was shut down.
+        Webhook => "webhook",
+    }
+);
+
+impl DecommissionStep {
+    /// The step after this one; `done` stays `done`.
+    pub fn next(self) -> Self {
+        match self {
+            Self::Revoke => Self::Tombstone,
+            Self::Tombstone => Self::Archive,
+            Self::Archive => Self::Notify,
+            Self::Notify | Self::Done => Self::Done,
+        }
+    }
+}
+
+/// Where an NHI's trail was archived: the file, its digest, and what it holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedTrail {
+    /// The file's name inside the archive directory.
+    pub file: String,
+    /// SHA-256 of the file's bytes, lowercase hex.
+    pub sha256: String,
+    /// How many of the NHI's events it holds, each with its inclusion proof.
+    pub events: u64,
+    /// The size of the log at the signed checkpoint the proofs lead to.
+    pub tree_size: u64,
+}
+
+/// What a workflow did, step by step: the body of its teardown receipt.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Teardown {
+    /// The credentials this workflow revoked (delegated descendants included), by id.
+    pub revoked_credentials: Vec<String>,
+    /// When the revocation was written.
+    pub revoked_at: Option<Timestamp>,
+    /// Measured from the start of the revocation until the decision point refused the last
+    /// of the NHI's credentials, in milliseconds.
+    pub last_refused_after_ms: Option<f64>,
+    pub archive: Option<ArchivedTrail>,
+    /// How many notifications to the owner were queued.
+    pub notifications: u32,
+}
+
+/// One NHI's decommissioning workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decommission {
+    pub id: String,
+    pub nhi_id: String,
+    /// The next step to do; `done` when finished.
+    pub step: DecommissionStep,
+    pub trigger: DecommissionTrigger,
+    /// Who asked: `operator:<id>`, `system`, or `webhook:<source>`.
+    pub requested_by: String,
+    pub reason: String,
+    pub teardown: Teardown,
+    /// The signed teardown receipt (a compact JWS), once done.
+    pub receipt: Option<String>,
+    /// How many times a step failed and was tried again, and the last failure: a workflow
+    /// that keeps failing is stuck and says why.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub started_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Decommission {
+    /// A workflow about to start at its first step.
+    pub fn start(
+        id: String,
+        nhi_id: String,
+        trigger: DecommissionTrigger,
+        requested_by: String,
+        reason: String,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            nhi_id,
+            step: DecommissionStep::Revoke,
+            trigger,
+            requested_by,
+            reason,
+            teardown: Teardown::default(),
+            receipt: None,
+            failures: 0,
+            last_error: None,
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step == DecommissionStep::Done
+    }
+
+    /// This workflow with its current step done, recording `teardown`: at the next step,
+    /// and finished if that is `done`.
+    pub fn advanced(&self, teardown: Teardown, now: Timestamp) -> Self {
+        let step = self.step.next();
+        Self {
+            step,
+            teardown,
+            last_error: None,
+            updated_at: now,
+            finished_at: (step == DecommissionStep::Done).then_some(now),
+            ..self.clone()
+        }
+    }
+
+    /// The claims of the teardown receipt, signed by the server once the workflow is done:
+    /// what was revoked and when, how long until the last credential was refused, where the
+    /// trail is archived, and who asked why.
+    pub fn receipt_claims(&self, issuer: &str, now: Timestamp) -> Value {
+        json!({
+            "iss": issuer,
+            "sub": self.nhi_id,
+            "jti": self.id,
+            "iat": now.unix_millis().div_euclid(1000),
+            "decommission": {
+                "trigger": self.trigger,
+                "requested_by": self.requested_by,
+                "reason": self.reason,
+                "started_at": self.started_at,
+                "finished_at": now,
+                "revoked_credentials": self.teardown.revoked_credentials,
+                "revoked_at": self.teardown.revoked_at,
+                "last_refused_after_ms": self.teardown.last_refused_after_ms,
+                "archive": self.teardown.archive,
+                "notifications": self.teardown.notifications,
+            },
+        })
+    }
+}
+
+/// The media type of a teardown receipt's JWS header (`typ`).
+pub const RECEIPT_TYPE: &str = "custos-teardown+jwt";
+
+/// The name of an NHI's archived trail inside the archive directory: one file per NHI,
+/// rewritten whole if the archive step runs again.
+pub fn archive_file_name(nhi_id: &str) -> String {
+    format!("nhi-{nhi_id}.trail.json")
+}
+
+impl fmt::Display for Decommission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "decommission {} of nhi {} at {}",
+            self.id, self.nhi_id, self.step
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_millis(1_800_000_000_000 + seconds * 1000).unwrap()
+    }
+
+    #[test]
+    fn a_workflow_walks_every_step_once_and_finishes() {
+        let mut workflow = Decommission::start(
+            "w".into(),
+            "n".into(),
+            DecommissionTrigger::Request,
+            "operator:o".into(),
+            "shut down".into(),
+            at(0),
+        );
+        let mut seen = vec![workflow.step];
+        for second in 1..=4 {
+            assert!(!workflow.is_done());
+            workflow = workflow.advanced(workflow.teardown.clone(), at(second));
+            seen.push(workflow.step);
+        }
+        assert_eq!(seen, DecommissionStep::ALL);
+        assert!(workflow.is_done());
+        assert_eq!(workflow.finished_at, Some(at(4)));
+        assert_eq!(workflow.started_at, at(0));
+        assert_eq!(DecommissionStep::Done.next(), DecommissionStep::Done);
+    }
+
+    #[test]
+    fn the_receipt_says_what_was_revoked_and_where_the_trail_is() {
+        let mut workflow = Decommission::start(
+            "w".into(),
+            "n".into(),
+            DecommissionTrigger::Webhook,
+            "webhook:deployer".into(),
+            "agent shut down".into(),
+            at(0),
+        );
+        workflow.teardown = Teardown {
+            revoked_credentials: vec!["c1".into(), "c2".into()],
+            revoked_at: Some(at(1)),
+            last_refused_after_ms: Some(0.25),
+            archive: Some(ArchivedTrail {
+                file: archive_file_name("n"),
+                sha256: "ab".into(),
+                events: 7,
+                tree_size: 90,
+            }),
+            notifications: 2,
+        };
+        let claims = workflow.receipt_claims("https://custos.example", at(5));
+        assert_eq!(claims["sub"], "n");
+        assert_eq!(claims["jti"], "w");
+        let body = &claims["decommission"];
+        assert_eq!(body["trigger"], "webhook");
+        assert_eq!(body["revoked_credentials"], json!(["c1", "c2"]));
+        assert_eq!(body["last_refused_after_ms"], 0.25);
+        assert_eq!(body["archive"]["file"], "nhi-n.trail.json");
+        assert_eq!(body["archive"]["events"], 7);
+        assert_eq!(body["notifications"], 2);
+    }
+}

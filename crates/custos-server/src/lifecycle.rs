@@ -1,0 +1,531 @@
+//! Decommissioning in the server: starting a workflow, driving it step by step to the end,
+//! and resuming the unfinished ones when the server starts. The steps and what they record are
+//! [`custos_core::lifecycle`]'s; here they are done.
+//!
+//! Every step is done, then recorded by moving the workflow on from that step only
+//! (`Store::advance_decommission`). A crash between the two leaves the step to be done again,
+//! and each step is harmless to repeat: revoking what is revoked revokes nothing, a tombstone
+//! stays one, the archive is rewritten whole, and the owner's notifications are queued in the
+//! same transaction as the record, so they are queued once.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use custos_core::lifecycle::{
+    ArchivedTrail, Decommission, DecommissionStep, DecommissionTrigger, RECEIPT_TYPE,
+    archive_file_name,
+};
+use custos_core::{Actor, DomainEvent, EventKind, Nhi, NhiStatus, Page};
+use custos_store::{DecommissionFilter, Revocation, StoreError};
+use dashmap::DashSet;
+use sha2::{Digest, Sha256};
+
+use crate::api::DecommissionList;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::service::{AppState, encode_cursor, new_id};
+
+/// The longest wait between two attempts at a step that keeps failing.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// What the server keeps for decommissioning.
+pub struct Lifecycle {
+    /// Where decommissioned NHIs' trails are written.
+    pub archive_dir: PathBuf,
+    /// The workflows this node is driving now, so that it drives each once.
+    running: DashSet<String>,
+    /// A step after whose work, before its record, the process aborts: set only by the crash
+    /// tests (`CUSTOS_TEST_CRASH_AT=decommission:<step>`), to stop the server exactly there.
+    crash_at: Option<DecommissionStep>,
+}
+
+impl Lifecycle {
+    pub fn new(archive_dir: PathBuf, crash_at: Option<&str>) -> Self {
+        let crash_at = crash_at
+            .and_then(|point| point.strip_prefix("decommission:"))
+            .and_then(DecommissionStep::parse);
+        Self {
+            archive_dir,
+            running: DashSet::new(),
+            crash_at,
+        }
+    }
+
+    fn crash_point(&self, step: DecommissionStep) {
+        if self.crash_at == Some(step) {
+            tracing::error!(%step, "crashing on purpose (CUSTOS_TEST_CRASH_AT)");
+            std::process::abort();
+        }
+    }
+}
+
+/// `POST /v1/nhis/{id}/decommission` and `custos nhi decommission`: starts the NHI's workflow
+/// (admin, or a reviewer of its owner team), or returns the one it already has. `true` when
+/// this call started it.
+pub async fn decommission(
+    state: &AppState,
+    who: &Principal,
+    nhi_id: &str,
+    reason: Option<String>,
+) -> ApiResult<(Decommission, bool)> {
+    let nhi = crate::service::visible_nhi(state, who, nhi_id).await?;
+    who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+    let reason = reason.unwrap_or_else(|| "requested by an operator".to_owned());
+    start(
+        state,
+        &nhi,
+        DecommissionTrigger::Request,
+        who.actor(),
+        reason,
+    )
+    .await
+}
+
+/// Starts an NHI's workflow for any trigger, or returns the one it has; drives it either way
+/// (a workflow found unfinished is picked up again).
+pub async fn start(
+    state: &AppState,
+    nhi: &Nhi,
+    trigger: DecommissionTrigger,
+    actor: Actor,
+    reason: String,
+) -> ApiResult<(Decommission, bool)> {
+    let now = state.now();
+    let workflow = Decommission::start(
+        new_id(),
+        nhi.id.clone(),
+        trigger,
+        actor.to_string(),
+        reason,
+        now,
+    );
+    let event = state
+        .event(
+            EventKind::DecommissionStarted,
+            actor,
+            format!("nhi:{}", nhi.id),
+        )
+        .with("decommission", &workflow.id)
+        .with("trigger", trigger.as_str())
+        .with("reason", &workflow.reason);
+    let (workflow, started) = match state.store.start_decommission(&workflow, &event).await? {
+        None => (workflow, true),
+        Some(existing) => (existing, false),
+    };
+    if !workflow.is_done() {
+        drive(state, &workflow.id);
+    }
+    Ok((workflow, started))
+}
+
+/// Drives a workflow to its end in the background, unless this node is driving it already.
+pub fn drive(state: &AppState, id: &str) {
+    if !state.lifecycle.running.insert(id.to_owned()) {
+        return;
+    }
+    let state = state.clone();
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        run(&state, &id).await;
+        state.lifecycle.running.remove(&id);
+    });
+}
+
+/// Picks up every workflow left unfinished, by a crash or by a stop: run at start.
+pub async fn resume_unfinished(state: &AppState) -> Result<usize, StoreError> {
+    let mut page = Page {
+        after: None,
+        limit: 500,
+    };
+    let mut resumed = 0;
+    loop {
+        let batch = state
+            .store
+            .list_decommissions(
+                &DecommissionFilter {
+                    finished: Some(false),
+                    ..Default::default()
+                },
+                &page,
+            )
+            .await?;
+        let Some(last) = batch.last() else {
+            return Ok(resumed);
+        };
+        page.after = Some(last.id.clone());
+        for workflow in &batch {
+            tracing::info!(decommission = %workflow.id, nhi = %workflow.nhi_id, step = %workflow.step, "resuming a decommission");
+            drive(state, &workflow.id);
+            resumed += 1;
+        }
+    }
+}
+
+/// Does the workflow's steps until it is done; a failing step is counted, said, and tried
+/// again later, waiting longer each time.
+async fn run(state: &AppState, id: &str) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let workflow = match state.store.get_decommission(id).await {
+            Ok(Some(workflow)) => workflow,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(decommission = id, %error, "cannot read a decommission; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY_WAIT);
+                continue;
+            }
+        };
+        if workflow.is_done() {
+            return;
+        }
+        match step(state, &workflow).await {
+            Ok(()) => wait = Duration::from_millis(500),
+            Err(error) => {
+                tracing::warn!(decommission = id, step = %workflow.step, error = %error.detail, "a decommission step failed; retrying");
+                if let Err(error) = state
+                    .store
+                    .record_decommission_failure(id, &error.detail, state.now())
+                    .await
+                {
+                    tracing::warn!(decommission = id, %error, "cannot record a decommission failure");
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY_WAIT);
+            }
+        }
+    }
+}
+
+/// Does the workflow's current step and records it.
+async fn step(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
+    let nhi_id = workflow.nhi_id.as_str();
+    let mut teardown = workflow.teardown.clone();
+    let mut deliveries = Vec::new();
+    let mut receipt = None;
+    match workflow.step {
+        DecommissionStep::Revoke => {
+            let started = Instant::now();
+            suspend(state, workflow).await?;
+            revoke(state, workflow).await?;
+            teardown.revoked_credentials = revoked_since(state, workflow).await?;
+            teardown.revoked_at = Some(state.now());
+            teardown.last_refused_after_ms = Some(refused_after(state, &teardown, started).await);
+        }
+        DecommissionStep::Tombstone => tombstone(state, workflow).await?,
+        DecommissionStep::Archive => {
+            teardown.archive = Some(archive(state, nhi_id).await?);
+        }
+        DecommissionStep::Notify => {
+            let nhi = state
+                .store
+                .get_nhi(nhi_id)
+                .await?
+                .ok_or_else(|| internal(format!("nhi {nhi_id} is gone")))?;
+            deliveries = crate::notify::announce_decommission(state, workflow, &nhi).await?;
+            teardown.notifications = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
+        }
+        DecommissionStep::Done => return Ok(()),
+    }
+    state.lifecycle.crash_point(workflow.step);
+    let now = state.now();
+    let mut next = workflow.advanced(teardown, now);
+    let mut events = vec![progressed(state, workflow)];
+    if next.is_done() {
+        let claims = next.receipt_claims(&state.issuer, now);
+        let signed = custos_core::jose::sign_jwt(&state.keyring.active(), RECEIPT_TYPE, &claims);
+        receipt = Some(signed);
+        events.push(
+            state
+                .event(
+                    EventKind::DecommissionCompleted,
+                    Actor::System,
+                    format!("nhi:{nhi_id}"),
+                )
+                .with("decommission", &workflow.id)
+                .with(
+                    "revoked",
+                    next.teardown.revoked_credentials.len().to_string(),
+                ),
+        );
+    }
+    if receipt.is_some() {
+        next.receipt = receipt;
+    }
+    let moved = state
+        .store
+        .advance_decommission(workflow.step, &next, &events, &deliveries)
+        .await?;
+    if !moved {
+        tracing::info!(decommission = %workflow.id, step = %workflow.step, "the step was recorded by another runner");
+    }
+    Ok(())
+}
+
+fn progressed(state: &AppState, workflow: &Decommission) -> DomainEvent {
+    state
+        .event(
+            EventKind::DecommissionProgressed,
+            Actor::System,
+            format!("nhi:{}", workflow.nhi_id),
+        )
+        .with("decommission", &workflow.id)
+        .with("step", workflow.step.as_str())
+}
+
+/// Suspends the NHI first, so that nothing new is issued to it while its credentials are
+/// revoked: the decision point refuses a suspended NHI's every credential at once.
+async fn suspend(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
+    for _ in 0..5 {
+        let Some(current) = state.store.get_nhi(&workflow.nhi_id).await? else {
+            return Err(internal(format!("nhi {} is gone", workflow.nhi_id)));
+        };
+        if current.status != NhiStatus::Active {
+            return Ok(());
+        }
+        let Ok(Some(next)) = current.suspend(state.now()) else {
+            return Ok(());
+        };
+        let event = state
+            .event(
+                EventKind::NhiSuspended,
+                Actor::System,
+                format!("nhi:{}", current.id),
+            )
+            .with("reason", "being decommissioned")
+            .with("decommission", &workflow.id);
+        match state.store.update_nhi(&next, current.version, &event).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::VersionMismatch { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(busy())
+}
+
+/// Revokes every credential of the NHI, its client keys too, and everything delegated from
+/// them.
+async fn revoke(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
+    let event = state
+        .event(
+            EventKind::CredentialRevoked,
+            Actor::System,
+            format!("nhi:{}", workflow.nhi_id),
+        )
+        .with("cause", "nhi decommissioned")
+        .with("decommission", &workflow.id);
+    state
+        .store
+        .revoke_credentials(
+            Revocation::Everything(&workflow.nhi_id),
+            state.now(),
+            &event,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The NHI's credentials revoked since the workflow started: what it revoked, found again
+/// from the store so that a step repeated after a crash reports the first run's work too.
+/// Delegated descendants held by other NHIs are found through the revocation's events.
+async fn revoked_since(state: &AppState, workflow: &Decommission) -> ApiResult<Vec<String>> {
+    let mut revoked = BTreeSet::new();
+    let mut page = Page {
+        after: None,
+        limit: 500,
+    };
+    loop {
+        let batch = state
+            .store
+            .list_credentials(Some(&workflow.nhi_id), &page)
+            .await?;
+        let Some(last) = batch.last() else { break };
+        page.after = Some(last.id.clone());
+        revoked.extend(
+            batch
+                .iter()
+                .filter(|c| c.revoked_at.is_some_and(|at| at >= workflow.started_at))
+                .map(|c| c.id.clone()),
+        );
+    }
+    let events = state
+        .store
+        .list_events(&custos_store::EventQuery {
+            subject: Some(format!("nhi:{}", workflow.nhi_id)),
+            kind: Some(EventKind::CredentialRevoked.as_str().to_owned()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    for stored in events {
+        let event = stored.event;
+        if event.details.get("decommission") == Some(&workflow.id)
+            && let Some(ids) = event.details.get("revoked")
+        {
+            revoked.extend(ids.split(',').map(str::to_owned));
+        }
+    }
+    Ok(revoked.into_iter().collect())
+}
+
+/// How long after `started` the decision point refused every credential the workflow revoked,
+/// in milliseconds: it reads the live state, which a revocation updates when it returns.
+async fn refused_after(
+    state: &AppState,
+    teardown: &custos_core::lifecycle::Teardown,
+    started: Instant,
+) -> f64 {
+    use custos_core::decision::LiveView as _;
+    loop {
+        if teardown
+            .revoked_credentials
+            .iter()
+            .all(|id| state.live.is_revoked(id))
+        {
+            return started.elapsed().as_secs_f64() * 1000.0;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            // The revocation was written by an earlier run (before a crash) and this node
+            // has not heard of each id: they are refused from the store's record instead.
+            return started.elapsed().as_secs_f64() * 1000.0;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Makes the NHI a tombstone, with its event; an NHI that is one already is left alone.
+async fn tombstone(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
+    for _ in 0..5 {
+        let Some(current) = state.store.get_nhi(&workflow.nhi_id).await? else {
+            return Err(internal(format!("nhi {} is gone", workflow.nhi_id)));
+        };
+        let Some(next) = current.tombstone(state.now()) else {
+            return Ok(());
+        };
+        let event = state
+            .event(
+                EventKind::NhiDecommissioned,
+                Actor::System,
+                format!("nhi:{}", current.id),
+            )
+            .with("decommission", &workflow.id)
+            .with("reason", &workflow.reason);
+        match state.store.update_nhi(&next, current.version, &event).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::VersionMismatch { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(busy())
+}
+
+/// Writes the NHI's trail, every event with its inclusion proof against a fresh signed
+/// checkpoint, to the archive directory: a file `custos audit verify FILE` checks offline.
+/// Written to a temporary file, synced, then renamed, so the archive holds a whole file or
+/// none.
+async fn archive(state: &AppState, nhi_id: &str) -> ApiResult<ArchivedTrail> {
+    let export =
+        crate::audit::api::build_export(state, crate::audit::api::ExportOf::Nhi(nhi_id.to_owned()))
+            .await?;
+    let bytes = serde_json::to_vec_pretty(&export)
+        .map_err(|e| internal(format!("cannot encode the trail: {e}")))?;
+    let file = archive_file_name(nhi_id);
+    let dir = state.lifecycle.archive_dir.clone();
+    let path = dir.join(&file);
+    let written = bytes.clone();
+    tokio::task::spawn_blocking(move || write_whole(&dir, &path, &written))
+        .await
+        .map_err(|e| internal(format!("the archive writer stopped: {e}")))?
+        .map_err(|e| internal(format!("cannot write the archive: {e}")))?;
+    Ok(ArchivedTrail {
+        file,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        events: export.events.len() as u64,
+        tree_size: crate::verify::open_checkpoint(&export.checkpoint, &export.verifier_key, None)
+            .map(|c| c.size())
+            .unwrap_or_default(),
+    })
+}
+
+fn write_whole(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let mut temp_name = path.as_os_str().to_owned();
+    temp_name.push(format!(".{}.partial", std::process::id()));
+    let temp = PathBuf::from(temp_name);
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+// ---- reading workflows ----
+
+/// A workflow the caller may see: every one for admins and auditors; for reviewers, those
+/// about their teams' NHIs.
+pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<Decommission> {
+    let not_found = || ApiError::not_found(&format!("decommission {id}"));
+    let workflow = state
+        .store
+        .get_decommission(id)
+        .await?
+        .ok_or_else(not_found)?;
+    if let Some(teams) = who.visible_teams()? {
+        let nhi = state.store.get_nhi(&workflow.nhi_id).await?;
+        if !nhi.is_some_and(|n| teams.contains(&n.owner.team_id)) {
+            return Err(not_found());
+        }
+    }
+    Ok(workflow)
+}
+
+/// Workflows, newest first, the running ones only if asked.
+pub async fn list(
+    state: &AppState,
+    who: &Principal,
+    nhi_id: Option<String>,
+    finished: Option<bool>,
+    page: Page,
+) -> ApiResult<DecommissionList> {
+    let limit = page.limit;
+    let found = state
+        .store
+        .list_decommissions(
+            &DecommissionFilter {
+                nhi_id,
+                finished,
+                team_ids: who.visible_teams()?,
+            },
+            &Page {
+                after: page.after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let more = found.len() > limit as usize;
+    let items: Vec<Decommission> = found.into_iter().take(limit as usize).collect();
+    let next_cursor = if more {
+        items.last().map(|w| encode_cursor(&w.id))
+    } else {
+        None
+    };
+    Ok(DecommissionList { items, next_cursor })
+}
+
+fn busy() -> ApiError {
+    ApiError::conflict(
+        "concurrent_update",
+        "the nhi is changing too often; try again",
+    )
+}
+
+fn internal(detail: impl Into<String>) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        detail,
+    )
+}

@@ -1,0 +1,104 @@
+//! Decommissioning over HTTP: start an NHI's workflow, follow it, read its receipt.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use custos_core::lifecycle::Decommission;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::inventory::{StatusChange, invalid, page, reason};
+use crate::api::*;
+use crate::auth::Principal;
+use crate::error::ApiResult;
+use crate::extract::{IdPath, OptionalJsonBody, QueryPairs};
+use crate::lifecycle;
+use crate::service::AppState;
+
+/// Decommissions an NHI (admin, or a reviewer of its owner team): starts the durable
+/// workflow that suspends it and revokes every credential (delegated descendants included),
+/// makes it a tombstone, archives its trail with proofs, tells its owner team, and signs a
+/// teardown receipt. `202` with the workflow when this call started it; `200` with the one
+/// the NHI already has (running or done) otherwise. Follow it at `Location`.
+#[utoipa::path(post, path = "/v1/nhis/{id}/decommission", tag = "nhis", params(("id" = String, Path)),
+    request_body(content = Option<StatusChange>, content_type = "application/json"),
+    responses((status = 202, description = "started", body = Object, headers(("location" = String))),
+              (status = 200, description = "the NHI's workflow, started before", body = Object, headers(("location" = String))),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn decommission_nhi(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+    OptionalJsonBody(change): OptionalJsonBody<StatusChange>,
+) -> ApiResult<Response> {
+    let reason = reason(change)?;
+    let (workflow, started) = lifecycle::decommission(&state, &who, &id, reason).await?;
+    let status = if started {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let location = HeaderValue::from_str(&format!("/v1/decommissions/{}", workflow.id))
+        .unwrap_or(HeaderValue::from_static("/v1/decommissions"));
+    Ok((status, [(header::LOCATION, location)], Json(workflow)).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DecommissionListParams {
+    nhi_id: Option<String>,
+    /// `running` (not yet done) or `done`.
+    #[param(pattern = "^(running|done)$")]
+    state: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+    #[param(schema_with = cursor_schema)]
+    cursor: Option<String>,
+}
+
+/// Decommissioning workflows, newest first: all for admins and auditors, their teams' NHIs'
+/// for reviewers. A running workflow with `failures` and a `last_error` is stuck on its step.
+#[utoipa::path(get, path = "/v1/decommissions", tag = "nhis", params(DecommissionListParams),
+    responses((status = 200, body = DecommissionList),
+              (status = 400, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn list_decommissions(
+    State(state): State<AppState>,
+    who: Principal,
+    query: QueryPairs,
+) -> ApiResult<Json<DecommissionList>> {
+    query.only(&["nhi_id", "state", "limit", "cursor"])?;
+    let finished = match query.one("state")? {
+        None => None,
+        Some("running") => Some(false),
+        Some("done") => Some(true),
+        Some(_) => return Err(invalid("state", "must be running or done")),
+    };
+    let page = page(&query)?;
+    Ok(Json(
+        lifecycle::list(
+            &state,
+            &who,
+            query.one("nhi_id")?.map(str::to_owned),
+            finished,
+            page,
+        )
+        .await?,
+    ))
+}
+
+/// One workflow, with what its steps did and, once done, its signed teardown receipt (a JWS
+/// of type `custos-teardown+jwt`, verifiable with the keys at `/.well-known/jwks.json`).
+#[utoipa::path(get, path = "/v1/decommissions/{id}", tag = "nhis",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Object),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn get_decommission(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<Decommission>> {
+    Ok(Json(lifecycle::get(&state, &who, &id).await?))
+}

@@ -1,0 +1,461 @@
+//! Decommissioning as its users meet it: one call retires an NHI for good. Its credentials
+//! are refused at once (delegated ones too), it becomes a tombstone whose name stays taken,
+//! its trail is archived as a file that verifies offline, its owner team is told, and a signed
+//! teardown receipt says what was done. Asking again shows the same workflow.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::support::{ADMIN_TOKEN, Backend, TestServer, client, jwt_claims};
+
+both_backends!(
+    decommissioning_revokes_tombstones_archives_tells_and_signs,
+    decommissioning_refuses_bad_input_and_other_teams,
+);
+
+/// Polls a workflow until it is done (at most 20 s).
+async fn until_done(server: &TestServer, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let workflow = server
+            .admin(
+                Method::GET,
+                &format!("/v1/decommissions/{id}"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        if workflow["step"] == "done" {
+            return workflow;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the decommission never finished: {workflow}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn access_token(server: &TestServer, id: &str, secret: &str) -> String {
+    let (status, _, token) = server
+        .form(
+            "/oauth2/token",
+            Some((id, secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    token["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn decommissioning_revokes_tombstones_archives_tells_and_signs(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, pep) = client(&server, "gateway", &["custos:evaluate"]).await;
+    let (agent, secret) = client(&server, "invoice-agent", &["erp:read:invoices/*"]).await;
+    let (helper, helper_secret) = client(&server, "helper-agent", &["erp:read:invoices/*"]).await;
+    let token = access_token(&server, &agent, &secret).await;
+    // A token delegated from the agent's to a helper: it must die with the agent.
+    let helper_token = access_token(&server, &helper, &helper_secret).await;
+    let (status, _, delegated) = server
+        .form(
+            "/oauth2/token",
+            Some((&helper, &helper_secret)),
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", &token),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ),
+                ("actor_token", &helper_token),
+                (
+                    "actor_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ),
+                ("scope", "erp:read:invoices/7"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{delegated}");
+    let delegated = delegated["access_token"].as_str().unwrap().to_owned();
+    let pep_key = pep.clone();
+    let allowed = |credential: &str| {
+        let body = json!({
+            "subject": {"type": "agent", "id": "", "properties": {"token": credential}},
+            "action": {"name": "read"},
+            "resource": {"type": "erp", "id": "invoices/7"},
+        });
+        let server = &server;
+        let pep_key = pep_key.clone();
+        async move {
+            let (status, answer) = server
+                .call(
+                    Method::POST,
+                    "/access/v1/evaluation",
+                    Some(&pep_key),
+                    Some(body),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            answer["decision"] == json!(true)
+        }
+    };
+    for credential in [&secret, &token, &delegated] {
+        assert!(allowed(credential).await, "usable before the decommission");
+    }
+    let channel = server
+        .admin(
+            Method::POST,
+            "/v1/notifications/channels",
+            Some(
+                json!({"name": "owners-hook", "kind": "webhook", "team": "owners-oauth",
+                        "url": "http://127.0.0.1:9/hook"}),
+            ),
+            StatusCode::CREATED,
+        )
+        .await;
+
+    let (status, headers, started) = server
+        .call_full(
+            Method::POST,
+            &format!("/v1/nhis/{agent}/decommission"),
+            Some(ADMIN_TOKEN),
+            Some(json!({"reason": "the invoice agent was shut down"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        headers["location"].to_str().unwrap(),
+        format!("/v1/decommissions/{id}")
+    );
+    assert_eq!(started["trigger"], "request");
+    let done = until_done(&server, &id).await;
+
+    // Every credential is refused, the delegated one too, and nothing new is issued.
+    for credential in [&secret, &token, &delegated] {
+        assert!(!allowed(credential).await, "refused after the decommission");
+    }
+    let (status, _, refused) = server
+        .form(
+            "/oauth2/token",
+            Some((&agent, &secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    let teardown = &done["teardown"];
+    let revoked: Vec<&str> = teardown["revoked_credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(revoked.len() >= 3, "key, token and delegated token: {done}");
+    let credentials = server
+        .admin(
+            Method::GET,
+            &format!("/v1/credentials?nhi_id={agent}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    for credential in credentials["items"].as_array().unwrap() {
+        assert_eq!(credential["status"], "revoked", "{credential}");
+        assert!(revoked.contains(&credential["id"].as_str().unwrap()));
+    }
+    assert!(teardown["last_refused_after_ms"].as_f64().unwrap() >= 0.0);
+
+    // A tombstone: kept, unchangeable, its name taken.
+    let nhi = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{agent}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(nhi["status"], "decommissioned");
+    let (status, problem) = server
+        .call(
+            Method::PATCH,
+            &format!("/v1/nhis/{agent}"),
+            Some(ADMIN_TOKEN),
+            Some(json!({"purpose": "back from the dead"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("tombstone"),
+        "{problem}"
+    );
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            "/v1/nhis",
+            Some(ADMIN_TOKEN),
+            Some(json!({
+                "name": "invoice-agent", "kind": "ai_agent", "platform": "custom",
+                "environment": "production", "owner": {"team": "owners-oauth"},
+                "purpose": "a new agent under an old name", "scope_ceiling": [],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            &format!("/v1/nhis/{agent}/resume"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+
+    // The archived trail verifies offline and is the file the receipt names.
+    let archive = &teardown["archive"];
+    let file = server
+        .data_dir()
+        .join("archive")
+        .join(archive["file"].as_str().unwrap());
+    let bytes = std::fs::read(&file).unwrap();
+    use sha2::Digest as _;
+    assert_eq!(
+        archive["sha256"].as_str().unwrap(),
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    let export: custos_server::verify::AuditExport = serde_json::from_slice(&bytes).unwrap();
+    let verified = custos_server::verify::verify_export(&export, None).unwrap();
+    assert_eq!(verified.events as u64, archive["events"].as_u64().unwrap());
+    let kinds: Vec<&str> = export
+        .events
+        .iter()
+        .map(|e| e.event.kind.as_str())
+        .collect();
+    for kind in [
+        "nhi.registered",
+        "decommission.started",
+        "nhi.suspended",
+        "nhi.decommissioned",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} is in the archive: {kinds:?}");
+    }
+
+    // The owner team's channel has its notice.
+    let deliveries = server
+        .admin(
+            Method::GET,
+            &format!(
+                "/v1/notifications/deliveries?channel={}",
+                channel["id"].as_str().unwrap()
+            ),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let subjects: Vec<&str> = deliveries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, [format!("decommission:{id}")], "{deliveries}");
+    assert_eq!(teardown["notifications"], 1);
+
+    // The receipt is signed by a key the JWKS publishes, and says what was done.
+    let receipt = done["receipt"].as_str().unwrap();
+    let jwks = server
+        .admin(Method::GET, "/.well-known/jwks.json", None, StatusCode::OK)
+        .await;
+    let jwks = custos_core::jose::Jwks::from_json(&jwks).unwrap();
+    let mut parts = receipt.split('.');
+    let (header, payload, signature) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    use base64::Engine as _;
+    let payload_bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    custos_core::jose::verify_detached(
+        &format!("{header}..{signature}"),
+        &payload_bytes,
+        &jwks,
+        custos_core::lifecycle::RECEIPT_TYPE,
+    )
+    .expect("the receipt's signature verifies");
+    let claims = jwt_claims(receipt);
+    assert_eq!(claims["sub"], json!(agent));
+    assert_eq!(claims["jti"], json!(id));
+    assert_eq!(claims["iss"], json!(server.base));
+    assert_eq!(
+        claims["decommission"]["revoked_credentials"],
+        teardown["revoked_credentials"]
+    );
+    assert_eq!(claims["decommission"]["archive"], *archive);
+
+    // Asking again shows the same workflow; it finished once.
+    let (status, again) = server
+        .call(
+            Method::POST,
+            &format!("/v1/nhis/{agent}/decommission"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], json!(id));
+    let events = server
+        .admin(
+            Method::GET,
+            &format!("/v1/audit/events?subject=nhi:{agent}&kind=decommission.completed"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
+    let list = server
+        .admin(
+            Method::GET,
+            &format!("/v1/decommissions?nhi_id={agent}&state=done"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(list["items"][0]["id"], json!(id), "{list}");
+    let running = server
+        .admin(
+            Method::GET,
+            "/v1/decommissions?state=running",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(running["items"], json!([]), "{running}");
+    server.stop().await;
+}
+
+async fn decommissioning_refuses_bad_input_and_other_teams(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (agent, _) = client(&server, "payroll-agent", &["hr:read:*"]).await;
+    server.team("elsewhere").await;
+    let (_, reviewer) = server
+        .operator("elsewhere-reviewer", &["reviewer"], &["elsewhere"])
+        .await;
+    let (_, auditor) = server.operator("auditor", &["auditor"], &[]).await;
+    let path = format!("/v1/nhis/{agent}/decommission");
+
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            "/v1/nhis/no-such-nhi/decommission",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            &path,
+            Some(ADMIN_TOKEN),
+            Some(json!({"reason": "x".repeat(501)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            &path,
+            Some(ADMIN_TOKEN),
+            Some(json!({"reason": "ok", "force": true})),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {problem}");
+    // A reviewer of another team does not see the NHI; an auditor may not act.
+    let (status, problem) = server
+        .call(Method::POST, &path, Some(&reviewer), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let (status, problem) = server.call(Method::POST, &path, Some(&auditor), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let (status, problem) = server.call(Method::POST, &path, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    // Nothing was started by any of it.
+    let nhi = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{agent}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(nhi["status"], "active", "{nhi}");
+    let list = server
+        .admin(Method::GET, "/v1/decommissions", None, StatusCode::OK)
+        .await;
+    assert_eq!(list["items"], json!([]));
+
+    for (query, code) in [
+        ("state=stuck", StatusCode::BAD_REQUEST),
+        ("limit=0", StatusCode::BAD_REQUEST),
+        ("colour=red", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, problem) = server
+            .call(
+                Method::GET,
+                &format!("/v1/decommissions?{query}"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, code, "{query}: {problem}");
+    }
+    let (status, problem) = server
+        .call(
+            Method::GET,
+            "/v1/decommissions/no-such-workflow",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+
+    // The owner team's reviewer may; the other team's reviewer then cannot see the workflow.
+    let (owner_reviewer_id, owner_reviewer) = server
+        .operator("owners-reviewer", &["reviewer"], &["owners-oauth"])
+        .await;
+    let (status, started) = server
+        .call(Method::POST, &path, Some(&owner_reviewer), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().unwrap();
+    let (status, _) = server
+        .call(
+            Method::GET,
+            &format!("/v1/decommissions/{id}"),
+            Some(&reviewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, list) = server
+        .call(Method::GET, "/v1/decommissions", Some(&reviewer), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["items"], json!([]));
+    let done = until_done(&server, id).await;
+    assert_eq!(
+        done["requested_by"],
+        json!(format!("operator:{owner_reviewer_id}"))
+    );
+    server.stop().await;
+}
