@@ -833,3 +833,175 @@ fn an_acknowledged_write_survives_kill_9() {
         "survivor"
     );
 }
+
+/// A decommission is killed (the process aborts, as with `kill -9`) after each step's work
+/// and before its record; restarted, the server resumes the workflow, which finishes exactly
+/// once: every step recorded once, one tombstone, one completion, the key refused, and the
+/// archived trail verifies with `custos audit verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommission_killed_at_any_step_finishes_once_after_a_restart() {
+    const TOKEN: &str = crate::support::ADMIN_TOKEN;
+    for step in ["revoke", "tombstone", "archive", "notify"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let start = |crash: bool| {
+            let mut cmd = custos(dir.path());
+            cmd.env("CUSTOS_ADMIN_TOKEN", TOKEN).args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                "data",
+            ]);
+            if crash {
+                cmd.env("CUSTOS_TEST_CRASH_AT", format!("decommission:{step}"));
+            } else {
+                cmd.env_remove("CUSTOS_TEST_CRASH_AT");
+            }
+            let mut server = serve(&mut cmd);
+            server.port = port;
+            wait_ready(port);
+            server
+        };
+        let http = reqwest::Client::new();
+        let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+            let mut request = http
+                .request(method, format!("{url}{path}"))
+                .bearer_auth(TOKEN);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            async move {
+                let response = request.send().await?;
+                let status = response.status();
+                let value: Value = response.json().await.unwrap_or(Value::Null);
+                Ok::<_, reqwest::Error>((status, value))
+            }
+        };
+
+        let mut server = start(true);
+        call(
+            reqwest::Method::POST,
+            "/v1/teams",
+            Some(serde_json::json!({"name": "owners", "contact": "owners@example.com"})),
+        )
+        .await
+        .unwrap();
+        let (_, nhi) = call(
+            reqwest::Method::POST,
+            "/v1/nhis",
+            Some(serde_json::json!({
+                "name": "doomed-agent", "kind": "ai_agent", "platform": "custom",
+                "environment": "production", "owner": {"team": "owners"},
+                "purpose": "to be retired", "scope_ceiling": ["erp:read:*"],
+            })),
+        )
+        .await
+        .unwrap();
+        let id = nhi["id"].as_str().expect("an nhi").to_owned();
+        let (_, key) = call(
+            reqwest::Method::POST,
+            &format!("/v1/nhis/{id}/credentials"),
+            None,
+        )
+        .await
+        .unwrap();
+        let secret = key["secret"].as_str().unwrap().to_owned();
+        // The answer may or may not get out before the process aborts.
+        let _ = call(
+            reqwest::Method::POST,
+            &format!("/v1/nhis/{id}/decommission"),
+            Some(serde_json::json!({"reason": "shut down"})),
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not crash at {step}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "crashed at {step}: {status:?}");
+        drop(server);
+
+        let _server = start(false);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let workflow = loop {
+            let (_, list) = call(
+                reqwest::Method::GET,
+                &format!("/v1/decommissions?nhi_id={id}"),
+                None,
+            )
+            .await
+            .unwrap();
+            let workflow = list["items"][0].clone();
+            if workflow["step"] == "done" {
+                break workflow;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not resumed after a crash at {step}: {list}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            workflow["teardown"]["revoked_credentials"]
+                .as_array()
+                .unwrap()
+                .contains(&key["id"]),
+            "crash at {step}: {workflow}"
+        );
+        let (_, events) = call(
+            reqwest::Method::GET,
+            &format!("/v1/audit/events?subject=nhi:{id}&limit=500"),
+            None,
+        )
+        .await
+        .unwrap();
+        let kinds: Vec<&str> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
+        assert_eq!(count("decommission.started"), 1, "{step}: {kinds:?}");
+        assert_eq!(count("decommission.progressed"), 4, "{step}: {kinds:?}");
+        assert_eq!(count("nhi.decommissioned"), 1, "{step}: {kinds:?}");
+        assert_eq!(count("decommission.completed"), 1, "{step}: {kinds:?}");
+        assert_eq!(count("nhi.suspended"), 1, "{step}: {kinds:?}");
+
+        let (_, nhi) = call(reqwest::Method::GET, &format!("/v1/nhis/{id}"), None)
+            .await
+            .unwrap();
+        assert_eq!(nhi["status"], "decommissioned", "{step}");
+        let refused = http
+            .post(format!("{url}/oauth2/token"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401, "{step}");
+
+        let archive = dir
+            .path()
+            .join("data/archive")
+            .join(workflow["teardown"]["archive"]["file"].as_str().unwrap());
+        let verified = custos(dir.path())
+            .args(["audit", "verify", archive.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            verified.status.success(),
+            "{step}: {}{}",
+            stdout(&verified),
+            String::from_utf8_lossy(&verified.stderr)
+        );
+    }
+}

@@ -6,3 +6,4 @@ mod support;
 
 mod behaviour;
 mod conformance;
+mod lifecycle;

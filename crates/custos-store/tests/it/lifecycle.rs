@@ -1,0 +1,315 @@
+//! Decommissioning workflows' storage: one per NHI, moved on from the step it is at only,
+//! each move with its events and notifications in one transaction.
+
+use custos_core::lifecycle::{Decommission, DecommissionStep, DecommissionTrigger, Teardown};
+use custos_core::{EventKind, Page};
+use custos_store::{
+    DecommissionFilter, DeliveryFilter, DeliveryState, EventQuery, NotificationDelivery, Store,
+    StoreError,
+};
+
+use crate::conformance;
+use crate::support::{event, id, nhi, now, register, team};
+
+conformance!(
+    an_nhi_has_one_workflow_and_asking_again_returns_it,
+    a_step_is_recorded_once_with_its_events_and_notifications,
+    workflows_are_listed_by_nhi_state_and_team,
+);
+
+fn workflow(nhi_id: &str) -> Decommission {
+    Decommission::start(
+        id(),
+        nhi_id.to_owned(),
+        DecommissionTrigger::Request,
+        "operator:o".to_owned(),
+        "shut down".to_owned(),
+        now(),
+    )
+}
+
+async fn events_of(store: &dyn Store, kind: EventKind) -> usize {
+    store
+        .list_events(&EventQuery {
+            limit: 100,
+            kind: Some(kind.as_str().to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+fn notice(subject: &str) -> NotificationDelivery {
+    let at = now();
+    NotificationDelivery {
+        id: id(),
+        channel_id: None,
+        callback_url: Some("https://owners.example.com/hook".into()),
+        subject: subject.to_owned(),
+        payload: r#"{"type":"nhi.decommissioned"}"#.to_owned(),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: at,
+        last_attempt_at: None,
+        last_error: None,
+        created_at: at,
+        delivered_at: None,
+    }
+}
+
+/// Starting a workflow writes it with its event; starting another for the same NHI writes
+/// nothing and returns the first; an unknown NHI is a missing reference.
+async fn an_nhi_has_one_workflow_and_asking_again_returns_it(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let first = workflow(&n.id);
+    let started = event(EventKind::DecommissionStarted, &format!("nhi:{}", n.id));
+    assert_eq!(
+        store.start_decommission(&first, &started).await.unwrap(),
+        None
+    );
+    let second = workflow(&n.id);
+    let again = event(EventKind::DecommissionStarted, &format!("nhi:{}", n.id));
+    assert_eq!(
+        store.start_decommission(&second, &again).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(events_of(store, EventKind::DecommissionStarted).await, 1);
+    assert_eq!(
+        store.get_decommission(&first.id).await.unwrap(),
+        Some(first)
+    );
+    assert_eq!(store.get_decommission(&second.id).await.unwrap(), None);
+
+    let err = store
+        .start_decommission(&workflow("no-such-nhi"), &again)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MissingReference), "{err:?}");
+}
+
+/// A step is recorded only from the step the workflow is at: the first record wins, a second
+/// from the same step writes nothing (no event, no notification), and a failure is counted
+/// without moving the workflow.
+async fn a_step_is_recorded_once_with_its_events_and_notifications(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let start = workflow(&n.id);
+    store
+        .start_decommission(&start, &event(EventKind::DecommissionStarted, "s"))
+        .await
+        .unwrap();
+
+    store
+        .record_decommission_failure(&start.id, "the store was away", now())
+        .await
+        .unwrap();
+    let failed = store.get_decommission(&start.id).await.unwrap().unwrap();
+    assert_eq!(failed.step, DecommissionStep::Revoke);
+    assert_eq!(failed.failures, 1);
+    assert_eq!(failed.last_error.as_deref(), Some("the store was away"));
+
+    let teardown = Teardown {
+        revoked_credentials: vec!["c1".into()],
+        revoked_at: Some(now()),
+        last_refused_after_ms: Some(0.5),
+        ..Default::default()
+    };
+    let revoked = failed.advanced(teardown.clone(), now());
+    assert_eq!(revoked.failures, 1, "failures are history, kept");
+    assert_eq!(revoked.last_error, None, "the step that failed is done now");
+    let progressed = || event(EventKind::DecommissionProgressed, "p");
+    assert!(
+        store
+            .advance_decommission(DecommissionStep::Revoke, &revoked, &[progressed()], &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_decommission(DecommissionStep::Revoke, &revoked, &[progressed()], &[])
+            .await
+            .unwrap(),
+        "a step is recorded once"
+    );
+    assert_eq!(events_of(store, EventKind::DecommissionProgressed).await, 1);
+    let stored = store.get_decommission(&start.id).await.unwrap().unwrap();
+    assert_eq!(stored, revoked);
+    assert_eq!(stored.teardown, teardown);
+
+    // Walk to the end; the last record carries the notices and the receipt.
+    let mut current = stored;
+    while current.step != DecommissionStep::Notify {
+        let next = current.advanced(current.teardown.clone(), now());
+        assert!(
+            store
+                .advance_decommission(current.step, &next, &[progressed()], &[])
+                .await
+                .unwrap()
+        );
+        current = next;
+    }
+    let mut done = current.advanced(current.teardown.clone(), now());
+    done.receipt = Some("header.claims.signature".into());
+    let notices = [notice(&format!("decommission:{}", done.id))];
+    let completed = event(EventKind::DecommissionCompleted, "c");
+    assert!(
+        store
+            .advance_decommission(
+                DecommissionStep::Notify,
+                &done,
+                &[progressed(), completed.clone()],
+                &notices
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_decommission(DecommissionStep::Notify, &done, &[completed], &notices)
+            .await
+            .unwrap()
+    );
+    assert_eq!(events_of(store, EventKind::DecommissionCompleted).await, 1);
+    let queued = store
+        .list_notification_deliveries(
+            &DeliveryFilter::default(),
+            &Page {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "the notices are queued once");
+    let finished = store.get_decommission(&done.id).await.unwrap().unwrap();
+    assert!(finished.is_done());
+    assert_eq!(finished.finished_at, done.finished_at);
+    assert_eq!(finished.receipt, done.receipt);
+    // A finished workflow counts no more failures.
+    store
+        .record_decommission_failure(&done.id, "late", now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_decommission(&done.id).await.unwrap(),
+        Some(finished)
+    );
+}
+
+/// Newest first, filtered by NHI, by running or done, and by the NHI's team; pages visit
+/// each workflow once.
+async fn workflows_are_listed_by_nhi_state_and_team(store: &dyn Store) {
+    let red = team(store, "red").await;
+    let blue = team(store, "blue").await;
+    let mut ids = Vec::new();
+    for (i, owner) in [&red, &blue, &red, &blue, &red].into_iter().enumerate() {
+        let n = nhi(&format!("bot-{i}"), owner);
+        register(store, &n).await;
+        let mut w = workflow(&n.id);
+        w.started_at = now().plus_seconds(i as i64);
+        w.updated_at = w.started_at;
+        store
+            .start_decommission(&w, &event(EventKind::DecommissionStarted, "s"))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            let mut current = w.clone();
+            while !current.is_done() {
+                let next = current.advanced(current.teardown.clone(), now());
+                store
+                    .advance_decommission(current.step, &next, &[], &[])
+                    .await
+                    .unwrap();
+                current = next;
+            }
+        }
+        ids.push((w.id.clone(), n.id.clone(), owner.id.clone(), i % 2 == 0));
+    }
+    let list = |filter: DecommissionFilter| async move {
+        store
+            .list_decommissions(
+                &filter,
+                &Page {
+                    after: None,
+                    limit: 50,
+                },
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.id)
+            .collect::<Vec<_>>()
+    };
+    let newest_first = |pick: &dyn Fn(&(String, String, String, bool)) -> bool| {
+        ids.iter()
+            .rev()
+            .filter(|w| pick(w))
+            .map(|w| w.0.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(DecommissionFilter::default()).await,
+        newest_first(&|_| true)
+    );
+    assert_eq!(
+        list(DecommissionFilter {
+            finished: Some(true),
+            ..Default::default()
+        })
+        .await,
+        newest_first(&|w| w.3)
+    );
+    assert_eq!(
+        list(DecommissionFilter {
+            finished: Some(false),
+            ..Default::default()
+        })
+        .await,
+        newest_first(&|w| !w.3)
+    );
+    assert_eq!(
+        list(DecommissionFilter {
+            nhi_id: Some(ids[1].1.clone()),
+            ..Default::default()
+        })
+        .await,
+        [ids[1].0.clone()]
+    );
+    assert_eq!(
+        list(DecommissionFilter {
+            team_ids: Some(vec![blue.id.clone()]),
+            ..Default::default()
+        })
+        .await,
+        newest_first(&|w| w.2 == blue.id)
+    );
+    assert!(
+        list(DecommissionFilter {
+            team_ids: Some(vec![]),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    let mut seen = Vec::new();
+    let mut page = Page {
+        after: None,
+        limit: 2,
+    };
+    loop {
+        let batch = store
+            .list_decommissions(&DecommissionFilter::default(), &page)
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        page.after = batch.last().map(|w| w.id.clone());
+        seen.extend(batch.into_iter().map(|w| w.id));
+    }
+    assert_eq!(seen, newest_first(&|_| true));
+}
