@@ -467,13 +467,15 @@ fn write_whole(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A workflow the caller may see: every one for admins and auditors; for reviewers, those
 /// about their teams' NHIs.
 pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<Decommission> {
-    let not_found = || ApiError::not_found(&format!("decommission {id}"));
+    let teams = who.visible_teams()?;
+    let not_found =
+        || ApiError::not_found(&format!("decommission {id}")).with_code("decommission_not_found");
     let workflow = state
         .store
         .get_decommission(id)
         .await?
         .ok_or_else(not_found)?;
-    if let Some(teams) = who.visible_teams()? {
+    if let Some(teams) = teams {
         let nhi = state.store.get_nhi(&workflow.nhi_id).await?;
         if !nhi.is_some_and(|n| teams.contains(&n.owner.team_id)) {
             return Err(not_found());

@@ -196,6 +196,24 @@ async fn every_route_checks_every_caller(backend: Backend) {
         ),
         row(
             M::POST,
+            "/v1/nhis/{fresh_nhi}/decommission",
+            None,
+            [401, 202, 202, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/decommissions",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/decommissions/no-such-workflow",
+            None,
+            [401, 404, 404, 404, 401, 403],
+        ),
+        row(
+            M::POST,
             "/v1/nhis/{fresh_nhi}/credentials",
             Some(empty),
             [401, 201, 403, 403, 401, 403],

@@ -18,6 +18,7 @@ use crate::support::{Backend, TestServer, client, custos, fails, json_of, ok, te
 both_backends!(
     cli_sets_lists_and_revokes_standing_rules,
     cli_adds_lists_tests_and_disables_notification_channels,
+    cli_decommissions_an_nhi_and_follows_the_workflow,
 );
 
 fn ids(items: &Value) -> Vec<&str> {
@@ -594,5 +595,60 @@ async fn cli_adds_lists_tests_and_disables_notification_channels(backend: Backen
         3,
         "nothing written by the refused ones: {list}"
     );
+    server.stop().await;
+}
+
+/// `custos nhi decommission --wait` retires an NHI and prints the finished workflow; asking
+/// again shows the same one; `custos decommissions list|show` find it; bad input fails
+/// plainly.
+async fn cli_decommissions_an_nhi_and_follows_the_workflow(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (agent, _) = client(&server, "retiring-agent", &["erp:read:*"]).await;
+
+    let done = json_of(
+        &server,
+        &[
+            "nhi",
+            "decommission",
+            &agent,
+            "--reason",
+            "replaced by v2",
+            "--wait",
+            "20",
+        ],
+    )
+    .await;
+    assert_eq!(done["step"], "done", "{done}");
+    assert_eq!(done["reason"], "replaced by v2");
+    assert!(done["receipt"].is_string(), "{done}");
+    let id = done["id"].as_str().unwrap();
+    let again = json_of(&server, &["nhi", "decommission", &agent]).await;
+    assert_eq!(again["id"], done["id"]);
+
+    let table = ok(&server, &["decommissions", "list", "--state", "done"]).await;
+    assert!(table.contains(id) && table.contains("REVOKED"), "{table}");
+    let shown = ok(&server, &["decommissions", "show", id]).await;
+    assert!(
+        shown.contains("nhi-") && shown.contains("signed"),
+        "the archive file and the receipt are shown: {shown}"
+    );
+    let running = json_of(&server, &["decommissions", "list", "--state", "running"]).await;
+    assert_eq!(running["items"], Value::Array(vec![]));
+
+    fails(
+        &server,
+        &["nhi", "decommission", "no-such-nhi"],
+        1,
+        "not found",
+    )
+    .await;
+    fails(
+        &server,
+        &["decommissions", "list", "--state", "stuck"],
+        1,
+        "running or done",
+    )
+    .await;
+    fails(&server, &["decommissions", "show", "nope"], 1, "not found").await;
     server.stop().await;
 }
