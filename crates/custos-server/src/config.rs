@@ -36,7 +36,7 @@ pub struct ServeArgs {
     /// audit_witness_dir, audit_checkpoint_interval_seconds, notify_retry_base_ms,
     /// notify_allowed_hosts, approval_ttl_seconds, high_risk_quorum, escalate_after_seconds,
     /// separation_of_duties, baseline_probation_days, baseline_probation_events,
-    /// baseline_alert_bits, anomaly_action, archive_dir
+    /// baseline_alert_bits, anomaly_action, archive_dir, lifecycle_interval_seconds
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -86,6 +86,7 @@ struct FileConfig {
     baseline_alert_bits: Option<f32>,
     anomaly_action: Option<String>,
     archive_dir: Option<PathBuf>,
+    lifecycle_interval_seconds: Option<u64>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -111,6 +112,8 @@ pub struct Config {
     pub audit_witness_dir: Option<PathBuf>,
     /// Where decommissioned NHIs' trails are archived; `None`: DATA_DIR/archive.
     pub archive_dir: Option<PathBuf>,
+    /// How often the lifecycle scheduler looks for expired NHIs.
+    pub lifecycle_interval_seconds: u64,
     /// How often a checkpoint is signed when the log has grown.
     pub audit_checkpoint_interval_seconds: u64,
     /// The first wait before a failed notification is retried; each retry waits twice as long
@@ -160,6 +163,8 @@ pub enum ConfigError {
     PublicUrl,
     #[error("audit_origin must be printable text without spaces or pluses")]
     AuditOrigin,
+    #[error("lifecycle_interval_seconds must be between 1 and 86400")]
+    LifecycleInterval,
     #[error("audit_checkpoint_interval_seconds must be between 1 and 86400")]
     CheckpointInterval,
     #[error("notify_retry_base_ms must be between 1 and 300000")]
@@ -200,6 +205,7 @@ impl Config {
             audit_origin: None,
             audit_witness_dir: None,
             archive_dir: None,
+            lifecycle_interval_seconds: 60,
             audit_checkpoint_interval_seconds: 60,
             notify_retry_base_ms: 2000,
             notify_allowed_hosts: None,
@@ -369,6 +375,11 @@ impl Config {
             audit_origin,
             audit_witness_dir: file.audit_witness_dir,
             archive_dir: file.archive_dir,
+            lifecycle_interval_seconds: match file.lifecycle_interval_seconds {
+                None => defaults.lifecycle_interval_seconds,
+                Some(seconds @ 1..=86_400) => seconds,
+                Some(_) => return Err(ConfigError::LifecycleInterval),
+            },
             audit_checkpoint_interval_seconds: checkpoint_interval,
             notify_retry_base_ms,
             notify_allowed_hosts,

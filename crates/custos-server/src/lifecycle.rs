@@ -162,6 +162,67 @@ pub async fn resume_unfinished(state: &AppState) -> Result<usize, StoreError> {
     }
 }
 
+/// The lifecycle scheduler: every `interval`, on the one node holding the job's lock, the
+/// NHIs past their `expires_at` are decommissioned (trigger `timeout`).
+pub async fn run_scheduler(state: AppState, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match state.store.lock_job(SCHEDULER_JOB).await {
+            Ok(Some(_held)) => match decommission_expired(&state).await {
+                Ok(0) => {}
+                Ok(started) => tracing::info!(started, "decommissioning expired nhis"),
+                Err(error) => {
+                    tracing::warn!(error = %error.detail, "the lifecycle round failed; retrying")
+                }
+            },
+            Ok(None) => tracing::debug!("another node runs the lifecycle jobs"),
+            Err(error) => tracing::warn!(%error, "cannot take the lifecycle job's lock"),
+        }
+    }
+}
+
+/// The name of the scheduler's job lock.
+const SCHEDULER_JOB: &str = "lifecycle";
+
+/// Starts the workflow of every NHI past its `expires_at` that is not a tombstone yet; how
+/// many it started (those already running are picked up, not counted).
+pub async fn decommission_expired(state: &AppState) -> ApiResult<usize> {
+    let now = state.now();
+    let mut started = 0;
+    for status in [NhiStatus::Active, NhiStatus::Suspended] {
+        let filter = custos_core::NhiFilter {
+            status: Some(status),
+            expires_before: Some(now),
+            ..Default::default()
+        };
+        let mut page = Page {
+            after: None,
+            limit: 500,
+        };
+        loop {
+            let batch = state.store.list_nhis(&filter, &page).await?;
+            let Some(last) = batch.last() else { break };
+            page.after = Some(last.id.clone());
+            for nhi in &batch {
+                let reason = match nhi.expires_at {
+                    Some(at) => format!("expired at {}", at.to_rfc3339()),
+                    None => "expired".to_owned(),
+                };
+                let (_, new) = start(
+                    state,
+                    nhi,
+                    DecommissionTrigger::Timeout,
+                    Actor::System,
+                    reason,
+                )
+                .await?;
+                started += usize::from(new);
+            }
+        }
+    }
+    Ok(started)
+}
+
 /// Does the workflow's steps until it is done; a failing step is counted, said, and tried
 /// again later, waiting longer each time.
 async fn run(state: &AppState, id: &str) {

@@ -57,7 +57,7 @@ use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
     Revocation, SigningKeyRecord, Store, StoredCheckpoint, Use,
 };
-use custos_store::{DecommissionFilter, FindingOpened};
+use custos_store::{DecommissionFilter, FindingOpened, JobLock};
 use custos_store::{
     DeliveryFilter, DeliveryOutcome, DueEscalation, NotificationChannel, NotificationDelivery,
     UiSession,
@@ -183,6 +183,7 @@ metered! {
     fn revoke_response_policy(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
     // Decommissioning: a workflow's steps change decisions through their own writes (the
     // suspension, the revocation, the tombstone), not through the workflow's record.
+    fn lock_job(&self, job: &str) -> StoreResult<Option<JobLock>>;
     fn start_decommission(&self, workflow: &Decommission, event: &DomainEvent) -> StoreResult<Option<Decommission>>;
     fn advance_decommission(&self, from: DecommissionStep, next: &Decommission, events: &[DomainEvent], deliveries: &[NotificationDelivery]) -> StoreResult<bool>;
     fn record_decommission_failure(&self, id: &str, error: &str, at: Timestamp) -> StoreResult<()>;

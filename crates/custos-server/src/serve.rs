@@ -186,6 +186,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::lifecycle::resume_unfinished(&state)
         .await
         .context("cannot read the unfinished decommissions")?;
+    tokio::spawn(crate::lifecycle::run_scheduler(
+        state.clone(),
+        Duration::from_secs(config.lifecycle_interval_seconds),
+    ));
     tokio::spawn(crate::behaviour::run_flusher(state.clone()));
     tokio::spawn(sweep_live_state(state.clone()));
     tokio::spawn(expire_approval_requests(state.clone()));
@@ -285,12 +289,13 @@ async fn expire_approval_requests(state: AppState) {
 }
 
 /// Events after which what this node holds in memory may be stale, if another node wrote them.
-const STATE_CHANGES: [custos_core::EventKind; 9] = {
+const STATE_CHANGES: [custos_core::EventKind; 10] = {
     use custos_core::EventKind as K;
     [
         K::NhiUpdated,
         K::NhiSuspended,
         K::NhiResumed,
+        K::NhiDecommissioned,
         K::CredentialRevoked,
         K::CredentialRotated,
         K::TaskEnded,

@@ -527,6 +527,13 @@ pub trait Store: Send + Sync + 'static {
         event: &DomainEvent,
     ) -> Result<bool>;
 
+    /// Takes the lock of a background job (`job` names it), so that of several nodes sharing
+    /// the store one runs it at a time: `None` if another node holds it. On PostgreSQL it is
+    /// an advisory lock held by a transaction on its own connection, released when the
+    /// [`JobLock`] is dropped or the node's connection dies; SQLite serves one node, which
+    /// always gets it.
+    async fn lock_job(&self, job: &str) -> Result<Option<JobLock>>;
+
     /// Starts an NHI's decommissioning workflow with its event, unless the NHI has one
     /// already (running or done): then nothing is written and that one is returned.
     /// `MissingReference` if there is no such NHI.
@@ -558,6 +565,17 @@ pub trait Store: Send + Sync + 'static {
         filter: &DecommissionFilter,
         page: &Page,
     ) -> Result<Vec<Decommission>>;
+}
+
+/// A background job's lock, held while this value lives: see [`Store::lock_job`].
+pub struct JobLock {
+    _held: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for JobLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobLock")
+    }
 }
 
 /// Which decommissioning workflows to list. Every filter that is set must hold.

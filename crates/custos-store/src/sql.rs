@@ -26,8 +26,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
 use crate::group_commit::{GroupCommit, Slot};
 use crate::{
-    ApprovalFilter, AuditHead, DecommissionFilter, EventQuery, PolicyVersion, Result, Retirement,
-    Revocation, SigningKeyRecord, Store, StoreError, StoredCheckpoint, UiSession, Use,
+    ApprovalFilter, AuditHead, DecommissionFilter, EventQuery, JobLock, PolicyVersion, Result,
+    Retirement, Revocation, SigningKeyRecord, Store, StoreError, StoredCheckpoint, UiSession, Use,
 };
 use crate::{
     DeliveryFilter, DeliveryOutcome, DeliveryState, DueEscalation, NotificationChannel,
@@ -170,6 +170,44 @@ impl PostgresStore {
     async fn begin_write(&self) -> Result<PgSlot> {
         Ok(PgSlot(self.pool.acquire().await?))
     }
+}
+
+impl SqliteStore {
+    /// One node uses a SQLite store: it always holds every job's lock.
+    async fn take_job_lock(&self, _job: &str) -> Result<Option<JobLock>> {
+        Ok(Some(JobLock { _held: None }))
+    }
+}
+
+impl PostgresStore {
+    /// A transaction-scoped advisory lock, keyed by a stable hash of the job's name, held by a
+    /// transaction on a connection of its own until the lock is dropped (which rolls it back).
+    async fn take_job_lock(&self, job: &str) -> Result<Option<JobLock>> {
+        let key = job_key(job);
+        let mut tx = self.pool.begin().await?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !held {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Ok(Some(JobLock {
+            _held: Some(Box::new(tx)),
+        }))
+    }
+}
+
+/// A job's advisory-lock key: FNV-1a of its name, in a space of its own (the high bits set
+/// apart from sqlx's migration lock, which is a small positive number).
+fn job_key(job: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"custos-job:".iter().chain(job.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes((hash | (1 << 63)).to_ne_bytes())
 }
 
 /// PostgreSQL needs no group commit: its own WAL writer batches concurrent commits. A slot is
@@ -2848,6 +2886,10 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(true)
+            }
+
+            async fn lock_job(&self, job: &str) -> Result<Option<JobLock>> {
+                self.take_job_lock(job).await
             }
 
             async fn start_decommission(

@@ -14,6 +14,7 @@ use crate::support::{ADMIN_TOKEN, Backend, TestServer, client, jwt_claims};
 both_backends!(
     decommissioning_revokes_tombstones_archives_tells_and_signs,
     decommissioning_refuses_bad_input_and_other_teams,
+    an_expired_nhi_is_decommissioned_by_the_scheduler,
 );
 
 /// Polls a workflow until it is done (at most 20 s).
@@ -457,5 +458,93 @@ async fn decommissioning_refuses_bad_input_and_other_teams(backend: Backend) {
         done["requested_by"],
         json!(format!("operator:{owner_reviewer_id}"))
     );
+    server.stop().await;
+}
+
+/// The scheduler finds an NHI past its `expires_at` and decommissions it (trigger `timeout`);
+/// an NHI not yet expired is left alone.
+async fn an_expired_nhi_is_decommissioned_by_the_scheduler(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.lifecycle_interval_seconds = 1;
+    })
+    .await;
+    server.team("owners").await;
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let register = |name: &str, expires: time::OffsetDateTime| {
+        let mut body = crate::support::nhi_body(name, "owners");
+        body["expires_at"] = json!(
+            expires
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        );
+        let server = &server;
+        async move {
+            server
+                .admin(Method::POST, "/v1/nhis", Some(body), StatusCode::CREATED)
+                .await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let expiring = register("expiring-agent", soon).await;
+    let lasting = register("lasting-agent", later).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let workflow = loop {
+        let list = server
+            .admin(
+                Method::GET,
+                &format!("/v1/decommissions?nhi_id={expiring}&state=done"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        if let Some(workflow) = list["items"].as_array().unwrap().first() {
+            break workflow.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expired nhi was never decommissioned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(workflow["trigger"], "timeout", "{workflow}");
+    assert_eq!(workflow["requested_by"], "system", "{workflow}");
+    assert!(
+        workflow["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("expired at "),
+        "{workflow}"
+    );
+    let nhi = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{expiring}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(nhi["status"], "decommissioned");
+    let nhi = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{lasting}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(nhi["status"], "active");
+    let list = server
+        .admin(
+            Method::GET,
+            &format!("/v1/decommissions?nhi_id={lasting}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(list["items"], json!([]));
     server.stop().await;
 }

@@ -15,6 +15,7 @@ conformance!(
     an_nhi_has_one_workflow_and_asking_again_returns_it,
     a_step_is_recorded_once_with_its_events_and_notifications,
     workflows_are_listed_by_nhi_state_and_team,
+    a_job_lock_is_held_by_one_holder_at_a_time,
 );
 
 fn workflow(nhi_id: &str) -> Decommission {
@@ -312,4 +313,28 @@ async fn workflows_are_listed_by_nhi_state_and_team(store: &dyn Store) {
         seen.extend(batch.into_iter().map(|w| w.id));
     }
     assert_eq!(seen, newest_first(&|_| true));
+}
+
+/// On PostgreSQL a job's lock is held by one holder (one connection) at a time and freed when
+/// dropped; other jobs' locks are separate. SQLite serves one node, which always holds it.
+async fn a_job_lock_is_held_by_one_holder_at_a_time(store: &dyn Store) {
+    let first = store.lock_job("lifecycle").await.unwrap();
+    assert!(first.is_some());
+    let second = store.lock_job("lifecycle").await.unwrap();
+    let other_job = store.lock_job("another-job").await.unwrap();
+    assert!(other_job.is_some());
+    match store.backend() {
+        "postgres" => assert!(second.is_none(), "one holder at a time"),
+        _ => assert!(second.is_some(), "a single node holds every lock"),
+    }
+    drop((first, second, other_job));
+    // Dropping rolls the holding transaction back; the lock is free once it is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.lock_job("lifecycle").await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
