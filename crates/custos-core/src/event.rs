@@ -99,10 +99,13 @@ pub enum EventKind {
     NhiDecommissioned,
     /// A decommissioning workflow finished, with its signed teardown receipt.
     DecommissionCompleted,
+    /// An admin allowed a deployment system to report agents shut down.
+    DeploymentHookCreated,
+    DeploymentHookDisabled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 41] = [
+    pub const ALL: [EventKind; 43] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::TeamUpdated,
@@ -144,6 +147,8 @@ impl EventKind {
         EventKind::DecommissionProgressed,
         EventKind::NhiDecommissioned,
         EventKind::DecommissionCompleted,
+        EventKind::DeploymentHookCreated,
+        EventKind::DeploymentHookDisabled,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -190,6 +195,8 @@ impl EventKind {
             EventKind::DecommissionProgressed => "decommission.progressed",
             EventKind::NhiDecommissioned => "nhi.decommissioned",
             EventKind::DecommissionCompleted => "decommission.completed",
+            EventKind::DeploymentHookCreated => "deployment_hook.created",
+            EventKind::DeploymentHookDisabled => "deployment_hook.disabled",
         }
     }
 

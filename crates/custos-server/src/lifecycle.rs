@@ -77,6 +77,7 @@ pub async fn decommission(
         &nhi,
         DecommissionTrigger::Request,
         who.actor(),
+        None,
         reason,
     )
     .await
@@ -84,11 +85,14 @@ pub async fn decommission(
 
 /// Starts an NHI's workflow for any trigger, or returns the one it has; drives it either way
 /// (a workflow found unfinished is picked up again).
+/// `requested_by` is who asked when that is not the event's actor (a deployment hook is
+/// `deployment_hook:<id>`, acting as the system).
 pub async fn start(
     state: &AppState,
     nhi: &Nhi,
     trigger: DecommissionTrigger,
     actor: Actor,
+    requested_by: Option<String>,
     reason: String,
 ) -> ApiResult<(Decommission, bool)> {
     let now = state.now();
@@ -96,7 +100,7 @@ pub async fn start(
         new_id(),
         nhi.id.clone(),
         trigger,
-        actor.to_string(),
+        requested_by.unwrap_or_else(|| actor.to_string()),
         reason,
         now,
     );
@@ -106,6 +110,7 @@ pub async fn start(
             actor,
             format!("nhi:{}", nhi.id),
         )
+        .with("requested_by", &workflow.requested_by)
         .with("decommission", &workflow.id)
         .with("trigger", trigger.as_str())
         .with("reason", &workflow.reason);
@@ -213,6 +218,7 @@ pub async fn decommission_expired(state: &AppState) -> ApiResult<usize> {
                     nhi,
                     DecommissionTrigger::Timeout,
                     Actor::System,
+                    None,
                     reason,
                 )
                 .await?;
@@ -591,4 +597,285 @@ fn internal(detail: impl Into<String>) -> ApiError {
         "internal",
         detail,
     )
+}
+
+// ---- deployment hooks: "agent X was shut down" ----
+
+/// How far a hook call's signed time may be from ours: a captured call cannot be replayed
+/// later than this (and a replay within it finds the workflow already started).
+const HOOK_TOLERANCE_SECONDS: i64 = 300;
+/// The largest body a hook call may have.
+pub const MAX_HOOK_BODY: usize = 16 * 1024;
+
+/// A new deployment hook.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeploymentHook {
+    /// Unique among hooks: the deployment system's name.
+    #[schema(schema_with = crate::api::text_100)]
+    pub name: String,
+    /// Only NHIs of this team (a name or id) may be reported; any team's when left out.
+    pub team: Option<String>,
+}
+
+/// A deployment hook as shown: never its secret.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeploymentHookView {
+    pub id: String,
+    pub name: String,
+    pub team_id: Option<String>,
+    pub enabled: bool,
+    pub created_by: String,
+    #[schema(value_type = String)]
+    pub created_at: custos_core::Timestamp,
+    #[schema(value_type = Option<String>)]
+    pub disabled_at: Option<custos_core::Timestamp>,
+    /// Where the deployment system posts: `POST {url}` with `Custos-Signature`.
+    pub url: String,
+}
+
+/// A new hook with its secret, shown this once.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeploymentHookCreated {
+    #[serde(flatten)]
+    pub hook: DeploymentHookView,
+    /// The HMAC-SHA256 key of `Custos-Signature: t=<unix seconds>,v1=<hex HMAC(secret,
+    /// "<t>.<body>")>`, the same scheme as Custos's own webhooks.
+    pub secret: String,
+}
+
+/// What a deployment system says.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookEvent {
+    /// `agent.shut_down`: the agent will not run again, so its NHI is decommissioned.
+    #[schema(pattern = "^agent\\.shut_down$")]
+    pub event: String,
+    /// The NHI's id: the `client_id` the agent was deployed with.
+    pub nhi_id: String,
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
+fn hook_view(state: &AppState, hook: custos_store::DeploymentHook) -> DeploymentHookView {
+    DeploymentHookView {
+        url: format!("{}/v1/deployment-hooks/{}/events", state.issuer, hook.id),
+        id: hook.id,
+        name: hook.name,
+        team_id: hook.team_id,
+        enabled: hook.disabled_at.is_none(),
+        created_by: hook.created_by,
+        created_at: hook.created_at,
+        disabled_at: hook.disabled_at,
+    }
+}
+
+fn hook_context(id: &str) -> String {
+    format!("deployment-hook:{id}")
+}
+
+/// `POST /v1/deployment-hooks` (admin): a deployment system may now report its agents shut
+/// down, signing with the secret returned here once.
+pub async fn create_hook(
+    state: &AppState,
+    who: &Principal,
+    input: NewDeploymentHook,
+) -> ApiResult<DeploymentHookCreated> {
+    use base64::Engine as _;
+    who.require(&[custos_core::Role::Admin])?;
+    let mut errors = custos_core::validate::ValidationErrors::default();
+    let name = input.name.trim().to_owned();
+    custos_core::validate::text(&mut errors, "name", &name, 100);
+    let team_id = match &input.team {
+        None => None,
+        Some(team) => match state.store.get_team(team).await? {
+            Some(team) => Some(team.id),
+            None => {
+                errors.push("team", format!("no team named or with id {team:?}"));
+                None
+            }
+        },
+    };
+    errors.into_result()?;
+    let id = new_id();
+    let random: [u8; 32] = rand::random();
+    let secret = format!(
+        "custos_hksec_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+    );
+    let hook = custos_store::DeploymentHook {
+        sealed_secret: state.keys.seal(&hook_context(&id), secret.as_bytes()),
+        id,
+        name,
+        team_id,
+        created_by: who.actor().to_string(),
+        created_at: state.now(),
+        disabled_at: None,
+    };
+    let mut event = state
+        .event(
+            EventKind::DeploymentHookCreated,
+            who.actor(),
+            format!("deployment_hook:{}", hook.id),
+        )
+        .with("name", &hook.name);
+    if let Some(team) = &hook.team_id {
+        event = event.with("team", team);
+    }
+    state
+        .store
+        .create_deployment_hook(&hook, &event)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ApiError::conflict(
+                "hook_exists",
+                format!("a deployment hook is already named {:?}", hook.name),
+            ),
+            e => e.into(),
+        })?;
+    Ok(DeploymentHookCreated {
+        hook: hook_view(state, hook),
+        secret,
+    })
+}
+
+/// `GET /v1/deployment-hooks` (admin, auditor).
+pub async fn list_hooks(state: &AppState, who: &Principal) -> ApiResult<Vec<DeploymentHookView>> {
+    who.require(&[custos_core::Role::Admin, custos_core::Role::Auditor])?;
+    Ok(state
+        .store
+        .list_deployment_hooks()
+        .await?
+        .into_iter()
+        .map(|h| hook_view(state, h))
+        .collect())
+}
+
+/// `POST /v1/deployment-hooks/{id}/disable` (admin): its calls are refused from now on.
+pub async fn disable_hook(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<DeploymentHookView> {
+    who.require(&[custos_core::Role::Admin])?;
+    let not_found =
+        || ApiError::not_found(&format!("deployment hook {id}")).with_code("hook_not_found");
+    let hook = state
+        .store
+        .get_deployment_hook(id)
+        .await?
+        .ok_or_else(not_found)?;
+    let event = state.event(
+        EventKind::DeploymentHookDisabled,
+        who.actor(),
+        format!("deployment_hook:{id}"),
+    );
+    state
+        .store
+        .disable_deployment_hook(id, state.now(), &event)
+        .await?;
+    let hook = state
+        .store
+        .get_deployment_hook(&hook.id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(hook_view(state, hook))
+}
+
+/// `POST /v1/deployment-hooks/{id}/events`: a deployment system, proven by the signature of
+/// the exact body with its hook's secret, says an agent was shut down; its NHI is
+/// decommissioned (trigger `webhook`). Every failure to prove who is calling is the same
+/// `401`, so a caller learns nothing about which hooks exist.
+pub async fn hook_event(
+    state: &AppState,
+    hook_id: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> ApiResult<(Decommission, bool)> {
+    let unauthorized = || {
+        ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "the call is not signed by an enabled deployment hook's secret",
+        )
+    };
+    let hook = state
+        .store
+        .get_deployment_hook(hook_id)
+        .await?
+        .filter(|h| h.disabled_at.is_none())
+        .ok_or_else(unauthorized)?;
+    let secret = state
+        .keys
+        .unseal(&hook_context(&hook.id), &hook.sealed_secret)
+        .map_err(|_| internal("a deployment hook's secret does not open"))?;
+    let secret = std::str::from_utf8(&secret).map_err(|_| unauthorized())?;
+    let (signed_at, offered) =
+        parse_signature(signature.ok_or_else(unauthorized)?).ok_or_else(unauthorized)?;
+    let now_seconds = state.now().unix_millis().div_euclid(1000);
+    if (now_seconds - signed_at).abs() > HOOK_TOLERANCE_SECONDS {
+        return Err(unauthorized());
+    }
+    let expected = crate::notify::signature(secret, signed_at, body);
+    let expected = expected
+        .rsplit_once("v1=")
+        .map(|(_, mac)| mac)
+        .unwrap_or("");
+    if !offered
+        .iter()
+        .any(|mac| crate::secrets::hashes_equal(mac.as_bytes(), expected.as_bytes()))
+    {
+        return Err(unauthorized());
+    }
+    let event: HookEvent = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not a hook event: {e}"))
+    })?;
+    let mut errors = custos_core::validate::ValidationErrors::default();
+    if event.event != "agent.shut_down" {
+        errors.push("event", "must be agent.shut_down");
+    }
+    if let Some(reason) = &event.reason {
+        custos_core::validate::text(&mut errors, "reason", reason, 500);
+    }
+    errors.into_result()?;
+    let not_found =
+        || ApiError::not_found(&format!("nhi {}", event.nhi_id)).with_code("nhi_not_found");
+    let nhi = state
+        .store
+        .get_nhi(&event.nhi_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if hook
+        .team_id
+        .as_ref()
+        .is_some_and(|team| *team != nhi.owner.team_id)
+    {
+        return Err(not_found());
+    }
+    let reason = event
+        .reason
+        .unwrap_or_else(|| format!("{} reported the agent shut down", hook.name));
+    start(
+        state,
+        &nhi,
+        DecommissionTrigger::Webhook,
+        Actor::System,
+        Some(format!("deployment_hook:{}", hook.id)),
+        reason,
+    )
+    .await
+}
+
+/// `t=<unix seconds>,v1=<hex>[,v1=<hex>…]`: the time and every offered MAC.
+fn parse_signature(header: &str) -> Option<(i64, Vec<&str>)> {
+    let mut signed_at = None;
+    let mut macs = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=')? {
+            ("t", value) => signed_at = Some(value.parse().ok()?),
+            ("v1", value) => macs.push(value),
+            _ => {}
+        }
+    }
+    Some((signed_at?, macs)).filter(|(_, macs)| !macs.is_empty())
 }

@@ -57,7 +57,7 @@ use custos_store::{
     ApprovalFilter, AuditHead, EventQuery, PolicyVersion, Result as StoreResult, Retirement,
     Revocation, SigningKeyRecord, Store, StoredCheckpoint, Use,
 };
-use custos_store::{DecommissionFilter, FindingOpened, JobLock};
+use custos_store::{DecommissionFilter, DeploymentHook, FindingOpened, JobLock};
 use custos_store::{
     DeliveryFilter, DeliveryOutcome, DueEscalation, NotificationChannel, NotificationDelivery,
     UiSession,
@@ -183,6 +183,10 @@ metered! {
     fn revoke_response_policy(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
     // Decommissioning: a workflow's steps change decisions through their own writes (the
     // suspension, the revocation, the tombstone), not through the workflow's record.
+    fn create_deployment_hook(&self, hook: &DeploymentHook, event: &DomainEvent) -> StoreResult<()>;
+    fn get_deployment_hook(&self, id: &str) -> StoreResult<Option<DeploymentHook>>;
+    fn list_deployment_hooks(&self) -> StoreResult<Vec<DeploymentHook>>;
+    fn disable_deployment_hook(&self, id: &str, at: Timestamp, event: &DomainEvent) -> StoreResult<bool>;
     fn lock_job(&self, job: &str) -> StoreResult<Option<JobLock>>;
     fn start_decommission(&self, workflow: &Decommission, event: &DomainEvent) -> StoreResult<Option<Decommission>>;
     fn advance_decommission(&self, from: DecommissionStep, next: &Decommission, events: &[DomainEvent], deliveries: &[NotificationDelivery]) -> StoreResult<bool>;

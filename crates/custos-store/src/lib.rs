@@ -527,6 +527,25 @@ pub trait Store: Send + Sync + 'static {
         event: &DomainEvent,
     ) -> Result<bool>;
 
+    /// Keeps a deployment hook, with its event. `Conflict` if the name is taken,
+    /// `MissingReference` if its team does not exist.
+    async fn create_deployment_hook(
+        &self,
+        hook: &DeploymentHook,
+        event: &DomainEvent,
+    ) -> Result<()>;
+    async fn get_deployment_hook(&self, id: &str) -> Result<Option<DeploymentHook>>;
+    /// Every deployment hook, newest first, the disabled ones too.
+    async fn list_deployment_hooks(&self) -> Result<Vec<DeploymentHook>>;
+    /// Disables a hook, with its event; `false`, writing nothing, if it was disabled already
+    /// or never was.
+    async fn disable_deployment_hook(
+        &self,
+        id: &str,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<bool>;
+
     /// Takes the lock of a background job (`job` names it), so that of several nodes sharing
     /// the store one runs it at a time: `None` if another node holds it. On PostgreSQL it is
     /// an advisory lock held by a transaction on its own connection, released when the
@@ -565,6 +584,21 @@ pub trait Store: Send + Sync + 'static {
         filter: &DecommissionFilter,
         page: &Page,
     ) -> Result<Vec<Decommission>>;
+}
+
+/// A deployment system allowed to report that an agent was shut down
+/// (`POST /v1/deployment-hooks/{id}/events`), signing each call with its own HMAC secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeploymentHook {
+    pub id: String,
+    pub name: String,
+    /// Only NHIs of this team may be reported; `None`: any team's.
+    pub team_id: Option<String>,
+    /// The HMAC secret, sealed by the key-encryption key.
+    pub sealed_secret: Vec<u8>,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub disabled_at: Option<Timestamp>,
 }
 
 /// A background job's lock, held while this value lives: see [`Store::lock_job`].

@@ -26,8 +26,9 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
 use crate::group_commit::{GroupCommit, Slot};
 use crate::{
-    ApprovalFilter, AuditHead, DecommissionFilter, EventQuery, JobLock, PolicyVersion, Result,
-    Retirement, Revocation, SigningKeyRecord, Store, StoreError, StoredCheckpoint, UiSession, Use,
+    ApprovalFilter, AuditHead, DecommissionFilter, DeploymentHook, EventQuery, JobLock,
+    PolicyVersion, Result, Retirement, Revocation, SigningKeyRecord, Store, StoreError,
+    StoredCheckpoint, UiSession, Use,
 };
 use crate::{
     DeliveryFilter, DeliveryOutcome, DeliveryState, DueEscalation, NotificationChannel,
@@ -338,6 +339,7 @@ const RESPONSE_POLICY_COLUMNS: &str =
 const OPEN_FINDING_ROUNDS: usize = 8;
 const DECOMMISSION_COLUMNS: &str = "id, nhi_id, step, trigger_kind, requested_by, reason, \
     teardown, receipt, failures, last_error, started_at, updated_at, finished_at";
+const HOOK_COLUMNS: &str = "id, name, team_id, sealed_secret, created_by, created_at, disabled_at";
 const EVENT_COLUMNS: &str = "seq, id, kind, actor, subject, occurred_at, details";
 /// The subject index is partitioned into eras of `1 << SUBJECT_ERA_SHIFT` events (migration
 /// 0006), and a query reaches it only through exactly this expression (`e.seq >> 14` where
@@ -560,6 +562,18 @@ macro_rules! sql_store {
                     resolved_at: opt_ts(row.try_get("resolved_at")?)?,
                     resolved_by: row.try_get("resolved_by")?,
                     resolution: row.try_get("resolution")?,
+                })
+            }
+
+            fn hook_from_row(row: &$row) -> Result<DeploymentHook> {
+                Ok(DeploymentHook {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    team_id: row.try_get("team_id")?,
+                    sealed_secret: row.try_get("sealed_secret")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    disabled_at: opt_ts(row.try_get("disabled_at")?)?,
                 })
             }
 
@@ -2879,6 +2893,61 @@ macro_rules! sql_store {
                 .await?
                 .rows_affected();
                 if revoked == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
+            }
+
+            async fn create_deployment_hook(&self, hook: &DeploymentHook, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                sqlx::query(
+                    "INSERT INTO deployment_hooks (id, name, team_id, sealed_secret, created_by, \
+                     created_at, disabled_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&hook.id)
+                .bind(&hook.name)
+                .bind(&hook.team_id)
+                .bind(&hook.sealed_secret)
+                .bind(&hook.created_by)
+                .bind(hook.created_at.unix_millis())
+                .bind(hook.disabled_at.map(Timestamp::unix_millis))
+                .execute(&mut *tx)
+                .await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn get_deployment_hook(&self, id: &str) -> Result<Option<DeploymentHook>> {
+                let sql = format!("SELECT {HOOK_COLUMNS} FROM deployment_hooks WHERE id = $1");
+                let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(self.reader()).await?;
+                row.as_ref().map(Self::hook_from_row).transpose()
+            }
+
+            async fn list_deployment_hooks(&self) -> Result<Vec<DeploymentHook>> {
+                let sql = format!("SELECT {HOOK_COLUMNS} FROM deployment_hooks ORDER BY created_at DESC, id DESC LIMIT 1000");
+                let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(self.reader()).await?;
+                rows.iter().map(Self::hook_from_row).collect()
+            }
+
+            async fn disable_deployment_hook(&self, id: &str, at: Timestamp, event: &DomainEvent) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let disabled = sqlx::query(
+                    "UPDATE deployment_hooks SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL",
+                )
+                .bind(at.unix_millis())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if disabled == 0 {
                     tx.rollback().await?;
                     return Ok(false);
                 }

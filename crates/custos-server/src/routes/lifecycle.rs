@@ -12,7 +12,7 @@ use super::inventory::{StatusChange, invalid, page, reason};
 use crate::api::*;
 use crate::auth::Principal;
 use crate::error::ApiResult;
-use crate::extract::{IdPath, OptionalJsonBody, QueryPairs};
+use crate::extract::{IdPath, JsonBody, OptionalJsonBody, QueryPairs};
 use crate::lifecycle;
 use crate::service::AppState;
 
@@ -101,4 +101,88 @@ pub async fn get_decommission(
     IdPath(id): IdPath,
 ) -> ApiResult<Json<Decommission>> {
     Ok(Json(lifecycle::get(&state, &who, &id).await?))
+}
+
+/// Allows a deployment system to report its agents shut down (admin). The response holds
+/// the hook's HMAC secret, shown this once, and the URL to post to.
+#[utoipa::path(post, path = "/v1/deployment-hooks", tag = "nhis",
+    request_body(content = lifecycle::NewDeploymentHook, content_type = "application/json"),
+    responses((status = 201, body = lifecycle::DeploymentHookCreated, headers(("cache-control" = String, description = "`no-store`: the secret must not be kept in any cache"))),
+              (status = 409, description = "the name is taken", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn create_deployment_hook(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonBody(input): JsonBody<lifecycle::NewDeploymentHook>,
+) -> ApiResult<Response> {
+    let created = lifecycle::create_hook(&state, &who, input).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(created),
+    )
+        .into_response())
+}
+
+/// Deployment hooks, newest first, the disabled ones too (admin, auditor). Never a secret.
+#[utoipa::path(get, path = "/v1/deployment-hooks", tag = "nhis",
+    responses((status = 200, body = Vec<lifecycle::DeploymentHookView>)))]
+pub async fn list_deployment_hooks(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Vec<lifecycle::DeploymentHookView>>> {
+    Ok(Json(lifecycle::list_hooks(&state, &who).await?))
+}
+
+/// Disables a deployment hook (admin): its calls are refused from now on. Idempotent.
+#[utoipa::path(post, path = "/v1/deployment-hooks/{id}/disable", tag = "nhis",
+    params(("id" = String, Path)),
+    responses((status = 200, body = lifecycle::DeploymentHookView),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn disable_deployment_hook(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<lifecycle::DeploymentHookView>> {
+    Ok(Json(lifecycle::disable_hook(&state, &who, &id).await?))
+}
+
+/// A deployment system says an agent was shut down: `{"event": "agent.shut_down", "nhi_id",
+/// "reason"?}`, signed with its hook's secret in `Custos-Signature: t=<unix seconds>,v1=<hex
+/// HMAC-SHA256(secret, "<t>.<body>")>` (at most 5 minutes off). The NHI's decommissioning
+/// starts (`202`), or its running or finished workflow is returned (`200`). No bearer token:
+/// the signature is the credential.
+#[utoipa::path(post, path = "/v1/deployment-hooks/{id}/events", tag = "nhis",
+    params(("id" = String, Path),
+           ("custos-signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256>")),
+    request_body(content = lifecycle::HookEvent, content_type = "application/json"),
+    security(()),
+    responses((status = 202, description = "started", body = Object),
+              (status = 200, description = "the NHI's workflow, started before", body = Object),
+              (status = 401, description = "not signed by an enabled hook", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn deployment_hook_event(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    if body.len() > lifecycle::MAX_HOOK_BODY {
+        return Err(crate::error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a hook event is at most {} bytes", lifecycle::MAX_HOOK_BODY),
+        ));
+    }
+    let signature = headers
+        .get("custos-signature")
+        .and_then(|v| v.to_str().ok());
+    let (workflow, started) = lifecycle::hook_event(&state, &id, signature, &body).await?;
+    let status = if started {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(workflow)).into_response())
 }

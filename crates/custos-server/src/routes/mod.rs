@@ -43,6 +43,12 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::decommission_nhi))
         .routes(routes!(lifecycle::list_decommissions))
         .routes(routes!(lifecycle::get_decommission))
+        .routes(routes!(
+            lifecycle::create_deployment_hook,
+            lifecycle::list_deployment_hooks
+        ))
+        .routes(routes!(lifecycle::disable_deployment_hook))
+        .routes(routes!(lifecycle::deployment_hook_event))
         .routes(routes!(inventory::issue_static_key))
         .routes(routes!(inventory::list_credentials))
         .routes(routes!(inventory::revoke_credential))

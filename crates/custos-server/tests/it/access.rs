@@ -88,6 +88,7 @@ async fn every_route_checks_every_caller(backend: Backend) {
     let task_body: fn(usize) -> Value =
         |i| json!({"purpose": format!("task {i}"), "scope": ["mail:send"], "nhi_id": "{nhi}"});
     let reason: fn(usize) -> Value = |i| json!({"reason": format!("reason {i}")});
+    let hook_body: fn(usize) -> Value = |i| json!({"name": format!("deployer-{i}")});
     let no_policies: fn(usize) -> Value = |_| json!({"policies": ""});
     let evaluation: fn(usize) -> Value = |_| {
         json!({"subject": {"type": "agent", "id": "", "properties": {"token": "x"}},
@@ -211,6 +212,31 @@ async fn every_route_checks_every_caller(backend: Backend) {
             "/v1/decommissions/no-such-workflow",
             None,
             [401, 404, 404, 404, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/deployment-hooks",
+            Some(hook_body),
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/deployment-hooks",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/deployment-hooks/no-such-hook/disable",
+            None,
+            [401, 404, 403, 403, 401, 403],
+        ),
+        // The signature is the credential: a bearer token of any kind proves nothing.
+        row(
+            M::POST,
+            "/v1/deployment-hooks/no-such-hook/events",
+            Some(empty),
+            [401; 6],
         ),
         row(
             M::POST,

@@ -15,6 +15,7 @@ both_backends!(
     decommissioning_revokes_tombstones_archives_tells_and_signs,
     decommissioning_refuses_bad_input_and_other_teams,
     an_expired_nhi_is_decommissioned_by_the_scheduler,
+    a_signed_deployment_hook_call_decommissions_its_teams_agent,
 );
 
 /// Polls a workflow until it is done (at most 20 s).
@@ -546,5 +547,164 @@ async fn an_expired_nhi_is_decommissioned_by_the_scheduler(backend: Backend) {
         )
         .await;
     assert_eq!(list["items"], json!([]));
+    server.stop().await;
+}
+
+/// `t=<now>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, computed here independently.
+fn sign(secret: &str, at: i64, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{at}.").as_bytes());
+    mac.update(body);
+    format!("t={at},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post_hook(
+    server: &TestServer,
+    url: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let mut request = server
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("custos-signature", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A deployment system with a hook of its own signs "agent X was shut down"; its NHI is
+/// decommissioned (trigger `webhook`). Unsigned, wrongly signed, stale, disabled or
+/// out-of-team calls start nothing.
+async fn a_signed_deployment_hook_call_decommissions_its_teams_agent(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (agent, _) = client(&server, "deployed-agent", &["erp:read:*"]).await;
+    server.team("elsewhere").await;
+    let stranger = server.nhi("stranger-agent", "elsewhere").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, headers, created) = server
+        .call_full(
+            Method::POST,
+            "/v1/deployment-hooks",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "argo", "team": "owners-oauth"})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(headers["cache-control"], "no-store");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("custos_hksec_"), "{created}");
+    let url = created["url"].as_str().unwrap().to_owned();
+    let hook_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        url,
+        format!("{}/v1/deployment-hooks/{hook_id}/events", server.base)
+    );
+
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            "/v1/deployment-hooks",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "argo"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            "/v1/deployment-hooks",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "flux", "team": "no-such-team"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let listed = server
+        .admin(Method::GET, "/v1/deployment-hooks", None, StatusCode::OK)
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert!(!listed.to_string().contains(&secret), "never shown again");
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = serde_json::to_vec(&json!({"event": "agent.shut_down", "nhi_id": agent,
+                                          "reason": "deployment deleted"}))
+    .unwrap();
+    for (signature, why) in [
+        (None, "unsigned"),
+        (
+            Some(sign("custos_hksec_wrong", now, &body)),
+            "another secret",
+        ),
+        (Some(sign(&secret, now - 1_000, &body)), "stale"),
+        (Some(sign(&secret, now, b"{}")), "another body"),
+        (Some("t=1,v1".to_owned()), "malformed"),
+    ] {
+        let (status, problem) = post_hook(&server, &url, signature.as_deref(), &body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}: {problem}");
+        assert_eq!(problem["code"], "invalid_signature", "{why}");
+    }
+    let other_team =
+        serde_json::to_vec(&json!({"event": "agent.shut_down", "nhi_id": stranger})).unwrap();
+    let (status, problem) = post_hook(
+        &server,
+        &url,
+        Some(&sign(&secret, now, &other_team)),
+        &other_team,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let wrong_event =
+        serde_json::to_vec(&json!({"event": "agent.started", "nhi_id": agent})).unwrap();
+    let (status, problem) = post_hook(
+        &server,
+        &url,
+        Some(&sign(&secret, now, &wrong_event)),
+        &wrong_event,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let nhi = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{agent}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(nhi["status"], "active", "nothing started yet");
+
+    let (status, started) = post_hook(&server, &url, Some(&sign(&secret, now, &body)), &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["trigger"], "webhook");
+    assert_eq!(
+        started["requested_by"],
+        json!(format!("deployment_hook:{hook_id}"))
+    );
+    assert_eq!(started["reason"], "deployment deleted");
+    let done = until_done(&server, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["step"], "done");
+    let (status, again) = post_hook(&server, &url, Some(&sign(&secret, now, &body)), &body).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], started["id"]);
+
+    let disabled = server
+        .admin(
+            Method::POST,
+            &format!("/v1/deployment-hooks/{hook_id}/disable"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(disabled["enabled"], false);
+    let (status, _) = post_hook(&server, &url, Some(&sign(&secret, now, &body)), &body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     server.stop().await;
 }

@@ -18,3 +18,15 @@ CREATE TABLE decommissions (
 );
 CREATE INDEX decommissions_by_time ON decommissions(started_at);
 CREATE INDEX decommissions_unfinished ON decommissions(started_at) WHERE step <> 'done';
+
+-- Deployment systems allowed to say an agent was shut down: each signs its calls with an
+-- HMAC secret of its own, kept sealed under the key-encryption key. Disabled, never deleted.
+CREATE TABLE deployment_hooks (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    team_id       TEXT REFERENCES teams(id),      -- NULL: any team's NHIs
+    sealed_secret BLOB NOT NULL,
+    created_by    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    disabled_at   INTEGER
+);
