@@ -201,6 +201,14 @@ async fn a_step_is_recorded_once_with_its_events_and_notifications(store: &dyn S
     );
 }
 
+/// A workflow the listing test started, and what it should be found by.
+struct Listed {
+    id: String,
+    nhi_id: String,
+    team_id: String,
+    done: bool,
+}
+
 /// Newest first, filtered by NHI, by running or done, and by the NHI's team; pages visit
 /// each workflow once.
 async fn workflows_are_listed_by_nhi_state_and_team(store: &dyn Store) {
@@ -228,7 +236,12 @@ async fn workflows_are_listed_by_nhi_state_and_team(store: &dyn Store) {
                 current = next;
             }
         }
-        ids.push((w.id.clone(), n.id.clone(), owner.id.clone(), i % 2 == 0));
+        ids.push(Listed {
+            id: w.id.clone(),
+            nhi_id: n.id.clone(),
+            team_id: owner.id.clone(),
+            done: i % 2 == 0,
+        });
     }
     let list = |filter: DecommissionFilter| async move {
         store
@@ -245,11 +258,11 @@ async fn workflows_are_listed_by_nhi_state_and_team(store: &dyn Store) {
             .map(|w| w.id)
             .collect::<Vec<_>>()
     };
-    let newest_first = |pick: &dyn Fn(&(String, String, String, bool)) -> bool| {
+    let newest_first = |pick: &dyn Fn(&Listed) -> bool| {
         ids.iter()
             .rev()
             .filter(|w| pick(w))
-            .map(|w| w.0.clone())
+            .map(|w| w.id.clone())
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -262,7 +275,7 @@ async fn workflows_are_listed_by_nhi_state_and_team(store: &dyn Store) {
             ..Default::default()
         })
         .await,
-        newest_first(&|w| w.3)
+        newest_first(&|w| w.done)
     );
     assert_eq!(
         list(DecommissionFilter {
@@ -270,15 +283,15 @@ async fn workflows_are_listed_by_nhi_state_and_team(store: &dyn Store) {
             ..Default::default()
         })
         .await,
-        newest_first(&|w| !w.3)
+        newest_first(&|w| !w.done)
     );
     assert_eq!(
         list(DecommissionFilter {
-            nhi_id: Some(ids[1].1.clone()),
+            nhi_id: Some(ids[1].nhi_id.clone()),
             ..Default::default()
         })
         .await,
-        [ids[1].0.clone()]
+        [ids[1].id.clone()]
     );
     assert_eq!(
         list(DecommissionFilter {
@@ -286,7 +299,7 @@ async fn workflows_are_listed_by_nhi_state_and_team(store: &dyn Store) {
             ..Default::default()
         })
         .await,
-        newest_first(&|w| w.2 == blue.id)
+        newest_first(&|w| w.team_id == blue.id)
     );
     assert!(
         list(DecommissionFilter {
