@@ -94,6 +94,13 @@ enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// What the lifecycle has coming: expirations, idle NHIs due a review, running workflows
+    Lifecycle {
+        #[command(subcommand)]
+        command: LifecycleCommand,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Decommissioning workflows: the running ones (and the stuck), the done ones with their
     /// teardown receipts
     Decommissions {
@@ -592,6 +599,23 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum LifecycleCommand {
+    /// NHIs expiring soon (soonest first), NHIs unused long enough to be reviewed (longest idle
+    /// first), and the decommissions still running
+    Upcoming {
+        /// Expiring within this many days [default: 30]
+        #[arg(long)]
+        within_days: Option<u32>,
+        /// Unused this many days [default: the server's lifecycle_idle_days]
+        #[arg(long)]
+        idle_days: Option<u32>,
+        /// At most this many of each
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
 enum DecommissionsCommand {
     /// List decommissioning workflows, newest first
     List {
@@ -754,6 +778,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approvals { command, client } => approvals(&client, command).await,
         Command::Findings { command, client } => findings(&client, command).await,
         Command::Decommissions { command, client } => decommissions(&client, command).await,
+        Command::Lifecycle { command, client } => lifecycle(&client, command).await,
         Command::ResponsePolicies { command, client } => response_policies(&client, command).await,
         Command::Observe { file, client } => observe(&client, &file).await,
         Command::Simulate {
@@ -1794,6 +1819,67 @@ fn truncated(text: &str, max: usize) -> String {
         Some((end, _)) if text.chars().count() > max => format!("{}…", &text[..end]),
         _ => text.to_owned(),
     }
+}
+
+async fn lifecycle(client: &Client, command: LifecycleCommand) -> anyhow::Result<()> {
+    let LifecycleCommand::Upcoming {
+        within_days,
+        idle_days,
+        limit,
+    } = command;
+    let query: Vec<String> = [
+        ("within_days", within_days),
+        ("idle_days", idle_days),
+        ("limit", limit),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some(format!("{name}={}", value?)))
+    .collect();
+    let upcoming = get(
+        client,
+        &format!("/v1/lifecycle/upcoming?{}", query.join("&")),
+    )
+    .await?;
+    if client.output == Output::Json {
+        return print_one(client, &upcoming, &[]);
+    }
+    let items = |name: &str| upcoming[name].as_array().map_or(&[][..], Vec::as_slice);
+    println!(
+        "Expiring within {} days:",
+        upcoming["within_days"].as_u64().unwrap_or_default()
+    );
+    print_list(
+        client,
+        items("expiring"),
+        &["id", "name", "status", "expires_at"],
+    )?;
+    println!(
+        "Unused for {} days or more (due a decommission review):",
+        upcoming["idle_days"].as_u64().unwrap_or_default()
+    );
+    print_list(
+        client,
+        items("unused"),
+        &["id", "name", "last_used_at", "created_at"],
+    )?;
+    println!("Decommissions running:");
+    let running: Vec<Value> = items("running").iter().map(decommission_row).collect();
+    print_list(
+        client,
+        &running,
+        &[
+            "id",
+            "nhi_id",
+            "step",
+            "failures",
+            "last_error",
+            "started_at",
+        ],
+    )?;
+    if upcoming["truncated"] == true {
+        println!("(more than listed: narrow the window or raise --limit)");
+    }
+    Ok(())
 }
 
 async fn decommissions(client: &Client, command: DecommissionsCommand) -> anyhow::Result<()> {

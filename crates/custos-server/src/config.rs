@@ -36,7 +36,8 @@ pub struct ServeArgs {
     /// audit_witness_dir, audit_checkpoint_interval_seconds, notify_retry_base_ms,
     /// notify_allowed_hosts, approval_ttl_seconds, high_risk_quorum, escalate_after_seconds,
     /// separation_of_duties, baseline_probation_days, baseline_probation_events,
-    /// baseline_alert_bits, anomaly_action, archive_dir, lifecycle_interval_seconds
+    /// baseline_alert_bits, anomaly_action, archive_dir, lifecycle_interval_seconds,
+    /// lifecycle_idle_days
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -87,6 +88,7 @@ struct FileConfig {
     anomaly_action: Option<String>,
     archive_dir: Option<PathBuf>,
     lifecycle_interval_seconds: Option<u64>,
+    lifecycle_idle_days: Option<u32>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -114,6 +116,8 @@ pub struct Config {
     pub archive_dir: Option<PathBuf>,
     /// How often the lifecycle scheduler looks for expired NHIs.
     pub lifecycle_interval_seconds: u64,
+    /// Unused this many days, an NHI is due a decommission review.
+    pub lifecycle_idle_days: u32,
     /// How often a checkpoint is signed when the log has grown.
     pub audit_checkpoint_interval_seconds: u64,
     /// The first wait before a failed notification is retried; each retry waits twice as long
@@ -165,6 +169,8 @@ pub enum ConfigError {
     AuditOrigin,
     #[error("lifecycle_interval_seconds must be between 1 and 86400")]
     LifecycleInterval,
+    #[error("lifecycle_idle_days must be between 1 and 3650")]
+    IdleDays,
     #[error("audit_checkpoint_interval_seconds must be between 1 and 86400")]
     CheckpointInterval,
     #[error("notify_retry_base_ms must be between 1 and 300000")]
@@ -206,6 +212,7 @@ impl Config {
             audit_witness_dir: None,
             archive_dir: None,
             lifecycle_interval_seconds: 60,
+            lifecycle_idle_days: 90,
             audit_checkpoint_interval_seconds: 60,
             notify_retry_base_ms: 2000,
             notify_allowed_hosts: None,
@@ -379,6 +386,11 @@ impl Config {
                 None => defaults.lifecycle_interval_seconds,
                 Some(seconds @ 1..=86_400) => seconds,
                 Some(_) => return Err(ConfigError::LifecycleInterval),
+            },
+            lifecycle_idle_days: match file.lifecycle_idle_days {
+                None => defaults.lifecycle_idle_days,
+                Some(days @ 1..=3650) => days,
+                Some(_) => return Err(ConfigError::IdleDays),
             },
             audit_checkpoint_interval_seconds: checkpoint_interval,
             notify_retry_base_ms,

@@ -33,6 +33,8 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 pub struct Lifecycle {
     /// Where decommissioned NHIs' trails are written.
     pub archive_dir: PathBuf,
+    /// Unused this many days, an NHI is due a decommission review.
+    pub idle_days: u32,
     /// The workflows this node is driving now, so that it drives each once.
     running: DashSet<String>,
     /// A step after whose work, before its record, the process aborts: set only by the crash
@@ -41,12 +43,13 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(archive_dir: PathBuf, crash_at: Option<&str>) -> Self {
+    pub fn new(archive_dir: PathBuf, idle_days: u32, crash_at: Option<&str>) -> Self {
         let crash_at = crash_at
             .and_then(|point| point.strip_prefix("decommission:"))
             .and_then(DecommissionStep::parse);
         Self {
             archive_dir,
+            idle_days,
             running: DashSet::new(),
             crash_at,
         }
@@ -878,4 +881,88 @@ fn parse_signature(header: &str) -> Option<(i64, Vec<&str>)> {
         }
     }
     Some((signed_at?, macs)).filter(|(_, macs)| !macs.is_empty())
+}
+
+// ---- what is coming up ----
+
+/// The most NHIs of each kind `upcoming` reads before it sorts them.
+const UPCOMING_SCAN: u32 = 1_000;
+
+/// What the lifecycle has coming: NHIs that expire within the window (soonest first), NHIs
+/// unused for `idle_days` (candidates for a decommission review, longest idle first), and the
+/// workflows still running (those with failures are stuck on a step and say why).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Upcoming {
+    pub within_days: u32,
+    pub idle_days: u32,
+    pub expiring: Vec<crate::api::NhiView>,
+    pub unused: Vec<crate::api::NhiView>,
+    #[schema(value_type = Vec<Object>)]
+    pub running: Vec<Decommission>,
+    /// More matched than are listed: narrow the window or the team.
+    pub truncated: bool,
+}
+
+/// `GET /v1/lifecycle/upcoming` (admin, auditor; reviewers see their teams').
+pub async fn upcoming(
+    state: &AppState,
+    who: &Principal,
+    within_days: u32,
+    idle_days: u32,
+    limit: u32,
+) -> ApiResult<Upcoming> {
+    let now = state.now();
+    let scan = |filter: custos_core::NhiFilter| async move {
+        crate::service::list_nhis(
+            state,
+            who,
+            filter,
+            Page {
+                after: None,
+                limit: UPCOMING_SCAN,
+            },
+        )
+        .await
+    };
+    let mut truncated = false;
+    let mut expiring = Vec::new();
+    for status in [NhiStatus::Active, NhiStatus::Suspended] {
+        let page = scan(custos_core::NhiFilter {
+            status: Some(status),
+            expires_before: Some(now.plus_seconds(i64::from(within_days) * 86_400)),
+            ..Default::default()
+        })
+        .await?;
+        truncated |= page.next_cursor.is_some();
+        expiring.extend(page.items);
+    }
+    expiring.sort_by_key(|n| n.expires_at);
+    let idle_since = now.plus_seconds(-i64::from(idle_days) * 86_400);
+    let unused = scan(custos_core::NhiFilter {
+        status: Some(NhiStatus::Active),
+        unused_since: Some(idle_since),
+        ..Default::default()
+    })
+    .await?;
+    truncated |= unused.next_cursor.is_some();
+    let mut unused = unused.items;
+    // A never-used NHI is idle since it was registered, not forever: one registered today
+    // is not due a review.
+    unused.retain(|n| n.last_used_at.unwrap_or(n.created_at) < idle_since);
+    // Never used sorts first: it has been idle since it was registered.
+    unused.sort_by_key(|n| n.last_used_at.unwrap_or(n.created_at));
+    let running = list(state, who, None, Some(false), Page { after: None, limit }).await?;
+    truncated |= expiring.len() > limit as usize
+        || unused.len() > limit as usize
+        || running.next_cursor.is_some();
+    expiring.truncate(limit as usize);
+    unused.truncate(limit as usize);
+    Ok(Upcoming {
+        within_days,
+        idle_days,
+        expiring,
+        unused,
+        running: running.items,
+        truncated,
+    })
 }

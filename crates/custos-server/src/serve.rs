@@ -173,6 +173,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 .archive_dir
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("archive")),
+            config.lifecycle_idle_days,
             // Read here and nowhere else: the crash tests stop the server at a chosen step.
             std::env::var("CUSTOS_TEST_CRASH_AT").ok().as_deref(),
         )),

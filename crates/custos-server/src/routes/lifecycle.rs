@@ -186,3 +186,49 @@ pub async fn deployment_hook_event(
     };
     Ok((status, Json(workflow)).into_response())
 }
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct UpcomingParams {
+    /// NHIs expiring within this many days [default: 30].
+    #[param(minimum = 1, maximum = 3650)]
+    within_days: Option<u32>,
+    /// NHIs unused this many days [default: the server's `lifecycle_idle_days`, 90].
+    #[param(minimum = 1, maximum = 3650)]
+    idle_days: Option<u32>,
+    /// At most this many of each [default: 100].
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+}
+
+/// What the lifecycle has coming: NHIs expiring within the window (soonest first, then
+/// decommissioned by the scheduler), NHIs unused for `idle_days` (due a decommission review,
+/// longest idle first), and the decommissions still running (with `failures` and
+/// `last_error` when stuck). Admins and auditors; reviewers see their teams' NHIs.
+#[utoipa::path(get, path = "/v1/lifecycle/upcoming", tag = "nhis", params(UpcomingParams),
+    responses((status = 200, body = lifecycle::Upcoming),
+              (status = 400, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn upcoming(
+    State(state): State<AppState>,
+    who: Principal,
+    query: QueryPairs,
+) -> ApiResult<Json<lifecycle::Upcoming>> {
+    query.only(&["within_days", "idle_days", "limit"])?;
+    let number = |name: &str, default: u32, max: u32| -> ApiResult<u32> {
+        match query.one(name)? {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| invalid(name, format!("must be a whole number from 1 to {max}"))),
+        }
+    };
+    let within_days = number("within_days", 30, 3650)?;
+    let idle_days = number("idle_days", state.lifecycle.idle_days, 3650)?;
+    let limit = number("limit", 100, 500)?;
+    Ok(Json(
+        lifecycle::upcoming(&state, &who, within_days, idle_days, limit).await?,
+    ))
+}

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(lifecycle::disable_deployment_hook))
         .routes(routes!(lifecycle::deployment_hook_event))
+        .routes(routes!(lifecycle::upcoming))
         .routes(routes!(inventory::issue_static_key))
         .routes(routes!(inventory::list_credentials))
         .routes(routes!(inventory::revoke_credential))

@@ -209,6 +209,12 @@ async fn every_route_checks_every_caller(backend: Backend) {
         ),
         row(
             M::GET,
+            "/v1/lifecycle/upcoming",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::GET,
             "/v1/decommissions/no-such-workflow",
             None,
             [401, 404, 404, 404, 401, 403],

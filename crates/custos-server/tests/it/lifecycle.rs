@@ -16,6 +16,7 @@ both_backends!(
     decommissioning_refuses_bad_input_and_other_teams,
     an_expired_nhi_is_decommissioned_by_the_scheduler,
     a_signed_deployment_hook_call_decommissions_its_teams_agent,
+    upcoming_lists_expirations_idle_nhis_and_running_workflows,
 );
 
 /// Polls a workflow until it is done (at most 20 s).
@@ -706,5 +707,115 @@ async fn a_signed_deployment_hook_call_decommissions_its_teams_agent(backend: Ba
     assert_eq!(disabled["enabled"], false);
     let (status, _) = post_hook(&server, &url, Some(&sign(&secret, now, &body)), &body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+/// `GET /v1/lifecycle/upcoming` and `custos lifecycle upcoming`: what expires within the
+/// window, soonest first; what has been unused for the idle days (a never-used NHI counts from
+/// its registration); bad parameters are 400s.
+async fn upcoming_lists_expirations_idle_nhis_and_running_workflows(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.team("owners").await;
+    let in_days = |days: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::days(days))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let register = |name: &'static str, expires: Option<String>| {
+        let mut body = crate::support::nhi_body(name, "owners");
+        if let Some(expires) = expires {
+            body["expires_at"] = json!(expires);
+        }
+        let server = &server;
+        async move {
+            server
+                .admin(Method::POST, "/v1/nhis", Some(body), StatusCode::CREATED)
+                .await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let in_ten = register("expires-in-ten", Some(in_days(10))).await;
+    let in_three = register("expires-in-three", Some(in_days(3))).await;
+    let in_sixty = register("expires-in-sixty", Some(in_days(60))).await;
+    let idle = register("idle-agent", None).await;
+    let busy = register("busy-agent", None).await;
+    // Last used 120 days ago, and yesterday: written as the decision point would.
+    let store = server.state().store.clone();
+    for (id, days_ago) in [(&idle, 120), (&busy, 1)] {
+        let mut nhi = store.get_nhi(id).await.unwrap().unwrap();
+        let version = nhi.version;
+        nhi.last_used_at = Some(
+            custos_core::Timestamp::from_unix_millis(
+                time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - days_ago * 86_400_000,
+            )
+            .unwrap(),
+        );
+        nhi.version += 1;
+        let event = custos_core::DomainEvent::new(
+            format!("fixture-{id}"),
+            custos_core::EventKind::NhiUpdated,
+            custos_core::Actor::System,
+            format!("nhi:{id}"),
+            nhi.updated_at,
+        );
+        store.update_nhi(&nhi, version, &event).await.unwrap();
+    }
+
+    let upcoming = server
+        .admin(Method::GET, "/v1/lifecycle/upcoming", None, StatusCode::OK)
+        .await;
+    let ids = |name: &str| -> Vec<String> {
+        upcoming[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(upcoming["within_days"], 30);
+    assert_eq!(upcoming["idle_days"], 90);
+    assert_eq!(
+        ids("expiring"),
+        [in_three.clone(), in_ten.clone()],
+        "{upcoming}"
+    );
+    assert_eq!(ids("unused"), [idle], "{upcoming}");
+    assert_eq!(upcoming["running"], json!([]));
+    assert_eq!(upcoming["truncated"], false);
+    let wider = server
+        .admin(
+            Method::GET,
+            "/v1/lifecycle/upcoming?within_days=90&idle_days=365&limit=1",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(wider["expiring"].as_array().unwrap().len(), 1, "{wider}");
+    assert_eq!(wider["expiring"][0]["id"], json!(in_three));
+    assert_eq!(
+        wider["truncated"], true,
+        "three expire within 90 days: {wider}"
+    );
+    assert_eq!(wider["unused"], json!([]), "nothing idle for a year");
+    let _ = in_sixty;
+    for query in ["within_days=0", "idle_days=99999", "limit=501", "soon=1"] {
+        let (status, problem) = server
+            .call(
+                Method::GET,
+                &format!("/v1/lifecycle/upcoming?{query}"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
+    }
+    let table = crate::support::ok(&server, &["lifecycle", "upcoming"]).await;
+    assert!(
+        table.contains("expires-in-three") && table.contains("idle-agent"),
+        "{table}"
+    );
+    assert!(!table.contains("busy-agent"), "{table}");
     server.stop().await;
 }
