@@ -54,17 +54,26 @@ impl DecommissionStep {
     }
 }
 
-/// Where an NHI's trail was archived: the file, its digest, and what it holds.
+/// Where an NHI's trail was archived: one or more files (a file holds at most as many events
+/// as one audit export, 10,000), each a self-contained export that verifies offline.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchivedTrail {
+    /// In log order: the first file holds the oldest events.
+    pub files: Vec<ArchivedFile>,
+    /// How many of the NHI's events they hold in all, each with its inclusion proof.
+    pub events: u64,
+    /// The size of the log at the signed checkpoint the last file's proofs lead to.
+    pub tree_size: u64,
+}
+
+/// One file of an archived trail.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedFile {
     /// The file's name inside the archive directory.
     pub file: String,
     /// SHA-256 of the file's bytes, lowercase hex.
     pub sha256: String,
-    /// How many of the NHI's events it holds, each with its inclusion proof.
     pub events: u64,
-    /// The size of the log at the signed checkpoint the proofs lead to.
-    pub tree_size: u64,
 }
 
 /// What a workflow did, step by step: the body of its teardown receipt.
@@ -75,7 +84,8 @@ pub struct Teardown {
     /// When the revocation was written.
     pub revoked_at: Option<Timestamp>,
     /// Measured from the start of the revocation until the decision point refused the last
-    /// of the NHI's credentials, in milliseconds.
+    /// of the NHI's credentials, in milliseconds; `None` if there was none to revoke, or the
+    /// run that revoked them was interrupted before it recorded its timing.
     pub last_refused_after_ms: Option<f64>,
     pub archive: Option<ArchivedTrail>,
     /// How many notifications to the owner were queued.
@@ -178,10 +188,15 @@ impl Decommission {
 /// The media type of a teardown receipt's JWS header (`typ`).
 pub const RECEIPT_TYPE: &str = "custos-teardown+jwt";
 
-/// The name of an NHI's archived trail inside the archive directory: one file per NHI,
-/// rewritten whole if the archive step runs again.
-pub fn archive_file_name(nhi_id: &str) -> String {
-    format!("nhi-{nhi_id}.trail.json")
+/// The name of part `part` (from 1) of an NHI's archived trail inside the archive directory:
+/// `nhi-<id>.trail.json`, then `nhi-<id>.trail.2.json`, …; rewritten whole if the archive step
+/// runs again.
+pub fn archive_file_name(nhi_id: &str, part: usize) -> String {
+    if part <= 1 {
+        format!("nhi-{nhi_id}.trail.json")
+    } else {
+        format!("nhi-{nhi_id}.trail.{part}.json")
+    }
 }
 
 impl fmt::Display for Decommission {
@@ -240,8 +255,11 @@ mod tests {
             revoked_at: Some(at(1)),
             last_refused_after_ms: Some(0.25),
             archive: Some(ArchivedTrail {
-                file: archive_file_name("n"),
-                sha256: "ab".into(),
+                files: vec![ArchivedFile {
+                    file: archive_file_name("n", 1),
+                    sha256: "ab".into(),
+                    events: 7,
+                }],
                 events: 7,
                 tree_size: 90,
             }),
@@ -254,7 +272,8 @@ mod tests {
         assert_eq!(body["trigger"], "webhook");
         assert_eq!(body["revoked_credentials"], json!(["c1", "c2"]));
         assert_eq!(body["last_refused_after_ms"], 0.25);
-        assert_eq!(body["archive"]["file"], "nhi-n.trail.json");
+        assert_eq!(body["archive"]["files"][0]["file"], "nhi-n.trail.json");
+        assert_eq!(archive_file_name("n", 3), "nhi-n.trail.3.json");
         assert_eq!(body["archive"]["events"], 7);
         assert_eq!(body["notifications"], 2);
     }

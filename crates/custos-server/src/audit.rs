@@ -292,6 +292,49 @@ pub async fn inclusion_proof(
     .await
 }
 
+/// The leaf hash and the RFC 9162 inclusion proof of each of `indices` in the tree of `size`
+/// leaves, with every node they need read in a few batched queries instead of two per leaf.
+pub async fn inclusion_proofs(
+    store: &dyn Store,
+    indices: &[u64],
+    size: u64,
+) -> Result<Vec<(Hash, Vec<Hash>)>, AuditError> {
+    /// Node ids per store query.
+    const BATCH: usize = 4_096;
+    let recorder = Recorder(std::cell::RefCell::new(Vec::new()));
+    for &index in indices {
+        recorder.0.borrow_mut().push(NodeId { level: 0, index });
+        merkle::inclusion_proof_from(&recorder, index, size)
+            .map_err(|e| AuditError::Proof(format!("{e:?}")))?;
+    }
+    let mut ids = recorder.0.into_inner();
+    ids.sort_unstable_by_key(|id| (id.level, id.index));
+    ids.dedup();
+    let mut known = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(BATCH) {
+        let keys: Vec<(u32, u64)> = chunk.iter().map(|id| (id.level, id.index)).collect();
+        for (id, hash) in chunk.iter().zip(store.audit_nodes(&keys).await?) {
+            let hash = hash.ok_or_else(|| {
+                AuditError::Corrupt(format!("node {}/{} is missing", id.level, id.index))
+            })?;
+            let hash = Hash::from_slice(&hash).map_err(|e| AuditError::Corrupt(e.to_string()))?;
+            known.insert(*id, hash);
+        }
+    }
+    let source = Prefetched(known);
+    indices
+        .iter()
+        .map(|&index| {
+            let leaf = source
+                .node(NodeId { level: 0, index })
+                .map_err(|_| AuditError::Corrupt(format!("leaf {index} has no sealed hash")))?;
+            let proof = merkle::inclusion_proof_from(&source, index, size)
+                .map_err(|e| AuditError::Proof(format!("{e:?}")))?;
+            Ok((leaf, proof))
+        })
+        .collect()
+}
+
 /// An RFC 9162 consistency proof between the trees of `from` and `to` leaves.
 pub async fn consistency_proof(
     store: &dyn Store,
@@ -410,8 +453,9 @@ pub mod api {
     pub enum ExportOf {
         /// Leaves `from..to` (`to` defaults to the checkpoint's size).
         Range { from: u64, to: Option<u64> },
-        /// One NHI's events, each with its inclusion proof.
-        Nhi(String),
+        /// One NHI's events from leaf `from` on (the first [`MAX_EXPORT_EVENTS`] of them),
+        /// each with its inclusion proof.
+        Nhi { id: String, from: u64 },
     }
 
     /// A self-contained, offline-verifiable export against a fresh checkpoint.
@@ -487,18 +531,20 @@ pub mod api {
                 export.from = Some(from);
                 export.to = Some(to);
             }
-            ExportOf::Nhi(id) => {
+            ExportOf::Nhi { id, from } => {
                 let events = store
-                    .audit_events_of(&format!("nhi:{id}"), MAX_EXPORT_EVENTS as u32)
+                    .audit_events_of(&format!("nhi:{id}"), from, MAX_EXPORT_EVENTS as u32)
                     .await?;
-                for (index, event) in events.into_iter().filter(|(index, _)| *index < size) {
-                    let leaf = store.audit_leaf_hashes(index, index + 1).await?;
-                    let hashes: std::collections::HashMap<u64, Vec<u8>> =
-                        leaf.into_iter().collect();
-                    let proof = inclusion_proof(store, index, size).await?;
+                let events: Vec<_> = events
+                    .into_iter()
+                    .filter(|(index, _)| *index < size)
+                    .collect();
+                let indices: Vec<u64> = events.iter().map(|(index, _)| *index).collect();
+                let proofs = super::inclusion_proofs(store, &indices, size).await?;
+                for ((index, event), (leaf, proof)) in events.into_iter().zip(proofs) {
                     export.events.push(crate::verify::ExportedEvent {
                         index,
-                        leaf_hash: leaf_of(index, &hashes)?,
+                        leaf_hash: b64(leaf.as_bytes()),
                         event: crate::verify::view_of(event.seq, event.event),
                         inclusion: proof.iter().map(|h| b64(h.as_bytes())).collect(),
                     });

@@ -1943,7 +1943,18 @@ fn decommission_row(workflow: &Value) -> Value {
             .as_array()
             .map_or(0, Vec::len)
     );
-    row["archive"] = teardown["archive"]["file"].clone();
+    row["archive"] = json!(
+        teardown["archive"]["files"]
+            .as_array()
+            .map(|files| {
+                files
+                    .iter()
+                    .filter_map(|f| f["file"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    );
     row["refused_after_ms"] = teardown["last_refused_after_ms"].clone();
     row["notifications"] = teardown["notifications"].clone();
     if workflow["receipt"].is_string() {

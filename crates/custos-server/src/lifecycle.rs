@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use custos_core::lifecycle::{
-    ArchivedTrail, Decommission, DecommissionStep, DecommissionTrigger, RECEIPT_TYPE,
+    ArchivedFile, ArchivedTrail, Decommission, DecommissionStep, DecommissionTrigger, RECEIPT_TYPE,
     archive_file_name,
 };
 use custos_core::{Actor, DomainEvent, EventKind, Nhi, NhiStatus, Page};
@@ -278,10 +278,10 @@ async fn step(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
         DecommissionStep::Revoke => {
             let started = Instant::now();
             suspend(state, workflow).await?;
-            revoke(state, workflow).await?;
+            let revoked_now = revoke(state, workflow).await?;
             teardown.revoked_credentials = revoked_since(state, workflow).await?;
             teardown.revoked_at = Some(state.now());
-            teardown.last_refused_after_ms = Some(refused_after(state, &teardown, started).await);
+            teardown.last_refused_after_ms = refused_after(state, &revoked_now, started).await;
         }
         DecommissionStep::Tombstone => tombstone(state, workflow).await?,
         DecommissionStep::Archive => {
@@ -375,8 +375,8 @@ async fn suspend(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
 }
 
 /// Revokes every credential of the NHI, its client keys too, and everything delegated from
-/// them.
-async fn revoke(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
+/// them; the ids this call revoked (none if an interrupted run had revoked them already).
+async fn revoke(state: &AppState, workflow: &Decommission) -> ApiResult<Vec<String>> {
     let event = state
         .event(
             EventKind::CredentialRevoked,
@@ -392,8 +392,8 @@ async fn revoke(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
             state.now(),
             &event,
         )
-        .await?;
-    Ok(())
+        .await
+        .map_err(Into::into)
 }
 
 /// The NHI's credentials revoked since the workflow started: what it revoked, found again
@@ -439,29 +439,23 @@ async fn revoked_since(state: &AppState, workflow: &Decommission) -> ApiResult<V
     Ok(revoked.into_iter().collect())
 }
 
-/// How long after `started` the decision point refused every credential the workflow revoked,
-/// in milliseconds: it reads the live state, which a revocation updates when it returns.
-async fn refused_after(
-    state: &AppState,
-    teardown: &custos_core::lifecycle::Teardown,
-    started: Instant,
-) -> f64 {
+/// How long after `started` this node's decision point refused every credential `revoked`
+/// names, in milliseconds: it reads the live state, which a revocation updates before it
+/// returns. `None` when this run revoked nothing: the NHI had no credential, or a run
+/// interrupted before its record revoked them, and that run's timing was lost with it.
+async fn refused_after(state: &AppState, revoked: &[String], started: Instant) -> Option<f64> {
     use custos_core::decision::LiveView as _;
-    loop {
-        if teardown
-            .revoked_credentials
-            .iter()
-            .all(|id| state.live.is_revoked(id))
-        {
-            return started.elapsed().as_secs_f64() * 1000.0;
-        }
+    if revoked.is_empty() {
+        return None;
+    }
+    while !revoked.iter().all(|id| state.live.is_revoked(id)) {
         if started.elapsed() > Duration::from_secs(10) {
-            // The revocation was written by an earlier run (before a crash) and this node
-            // has not heard of each id: they are refused from the store's record instead.
-            return started.elapsed().as_secs_f64() * 1000.0;
+            tracing::warn!("the decision point still accepts a revoked credential after 10 s");
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    Some(started.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// Makes the NHI a tombstone, with its event; an NHI that is one already is left alone.
@@ -490,32 +484,48 @@ async fn tombstone(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
     Err(busy())
 }
 
-/// Writes the NHI's trail, every event with its inclusion proof against a fresh signed
-/// checkpoint, to the archive directory: a file `custos audit verify FILE` checks offline.
-/// Written to a temporary file, synced, then renamed, so the archive holds a whole file or
-/// none.
+/// Writes the NHI's trail, every event with its inclusion proof against a signed
+/// checkpoint, to the archive directory: files of at most one export's events, each
+/// a self-contained export that `custos audit verify FILE` checks offline. Each is written to a
+/// temporary file, synced, then renamed, so the archive holds whole files only.
 async fn archive(state: &AppState, nhi_id: &str) -> ApiResult<ArchivedTrail> {
-    let export =
-        crate::audit::api::build_export(state, crate::audit::api::ExportOf::Nhi(nhi_id.to_owned()))
-            .await?;
-    let bytes = serde_json::to_vec_pretty(&export)
-        .map_err(|e| internal(format!("cannot encode the trail: {e}")))?;
-    let file = archive_file_name(nhi_id);
-    let dir = state.lifecycle.archive_dir.clone();
-    let path = dir.join(&file);
-    let written = bytes.clone();
-    tokio::task::spawn_blocking(move || write_whole(&dir, &path, &written))
-        .await
-        .map_err(|e| internal(format!("the archive writer stopped: {e}")))?
-        .map_err(|e| internal(format!("cannot write the archive: {e}")))?;
-    Ok(ArchivedTrail {
-        file,
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        events: export.events.len() as u64,
-        tree_size: crate::verify::open_checkpoint(&export.checkpoint, &export.verifier_key, None)
-            .map(|c| c.size())
-            .unwrap_or_default(),
-    })
+    let mut trail = ArchivedTrail::default();
+    let mut from = 0;
+    loop {
+        let export = crate::audit::api::build_export(
+            state,
+            crate::audit::api::ExportOf::Nhi {
+                id: nhi_id.to_owned(),
+                from,
+            },
+        )
+        .await?;
+        let bytes = serde_json::to_vec_pretty(&export)
+            .map_err(|e| internal(format!("cannot encode the trail: {e}")))?;
+        let file = archive_file_name(nhi_id, trail.files.len() + 1);
+        let dir = state.lifecycle.archive_dir.clone();
+        let path = dir.join(&file);
+        let written = bytes.clone();
+        tokio::task::spawn_blocking(move || write_whole(&dir, &path, &written))
+            .await
+            .map_err(|e| internal(format!("the archive writer stopped: {e}")))?
+            .map_err(|e| internal(format!("cannot write the archive: {e}")))?;
+        let events = export.events.len() as u64;
+        trail.files.push(ArchivedFile {
+            file,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            events,
+        });
+        trail.events += events;
+        trail.tree_size =
+            crate::verify::open_checkpoint(&export.checkpoint, &export.verifier_key, None)
+                .map(|c| c.size())
+                .unwrap_or_default();
+        match export.events.last() {
+            Some(last) if events >= crate::audit::api::MAX_EXPORT_EVENTS => from = last.index + 1,
+            _ => return Ok(trail),
+        }
+    }
 }
 
 fn write_whole(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -152,7 +152,7 @@ metered! {
     fn audit_nodes(&self, ids: &[(u32, u64)]) -> StoreResult<Vec<Option<Vec<u8>>>>;
     fn audit_event(&self, leaf_index: u64) -> StoreResult<Option<StoredEvent>>;
     fn audit_events(&self, from: u64, to: u64) -> StoreResult<Vec<(u64, StoredEvent)>>;
-    fn audit_events_of(&self, subject: &str, limit: u32) -> StoreResult<Vec<(u64, StoredEvent)>>;
+    fn audit_events_of(&self, subject: &str, from: u64, limit: u32) -> StoreResult<Vec<(u64, StoredEvent)>>;
     fn audit_leaf_hashes(&self, from: u64, to: u64) -> StoreResult<Vec<(u64, Vec<u8>)>>;
     fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> StoreResult<()>;
     fn latest_checkpoint(&self) -> StoreResult<Option<StoredCheckpoint>>;

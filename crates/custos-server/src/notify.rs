@@ -1057,7 +1057,11 @@ pub(crate) async fn announce_decommission(
                             teardown
                                 .archive
                                 .as_ref()
-                                .map(|a| a.file.clone())
+                                .map(|a| {
+                                    let files: Vec<&str> =
+                                        a.files.iter().map(|f| f.file.as_str()).collect();
+                                    format!("{} events in {}", a.events, files.join(", "))
+                                })
                                 .unwrap_or_default(),
                         ),
                     ];

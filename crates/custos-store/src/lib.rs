@@ -402,8 +402,14 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_event(&self, leaf_index: u64) -> Result<Option<StoredEvent>>;
     /// Events of leaves `from..to`, in log order, with their leaf index.
     async fn audit_events(&self, from: u64, to: u64) -> Result<Vec<(u64, StoredEvent)>>;
-    /// Sealed events whose subject is `subject`, with their leaf index, in log order.
-    async fn audit_events_of(&self, subject: &str, limit: u32) -> Result<Vec<(u64, StoredEvent)>>;
+    /// Sealed events whose subject is `subject`, from leaf `from` on, with their leaf index,
+    /// in log order: the first `limit` of them.
+    async fn audit_events_of(
+        &self,
+        subject: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, StoredEvent)>>;
     /// The stored leaf hashes of leaves `from..to`, in order.
     async fn audit_leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>>;
     async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()>;

@@ -2311,29 +2311,40 @@ macro_rules! sql_store {
                     .collect()
             }
 
-            async fn audit_events_of(&self, subject: &str, limit: u32) -> Result<Vec<(u64, StoredEvent)>> {
+            async fn audit_events_of(&self, subject: &str, from: u64, limit: u32) -> Result<Vec<(u64, StoredEvent)>> {
                 let columns = JOINED_EVENT_COLUMNS;
                 let sql = format!(
                     "SELECT l.leaf_index, {columns} FROM events e JOIN audit_leaves l ON l.event_seq = e.seq \
-                     WHERE (e.seq >> 14) = $1 AND e.subject = $2 ORDER BY e.seq LIMIT $3"
+                     WHERE (e.seq >> 14) = $1 AND e.subject = $2 AND l.leaf_index >= $3 \
+                     ORDER BY l.leaf_index LIMIT $4"
                 );
                 let last_era = self.last_seq().await? >> SUBJECT_ERA_SHIFT;
                 let mut found = Vec::new();
+                // Leaves follow sequence numbers but for the few events a PostgreSQL node
+                // committed late, which the sealer appends a little after their neighbours: once
+                // an era fills the page, the next era is read too, so that a page's end never
+                // skips a leaf sealed across an era's boundary.
+                let mut full_since = None;
                 for era in 0..=last_era {
-                    if found.len() >= limit as usize {
+                    if full_since.is_some_and(|full| era > full + 1) {
                         break;
                     }
                     let rows = sqlx::query(AssertSqlSafe(sql.clone()))
                         .bind(era)
                         .bind(subject)
-                        .bind(i64::from(limit) - found.len() as i64)
+                        .bind(to_i64(from)?)
+                        .bind(i64::from(limit))
                         .fetch_all(self.reader())
                         .await?;
                     for row in &rows {
                         found.push((leaf_index(row.try_get("leaf_index")?)?, Self::event_from_row(row)?));
                     }
+                    if full_since.is_none() && found.len() >= limit as usize {
+                        full_since = Some(era);
+                    }
                 }
                 found.sort_by_key(|(index, _)| *index);
+                found.truncate(limit as usize);
                 Ok(found)
             }
 

@@ -123,7 +123,10 @@ pub async fn export(
                     "export an NHI's events or a slice, not both",
                 ));
             }
-            api::ExportOf::Nhi(nhi.to_owned())
+            api::ExportOf::Nhi {
+                id: nhi.to_owned(),
+                from: 0,
+            }
         }
         None => api::ExportOf::Range {
             from: optional("from")?.unwrap_or(0),

@@ -16,8 +16,39 @@ both_backends!(
     decommissioning_refuses_bad_input_and_other_teams,
     an_expired_nhi_is_decommissioned_by_the_scheduler,
     a_signed_deployment_hook_call_decommissions_its_teams_agent,
+    a_long_trail_is_archived_whole_in_several_files,
     upcoming_lists_expirations_idle_nhis_and_running_workflows,
 );
+
+/// Reads every file of an archived trail: each must match its SHA-256 and verify offline,
+/// and together they must hold as many events as the teardown says, in log order, each once.
+/// The kinds of the events, in order.
+fn archived_kinds(server: &TestServer, archive: &Value) -> Vec<String> {
+    use sha2::Digest as _;
+    let mut kinds = Vec::new();
+    let mut last_index = None;
+    for part in archive["files"].as_array().unwrap() {
+        let path = server
+            .data_dir()
+            .join("archive")
+            .join(part["file"].as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            part["sha256"].as_str().unwrap(),
+            hex::encode(sha2::Sha256::digest(&bytes))
+        );
+        let export: custos_server::verify::AuditExport = serde_json::from_slice(&bytes).unwrap();
+        let verified = custos_server::verify::verify_export(&export, None).unwrap();
+        assert_eq!(verified.events as u64, part["events"].as_u64().unwrap());
+        for event in &export.events {
+            assert!(last_index < Some(event.index), "in log order, each once");
+            last_index = Some(event.index);
+            kinds.push(event.event.kind.clone());
+        }
+    }
+    assert_eq!(kinds.len() as u64, archive["events"].as_u64().unwrap());
+    kinds
+}
 
 /// Polls a workflow until it is done (at most 20 s).
 async fn until_done(server: &TestServer, id: &str) -> Value {
@@ -224,31 +255,17 @@ async fn decommissioning_revokes_tombstones_archives_tells_and_signs(backend: Ba
 
     // The archived trail verifies offline and is the file the receipt names.
     let archive = &teardown["archive"];
-    let file = server
-        .data_dir()
-        .join("archive")
-        .join(archive["file"].as_str().unwrap());
-    let bytes = std::fs::read(&file).unwrap();
-    use sha2::Digest as _;
-    assert_eq!(
-        archive["sha256"].as_str().unwrap(),
-        hex::encode(sha2::Sha256::digest(&bytes))
-    );
-    let export: custos_server::verify::AuditExport = serde_json::from_slice(&bytes).unwrap();
-    let verified = custos_server::verify::verify_export(&export, None).unwrap();
-    assert_eq!(verified.events as u64, archive["events"].as_u64().unwrap());
-    let kinds: Vec<&str> = export
-        .events
-        .iter()
-        .map(|e| e.event.kind.as_str())
-        .collect();
+    let kinds = archived_kinds(&server, archive);
     for kind in [
         "nhi.registered",
         "decommission.started",
         "nhi.suspended",
         "nhi.decommissioned",
     ] {
-        assert!(kinds.contains(&kind), "{kind} is in the archive: {kinds:?}");
+        assert!(
+            kinds.contains(&kind.to_owned()),
+            "{kind} is in the archive: {kinds:?}"
+        );
     }
 
     // The owner team's channel has its notice.
@@ -817,5 +834,69 @@ async fn upcoming_lists_expirations_idle_nhis_and_running_workflows(backend: Bac
         "{table}"
     );
     assert!(!table.contains("busy-agent"), "{table}");
+    server.stop().await;
+}
+
+/// An NHI with more events than one export holds (10,000) has its whole trail archived, in
+/// several files that each verify, the decommission's own events in the last.
+async fn a_long_trail_is_archived_whole_in_several_files(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (agent, _) = client(&server, "chatty-agent", &["erp:read:*"]).await;
+    // 10,500 decisions about the agent, as the decision point records them.
+    let store = server.state().store.clone();
+    let now = custos_core::Timestamp::from_unix_millis(
+        time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+    )
+    .unwrap();
+    for batch in 0..21 {
+        let events: Vec<custos_core::DomainEvent> = (0..500)
+            .map(|i| {
+                custos_core::DomainEvent::new(
+                    format!("decision-{batch}-{i}"),
+                    custos_core::EventKind::AccessDecided,
+                    custos_core::Actor::System,
+                    format!("nhi:{agent}"),
+                    now,
+                )
+                .with("decision", "allow")
+            })
+            .collect();
+        store.append_events(&events).await.unwrap();
+    }
+    let (status, started) = server
+        .call(
+            Method::POST,
+            &format!("/v1/nhis/{agent}/decommission"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let done = until_done(&server, started["id"].as_str().unwrap()).await;
+    let archive = &done["teardown"]["archive"];
+    let files: Vec<&str> = archive["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            format!("nhi-{agent}.trail.json"),
+            format!("nhi-{agent}.trail.2.json")
+        ],
+        "{archive}"
+    );
+    let kinds = archived_kinds(&server, archive);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "access.decided").count(),
+        10_500
+    );
+    assert_eq!(kinds.first().map(String::as_str), Some("nhi.registered"));
+    assert!(
+        kinds.contains(&"nhi.decommissioned".to_owned()),
+        "the tombstone is archived"
+    );
     server.stop().await;
 }

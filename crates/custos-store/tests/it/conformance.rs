@@ -1727,7 +1727,7 @@ async fn reads_by_subject_cross_the_index_eras(store: &dyn Store) {
     };
     store.seal_audit(0, &leaves, &[], &head).await.unwrap();
     let of: Vec<(u64, i64)> = store
-        .audit_events_of("busy", 50_000)
+        .audit_events_of("busy", 0, 50_000)
         .await
         .unwrap()
         .iter()
@@ -1739,10 +1739,23 @@ async fn reads_by_subject_cross_the_index_eras(store: &dyn Store) {
         .filter(|(i, _)| subject_of(*i as usize) == "busy")
         .collect();
     assert_eq!(of, want);
-    assert_eq!(store.audit_events_of("busy", 10).await.unwrap().len(), 10);
+    assert_eq!(
+        store.audit_events_of("busy", 0, 10).await.unwrap().len(),
+        10
+    );
+    // Pages of 7 from each page's last leaf on visit every event once, in order.
+    let mut paged = Vec::new();
+    let mut next = 0;
+    loop {
+        let page = store.audit_events_of("busy", next, 7).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        next = last + 1;
+        paged.extend(page.iter().map(|(index, e)| (*index, e.seq)));
+    }
+    assert_eq!(paged, want);
     assert!(
         store
-            .audit_events_of("lonely", 10)
+            .audit_events_of("lonely", 0, 10)
             .await
             .unwrap()
             .is_empty()
