@@ -896,6 +896,19 @@ async fn request(
 }
 
 /// A GET whose response body is all the caller needs.
+/// `path` with the query parameters that are set, each value percent-encoded.
+fn with_query<const N: usize>(path: &str, params: [(&str, Option<String>); N]) -> String {
+    let query: Vec<String> = params
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", enc(&value?))))
+        .collect();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
 async fn get(client: &Client, path: &str) -> anyhow::Result<Value> {
     Ok(request(client, Method::GET, path, None, &[]).await?.1)
 }
@@ -1456,20 +1469,15 @@ async fn approvals(client: &Client, command: ApprovalsCommand) -> anyhow::Result
             kind,
             risk,
         } => {
-            let query: Vec<String> = [
-                ("state", state),
-                ("nhi_id", nhi_id),
-                ("kind", kind),
-                ("risk", risk),
-            ]
-            .into_iter()
-            .filter_map(|(name, value)| Some(format!("{name}={}", enc(&value?))))
-            .collect();
-            let path = if query.is_empty() {
-                "/v1/approvals".to_owned()
-            } else {
-                format!("/v1/approvals?{}", query.join("&"))
-            };
+            let path = with_query(
+                "/v1/approvals",
+                [
+                    ("state", state),
+                    ("nhi_id", nhi_id),
+                    ("kind", kind),
+                    ("risk", risk),
+                ],
+            );
             let page = get(client, &path).await?;
             print_page(
                 client,
@@ -1654,20 +1662,15 @@ async fn notifications(client: &Client, command: NotificationsCommand) -> anyhow
                     cursor,
                 },
         } => {
-            let query: Vec<String> = [
-                ("state", state),
-                ("channel", channel),
-                ("limit", limit.map(|l| l.to_string())),
-                ("cursor", cursor),
-            ]
-            .into_iter()
-            .filter_map(|(name, value)| Some(format!("{name}={}", enc(&value?))))
-            .collect();
-            let path = if query.is_empty() {
-                "/v1/notifications/deliveries".to_owned()
-            } else {
-                format!("/v1/notifications/deliveries?{}", query.join("&"))
-            };
+            let path = with_query(
+                "/v1/notifications/deliveries",
+                [
+                    ("state", state),
+                    ("channel", channel),
+                    ("limit", limit.map(|l| l.to_string())),
+                    ("cursor", cursor),
+                ],
+            );
             let page = get(client, &path).await?;
             print_page(
                 client,
@@ -1827,19 +1830,15 @@ async fn lifecycle(client: &Client, command: LifecycleCommand) -> anyhow::Result
         idle_days,
         limit,
     } = command;
-    let query: Vec<String> = [
-        ("within_days", within_days),
-        ("idle_days", idle_days),
-        ("limit", limit),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| Some(format!("{name}={}", value?)))
-    .collect();
-    let upcoming = get(
-        client,
-        &format!("/v1/lifecycle/upcoming?{}", query.join("&")),
-    )
-    .await?;
+    let path = with_query(
+        "/v1/lifecycle/upcoming",
+        [
+            ("within_days", within_days.map(|d| d.to_string())),
+            ("idle_days", idle_days.map(|d| d.to_string())),
+            ("limit", limit.map(|l| l.to_string())),
+        ],
+    );
+    let upcoming = get(client, &path).await?;
     if client.output == Output::Json {
         return print_one(client, &upcoming, &[]);
     }
@@ -1890,20 +1889,15 @@ async fn decommissions(client: &Client, command: DecommissionsCommand) -> anyhow
             limit,
             cursor,
         } => {
-            let query: Vec<String> = [
-                ("nhi_id", nhi),
-                ("state", state),
-                ("limit", limit.map(|l| l.to_string())),
-                ("cursor", cursor),
-            ]
-            .into_iter()
-            .filter_map(|(name, value)| Some(format!("{name}={}", enc(&value?))))
-            .collect();
-            let path = if query.is_empty() {
-                "/v1/decommissions".to_owned()
-            } else {
-                format!("/v1/decommissions?{}", query.join("&"))
-            };
+            let path = with_query(
+                "/v1/decommissions",
+                [
+                    ("nhi_id", nhi),
+                    ("state", state),
+                    ("limit", limit.map(|l| l.to_string())),
+                    ("cursor", cursor),
+                ],
+            );
             let mut page = get(client, &path).await?;
             if client.output == Output::Table
                 && let Some(items) = page["items"].as_array_mut()
@@ -1999,21 +1993,16 @@ async fn findings(client: &Client, command: FindingsCommand) -> anyhow::Result<(
             limit,
             cursor,
         } => {
-            let query: Vec<String> = [
-                ("nhi_id", nhi),
-                ("kind", kind),
-                ("state", state),
-                ("limit", limit.map(|l| l.to_string())),
-                ("cursor", cursor),
-            ]
-            .into_iter()
-            .filter_map(|(name, value)| Some(format!("{name}={}", enc(&value?))))
-            .collect();
-            let path = if query.is_empty() {
-                "/v1/findings".to_owned()
-            } else {
-                format!("/v1/findings?{}", query.join("&"))
-            };
+            let path = with_query(
+                "/v1/findings",
+                [
+                    ("nhi_id", nhi),
+                    ("kind", kind),
+                    ("state", state),
+                    ("limit", limit.map(|l| l.to_string())),
+                    ("cursor", cursor),
+                ],
+            );
             let mut page = get(client, &path).await?;
             if client.output == Output::Table
                 && let Some(items) = page["items"].as_array_mut()
