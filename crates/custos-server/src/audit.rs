@@ -266,18 +266,29 @@ async fn prove_from_store<E: std::fmt::Display>(
 ) -> Result<Vec<Hash>, AuditError> {
     let recorder = Recorder(std::cell::RefCell::new(Vec::new()));
     prove(&recorder).map_err(|e| AuditError::Proof(e.to_string()))?;
-    let ids = recorder.0.into_inner();
-    let keys: Vec<(u32, u64)> = ids.iter().map(|id| (id.level, id.index)).collect();
-    let hashes = store.audit_nodes(&keys).await?;
-    let mut known = HashMap::new();
-    for (id, hash) in ids.into_iter().zip(hashes) {
-        let hash = hash.ok_or_else(|| {
-            AuditError::Corrupt(format!("node {}/{} is missing", id.level, id.index))
-        })?;
-        let hash = Hash::from_slice(&hash).map_err(|e| AuditError::Corrupt(e.to_string()))?;
-        known.insert(id, hash);
+    let source = fetch_nodes(store, recorder.0.into_inner()).await?;
+    prove(&source).map_err(|e| AuditError::Proof(e.to_string()))
+}
+
+/// Reads the nodes `ids` names (duplicates allowed) in batched queries; a node the store
+/// lacks is a corrupt log.
+async fn fetch_nodes(store: &dyn Store, mut ids: Vec<NodeId>) -> Result<Prefetched, AuditError> {
+    /// Node ids per store query.
+    const BATCH: usize = 4_096;
+    ids.sort_unstable_by_key(|id| (id.level, id.index));
+    ids.dedup();
+    let mut known = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(BATCH) {
+        let keys: Vec<(u32, u64)> = chunk.iter().map(|id| (id.level, id.index)).collect();
+        for (id, hash) in chunk.iter().zip(store.audit_nodes(&keys).await?) {
+            let hash = hash.ok_or_else(|| {
+                AuditError::Corrupt(format!("node {}/{} is missing", id.level, id.index))
+            })?;
+            let hash = Hash::from_slice(&hash).map_err(|e| AuditError::Corrupt(e.to_string()))?;
+            known.insert(*id, hash);
+        }
     }
-    prove(&Prefetched(known)).map_err(|e| AuditError::Proof(e.to_string()))
+    Ok(Prefetched(known))
 }
 
 /// An RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves.
@@ -299,29 +310,13 @@ pub async fn inclusion_proofs(
     indices: &[u64],
     size: u64,
 ) -> Result<Vec<(Hash, Vec<Hash>)>, AuditError> {
-    /// Node ids per store query.
-    const BATCH: usize = 4_096;
     let recorder = Recorder(std::cell::RefCell::new(Vec::new()));
     for &index in indices {
         recorder.0.borrow_mut().push(NodeId { level: 0, index });
         merkle::inclusion_proof_from(&recorder, index, size)
             .map_err(|e| AuditError::Proof(format!("{e:?}")))?;
     }
-    let mut ids = recorder.0.into_inner();
-    ids.sort_unstable_by_key(|id| (id.level, id.index));
-    ids.dedup();
-    let mut known = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(BATCH) {
-        let keys: Vec<(u32, u64)> = chunk.iter().map(|id| (id.level, id.index)).collect();
-        for (id, hash) in chunk.iter().zip(store.audit_nodes(&keys).await?) {
-            let hash = hash.ok_or_else(|| {
-                AuditError::Corrupt(format!("node {}/{} is missing", id.level, id.index))
-            })?;
-            let hash = Hash::from_slice(&hash).map_err(|e| AuditError::Corrupt(e.to_string()))?;
-            known.insert(*id, hash);
-        }
-    }
-    let source = Prefetched(known);
+    let source = fetch_nodes(store, recorder.0.into_inner()).await?;
     indices
         .iter()
         .map(|&index| {
