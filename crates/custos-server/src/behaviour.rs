@@ -987,13 +987,9 @@ pub async fn create_response_policy(
                 None
             }
         },
-        ("team", Some(id)) => match state.store.get_team(id).await? {
-            Some(team) => Some(ResponseTarget::Team(team.id)),
-            None => {
-                errors.push("id", format!("no team named or with id {id:?}"));
-                None
-            }
-        },
+        ("team", Some(id)) => crate::service::team_named(state, "id", id, &mut errors)
+            .await?
+            .map(ResponseTarget::Team),
         ("kind", Some(kind)) => match custos_core::NhiKind::parse(kind) {
             Some(kind) => Some(ResponseTarget::Kind(kind.as_str().to_owned())),
             None => {

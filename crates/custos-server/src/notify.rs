@@ -20,8 +20,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use custos_core::issuance::Approval;
 use custos_core::{Actor, EventKind, Page, Role, Timestamp};
 use custos_store::{
@@ -507,12 +505,6 @@ fn email_settings(
     )
 }
 
-/// A fresh webhook signing secret.
-fn mint_webhook_secret() -> String {
-    let random: [u8; 32] = rand::random();
-    format!("custos_whsec_{}", URL_SAFE_NO_PAD.encode(random))
-}
-
 /// `POST /v1/notifications/channels` (admin).
 pub async fn create_channel(
     state: &AppState,
@@ -526,13 +518,7 @@ pub async fn create_channel(
     custos_core::validate::text(&mut errors, "name", &name, 100);
     let team_id = match &input.team {
         None => None,
-        Some(team) => match state.store.get_team(team).await? {
-            Some(team) => Some(team.id),
-            None => {
-                errors.push("team", format!("no team named or with id {team:?}"));
-                None
-            }
-        },
+        Some(team) => crate::service::team_named(state, "team", team, &mut errors).await?,
     };
     let id = new_id();
     let mut secrets = ChannelSecrets::default();
@@ -549,7 +535,7 @@ pub async fn create_channel(
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default();
             secrets.url = url.map(String::from);
-            secrets.hmac_secret = Some(mint_webhook_secret());
+            secrets.hmac_secret = Some(crate::secrets::mint_hmac_secret("custos_whsec_"));
             let format = match format {
                 WebhookFormat::Json => "json",
                 WebhookFormat::Slack => "slack",
@@ -1492,14 +1478,20 @@ fn email_payload(
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub fn signature(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
+    format!(
+        "t={unix_seconds},v1={}",
+        signature_mac(secret, unix_seconds, body)
+    )
+}
+
+/// The `v1` of a signature: hex HMAC-SHA256(secret, "<t>.<body>"). Deployment hooks' calls
+/// to us are checked against it, so both directions sign alike.
+pub fn signature_mac(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
     let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
         .expect("hmac accepts any key length");
     mac.update(format!("{unix_seconds}.").as_bytes());
     mac.update(body);
-    format!(
-        "t={unix_seconds},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn after(at: Timestamp, wait: Duration) -> Timestamp {

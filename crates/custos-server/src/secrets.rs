@@ -197,6 +197,17 @@ pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
+/// A fresh HMAC key of 256 random bits, base64url after `prefix` (`custos_whsec_` for a
+/// webhook channel, `custos_hksec_` for a deployment hook), so that scanners know it.
+pub fn mint_hmac_secret(prefix: &str) -> String {
+    use base64::Engine as _;
+    let random: [u8; 32] = rand::random();
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+    )
+}
+
 /// A fresh secret of `kind` from the operating system's random generator.
 pub fn mint(kind: SecretKind) -> String {
     let random: [u8; 32] = rand::random();

@@ -177,19 +177,18 @@ fn team_view(team: Team, members: Option<Vec<MemberView>>) -> TeamView {
     }
 }
 
-/// The team a `fallback_team` field names, as its id, or the field's error.
-async fn fallback_team(
+/// The id of the team `name_or_id` names; an unknown team is an error on `field`, added to
+/// `errors` (so that every field's errors are reported together) and `None`.
+pub(crate) async fn team_named(
     state: &AppState,
+    field: &str,
     name_or_id: &str,
     errors: &mut custos_core::validate::ValidationErrors,
 ) -> ApiResult<Option<String>> {
     Ok(match state.store.get_team(name_or_id).await? {
         Some(team) => Some(team.id),
         None => {
-            errors.push(
-                "fallback_team",
-                format!("no team named or with id {name_or_id:?}"),
-            );
+            errors.push(field, format!("no team named or with id {name_or_id:?}"));
             None
         }
     })
@@ -216,7 +215,7 @@ pub async fn create_team(
     who.require(&[Role::Admin])?;
     let mut errors = custos_core::validate::ValidationErrors::default();
     let fallback = match &input.fallback_team {
-        Some(name_or_id) => fallback_team(state, name_or_id, &mut errors).await?,
+        Some(name_or_id) => team_named(state, "fallback_team", name_or_id, &mut errors).await?,
         None => None,
     };
     let team = Team::new(new_id(), input.name, input.contact, state.now());
@@ -259,7 +258,9 @@ pub async fn update_team(
     let fallback = match &input.fallback_team {
         None => team.fallback_team_id.clone(),
         Some(None) => None,
-        Some(Some(name_or_id)) => fallback_team(state, name_or_id, &mut errors).await?,
+        Some(Some(name_or_id)) => {
+            team_named(state, "fallback_team", name_or_id, &mut errors).await?
+        }
     };
     let seconds = match input.escalate_after_seconds {
         Some(seconds) => seconds,
