@@ -9,13 +9,13 @@ use custos_core::issuance::{
 };
 use custos_core::{EventKind, Page, Scope};
 use custos_store::{
-    DeliveryFilter, DeliveryState, EventQuery, FindingOpened, MAX_BASELINE_BYTES,
-    NotificationDelivery, Store, StoreError,
+    DeliveryFilter, EventQuery, FindingOpened, MAX_BASELINE_BYTES, NotificationDelivery, Store,
+    StoreError,
 };
 use serde_json::json;
 
 use crate::conformance;
-use crate::support::{event, id, nhi, now, register, team};
+use crate::support::{event, events_of, id, nhi, now, pending_delivery, register, team};
 
 conformance!(
     baselines_are_kept_overwritten_and_read_back,
@@ -60,33 +60,7 @@ fn finding(kind: &str, nhi_id: Option<&str>, key: &str, events: &[i64]) -> Findi
 }
 
 fn alert(subject: &str) -> NotificationDelivery {
-    let at = now();
-    NotificationDelivery {
-        id: id(),
-        channel_id: None,
-        callback_url: Some("https://agent.example.com/hook".into()),
-        subject: subject.to_owned(),
-        payload: r#"{"type":"finding.opened"}"#.to_owned(),
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_attempt_at: at,
-        last_attempt_at: None,
-        last_error: None,
-        created_at: at,
-        delivered_at: None,
-    }
-}
-
-async fn events_of(store: &dyn Store, kind: EventKind) -> usize {
-    store
-        .list_events(&EventQuery {
-            limit: 100,
-            kind: Some(kind.as_str().to_owned()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .len()
+    pending_delivery(subject, r#"{"type":"finding.opened"}"#, now())
 }
 
 async fn open(store: &dyn Store, f: &Finding) -> FindingOpened {

@@ -2305,20 +2305,7 @@ async fn teams_keep_their_fallback_and_escalation_wait(store: &dyn Store) {
 }
 
 fn callback(subject: &str, at: Timestamp) -> NotificationDelivery {
-    NotificationDelivery {
-        id: id(),
-        channel_id: None,
-        callback_url: Some("https://agent.example.com/custos?task=1".into()),
-        subject: subject.to_owned(),
-        payload: r#"{"type":"task.decided"}"#.to_owned(),
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_attempt_at: at,
-        last_attempt_at: None,
-        last_error: None,
-        created_at: at,
-        delivered_at: None,
-    }
+    crate::support::pending_delivery(subject, r#"{"type":"task.decided"}"#, at)
 }
 
 /// A pending request is due for escalation once it has waited its owner team's time (or the

@@ -3,13 +3,10 @@
 
 use custos_core::lifecycle::{Decommission, DecommissionStep, DecommissionTrigger, Teardown};
 use custos_core::{EventKind, Page};
-use custos_store::{
-    DecommissionFilter, DeliveryFilter, DeliveryState, EventQuery, NotificationDelivery, Store,
-    StoreError,
-};
+use custos_store::{DecommissionFilter, DeliveryFilter, NotificationDelivery, Store, StoreError};
 
 use crate::conformance;
-use crate::support::{event, id, nhi, now, register, team};
+use crate::support::{event, events_of, id, nhi, now, pending_delivery, register, team};
 
 conformance!(
     an_nhi_has_one_workflow_and_asking_again_returns_it,
@@ -29,34 +26,8 @@ fn workflow(nhi_id: &str) -> Decommission {
     )
 }
 
-async fn events_of(store: &dyn Store, kind: EventKind) -> usize {
-    store
-        .list_events(&EventQuery {
-            limit: 100,
-            kind: Some(kind.as_str().to_owned()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .len()
-}
-
 fn notice(subject: &str) -> NotificationDelivery {
-    let at = now();
-    NotificationDelivery {
-        id: id(),
-        channel_id: None,
-        callback_url: Some("https://owners.example.com/hook".into()),
-        subject: subject.to_owned(),
-        payload: r#"{"type":"nhi.decommissioned"}"#.to_owned(),
-        state: DeliveryState::Pending,
-        attempts: 0,
-        next_attempt_at: at,
-        last_attempt_at: None,
-        last_error: None,
-        created_at: at,
-        delivered_at: None,
-    }
+    pending_delivery(subject, r#"{"type":"nhi.decommissioned"}"#, now())
 }
 
 /// Starting a workflow writes it with its event; starting another for the same NHI writes

@@ -6,7 +6,9 @@ use custos_core::{
     Actor, DomainEvent, EventKind, Nhi, NhiKind, NhiStatus, Operator, Owner, Role, Scope, Team,
     Timestamp,
 };
-use custos_store::{PostgresStore, SqliteStore, Store};
+use custos_store::{
+    DeliveryState, EventQuery, NotificationDelivery, PostgresStore, SqliteStore, Store,
+};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
@@ -146,4 +148,35 @@ macro_rules! conformance {
             $(#[tokio::test] async fn $name() { super::$name($crate::support::postgres().await.store.as_ref()).await })+
         }
     };
+}
+
+/// A pending delivery to a callback URL (no channel), about `subject`, due at `at`.
+pub fn pending_delivery(subject: &str, payload: &str, at: Timestamp) -> NotificationDelivery {
+    NotificationDelivery {
+        id: id(),
+        channel_id: None,
+        callback_url: Some("https://agent.example.com/custos/hook".into()),
+        subject: subject.to_owned(),
+        payload: payload.to_owned(),
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: at,
+        last_attempt_at: None,
+        last_error: None,
+        created_at: at,
+        delivered_at: None,
+    }
+}
+
+/// How many events of `kind` the trail holds (counting up to 100).
+pub async fn events_of(store: &dyn Store, kind: EventKind) -> usize {
+    store
+        .list_events(&EventQuery {
+            limit: 100,
+            kind: Some(kind.as_str().to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
 }
