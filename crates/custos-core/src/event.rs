@@ -102,10 +102,18 @@ pub enum EventKind {
     /// An admin allowed a deployment system to report agents shut down.
     DeploymentHookCreated,
     DeploymentHookDisabled,
+    /// The NHI's owner team confirmed it still owns and needs it (an ownership review approved).
+    NhiOwnerAttested,
+    /// The NHI was given to another owner team; `details.from_team` and `details.to_team`.
+    NhiOwnerTransferred,
+    /// An NHI collected the secret of the key that replaced its aging static key.
+    CredentialCollected,
+    /// Active tasks past their lifetime were closed (their credentials had expired with them).
+    TaskExpired,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 43] = [
+    pub const ALL: [EventKind; 47] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::TeamUpdated,
@@ -149,6 +157,10 @@ impl EventKind {
         EventKind::DecommissionCompleted,
         EventKind::DeploymentHookCreated,
         EventKind::DeploymentHookDisabled,
+        EventKind::NhiOwnerAttested,
+        EventKind::NhiOwnerTransferred,
+        EventKind::CredentialCollected,
+        EventKind::TaskExpired,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -197,6 +209,10 @@ impl EventKind {
             EventKind::DecommissionCompleted => "decommission.completed",
             EventKind::DeploymentHookCreated => "deployment_hook.created",
             EventKind::DeploymentHookDisabled => "deployment_hook.disabled",
+            EventKind::NhiOwnerAttested => "nhi.owner_attested",
+            EventKind::NhiOwnerTransferred => "nhi.owner_transferred",
+            EventKind::CredentialCollected => "credential.collected",
+            EventKind::TaskExpired => "task.expired",
         }
     }
 
@@ -245,6 +261,14 @@ impl DomainEvent {
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
         self.details.insert(key.to_owned(), value.into());
         self
+    }
+
+    /// Adds a detail only when there is one.
+    pub fn with_some(self, key: &str, value: Option<impl Into<String>>) -> Self {
+        match value {
+            Some(value) => self.with(key, value),
+            None => self,
+        }
     }
 }
 

@@ -68,10 +68,26 @@ string_enum!(
         /// An action out of the NHI's behaviour baseline, held back by a step-up response
         /// policy; approving it also makes it part of the baseline.
         Anomaly => "anomaly",
-        /// An NHI suspended after an anomaly; approving resumes it.
+        /// An NHI suspended after an anomaly; approving resumes it. A review of the NHI
+        /// itself: no task.
         Resume => "resume",
+        /// An NHI unused too long, or past its expiry under the `review` policy; approving
+        /// decommissions it. A review of the NHI itself: no task.
+        Decommission => "decommission",
+        /// An NHI whose owner is gone (its team deleted, its contact removed), or a high-risk
+        /// NHI due its periodic owner attestation; approving confirms the owner. A review of
+        /// the NHI itself: no task.
+        Ownership => "ownership",
     }
 );
+
+impl ApprovalKind {
+    /// A review of the NHI itself rather than of something it asked for: it has no task and no
+    /// scope, and deciding it acts on the NHI (resumes, decommissions, confirms its owner).
+    pub fn is_nhi_review(self) -> bool {
+        matches!(self, Self::Resume | Self::Decommission | Self::Ownership)
+    }
+}
 
 string_enum!(
     /// How much could go wrong if the request were granted wrongly.
@@ -262,7 +278,8 @@ pub struct Approval {
     pub id: String,
     pub kind: ApprovalKind,
     pub nhi_id: String,
-    pub task_id: String,
+    /// The task that waits on the request; `None` for a review of the NHI itself.
+    pub task_id: Option<String>,
     pub requested_by: String,
     pub purpose: String,
     pub requested_scope: Scope,
@@ -327,6 +344,45 @@ pub struct RiskFacts<'a> {
 /// Operations that change or remove things, or move data out.
 const DESTRUCTIVE_OPERATIONS: [&str; 6] = ["write", "delete", "admin", "export", "purge", "*"];
 
+/// Five points or more is high, two to four medium.
+fn level_of(points: u32) -> RiskLevel {
+    match points {
+        0..=1 => RiskLevel::Low,
+        2..=4 => RiskLevel::Medium,
+        _ => RiskLevel::High,
+    }
+}
+
+/// Judges the risk of a review of an NHI itself by the same points as a request: production
+/// (2) and a risky NHI (2 at 70 or more), and for a resumption (2) because approving it gives
+/// back all the NHI could do after an anomaly. `reasons` say why the review was opened and
+/// carry no points: they are what the reviewer reads first.
+pub fn review_risk(
+    kind: ApprovalKind,
+    environment: &str,
+    nhi_risk: i64,
+    reasons: &[String],
+) -> Risk {
+    let mut points = 0;
+    let mut factors = reasons.to_vec();
+    if matches!(environment, "production" | "prod") {
+        points += 2;
+        factors.push(format!("the nhi runs in {environment}"));
+    }
+    if nhi_risk >= 70 {
+        points += 2;
+        factors.push(format!("the nhi's risk tag is {nhi_risk}"));
+    }
+    if kind == ApprovalKind::Resume {
+        points += 2;
+        factors.push("resuming gives back everything the nhi could do before the anomaly".into());
+    }
+    Risk {
+        level: level_of(points),
+        factors,
+    }
+}
+
 /// Judges a request's risk by points: production (2), a wildcard service or resource (2), a
 /// destructive operation (1), sensitive resources (2), a risky NHI (2 at 70 or more), a
 /// lifetime over an hour (1). Five or more is high, two to four medium: production alone, or a
@@ -373,12 +429,10 @@ pub fn assess_risk(facts: RiskFacts<'_>) -> Risk {
     if facts.ttl_seconds > 3600 {
         add(1, format!("the lifetime asked is {} s", facts.ttl_seconds));
     }
-    let level = match points {
-        0..=1 => RiskLevel::Low,
-        2..=4 => RiskLevel::Medium,
-        _ => RiskLevel::High,
-    };
-    Risk { level, factors }
+    Risk {
+        level: level_of(points),
+        factors,
+    }
 }
 
 /// A standing rule an admin set so that the same safe request does not come back a hundred
@@ -507,6 +561,14 @@ impl Approval {
                 ttl_seconds,
             } => (reason, scope, ttl_seconds),
         };
+        if self.kind.is_nhi_review() {
+            if scope.is_some() || ttl_seconds.is_some() {
+                return Err(IssuanceError::NotNarrower(
+                    "a review of an nhi grants no scope or lifetime".into(),
+                ));
+            }
+            return Ok(self.count_or_decide(next, decider, reason, None, votes, now));
+        }
         // What this reviewer may approve at most: the narrowest of the request and the votes.
         let bound_scope = votes.last().map_or(&self.requested_scope, |v| &v.scope);
         let (bound_ttl, bound_by) = votes
@@ -539,26 +601,43 @@ impl Approval {
                 "ttl_seconds must be between 1 and the {bound_ttl} {bound_by}"
             )));
         }
+        Ok(self.count_or_decide(next, decider, reason, Some((scope, ttl)), votes, now))
+    }
+
+    /// An approval of `granted` (none for a review of the NHI): one more vote while the quorum
+    /// is not reached, the decision once it is.
+    fn count_or_decide(
+        &self,
+        mut next: Approval,
+        decider: &str,
+        reason: String,
+        granted: Option<(Scope, u32)>,
+        votes: &[Vote],
+        now: Timestamp,
+    ) -> Ruling {
         let counted = u32::try_from(votes.len())
             .unwrap_or(u32::MAX)
             .saturating_add(1);
         if counted < self.required_approvals {
-            return Ok(Ruling::Voted {
+            let (scope, ttl_seconds) = granted.unwrap_or_default();
+            return Ruling::Voted {
                 vote: Vote {
                     reviewer: decider.to_owned(),
                     scope,
-                    ttl_seconds: ttl,
+                    ttl_seconds,
                     reason,
                     at: now,
                 },
                 remaining: self.required_approvals - counted,
-            });
+            };
         }
         next.state = ApprovalState::Approved;
         next.reason = Some(reason);
-        next.granted_scope = Some(scope);
-        next.granted_ttl_seconds = Some(ttl);
-        Ok(Ruling::Decided(Box::new(next)))
+        if let Some((scope, ttl)) = granted {
+            next.granted_scope = Some(scope);
+            next.granted_ttl_seconds = Some(ttl);
+        }
+        Ruling::Decided(Box::new(next))
     }
 }
 
@@ -848,7 +927,7 @@ mod tests {
             id: "a1".into(),
             kind: ApprovalKind::ScopeEscalation,
             nhi_id: "n1".into(),
-            task_id: "t1".into(),
+            task_id: Some("t1".into()),
             requested_by: "nhi:n1".into(),
             purpose: "p".into(),
             requested_scope: scope(&["crm:read", "mail:send"]),

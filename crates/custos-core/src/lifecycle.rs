@@ -42,6 +42,78 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// What the scheduler does with an NHI past its `expires_at`.
+    ExpiryAction {
+        /// Decommission it at once (trigger `timeout`).
+        Decommission => "decommission",
+        /// Open a decommission review in its owner team's inbox; a reviewer decides.
+        Review => "review",
+    }
+);
+
+string_enum!(
+    /// What the scheduler does with a static key older than the rotation age.
+    KeyAgeAction {
+        /// Replace it: the new secret waits, sealed, for the NHI to collect with the old key,
+        /// which keeps working for the rotation grace period; the owner is told.
+        Rotate => "rotate",
+        /// Leave it, and open a finding and tell the owner that it is due a rotation.
+        Flag => "flag",
+    }
+);
+
+/// The tag with which one NHI overrides the configured [`ExpiryAction`].
+pub const EXPIRY_ACTION_TAG: &str = "custos.lifecycle.on_expiry";
+/// The tag with which one NHI overrides the configured [`KeyAgeAction`].
+pub const KEY_AGE_ACTION_TAG: &str = "custos.lifecycle.on_key_age";
+
+/// What the lifecycle scheduler does, configured for the whole server; an NHI's tags
+/// [`EXPIRY_ACTION_TAG`] and [`KEY_AGE_ACTION_TAG`] override the two actions for it alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LifecyclePolicy {
+    /// Unused this many days, an NHI is due a decommission review.
+    pub idle_days: u32,
+    pub on_expiry: ExpiryAction,
+    /// A static key this many days old is due a rotation; 0: none is (keys that live under
+    /// a day and a half are short-lived enough as they are).
+    pub rotate_keys_after_days: u32,
+    pub on_key_age: KeyAgeAction,
+    /// A high-risk NHI's owner confirms, this often, that it still owns and needs it.
+    pub attest_every_days: u32,
+}
+
+impl Default for LifecyclePolicy {
+    fn default() -> Self {
+        Self {
+            idle_days: 90,
+            on_expiry: ExpiryAction::Decommission,
+            rotate_keys_after_days: 60,
+            on_key_age: KeyAgeAction::Rotate,
+            attest_every_days: 90,
+        }
+    }
+}
+
+impl LifecyclePolicy {
+    /// The expiry action for one NHI: its tag if it has a valid one, else the server's.
+    pub fn on_expiry_for(&self, tags: &std::collections::BTreeMap<String, String>) -> ExpiryAction {
+        tags.get(EXPIRY_ACTION_TAG)
+            .and_then(|v| ExpiryAction::parse(v))
+            .unwrap_or(self.on_expiry)
+    }
+
+    /// The key-age action for one NHI: its tag if it has a valid one, else the server's.
+    pub fn on_key_age_for(
+        &self,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> KeyAgeAction {
+        tags.get(KEY_AGE_ACTION_TAG)
+            .and_then(|v| KeyAgeAction::parse(v))
+            .unwrap_or(self.on_key_age)
+    }
+}
+
 impl DecommissionStep {
     /// The step after this one; `done` stays `done`.
     pub fn next(self) -> Self {

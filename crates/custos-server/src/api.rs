@@ -371,6 +371,16 @@ pub struct OwnerInput {
     pub contact: Option<String>,
 }
 
+/// `POST /v1/nhis/{id}/transfer`: the new owner, and why.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferNhi {
+    pub owner: OwnerInput,
+    /// Why the NHI changes hands: kept in the trail.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNhi {
@@ -677,11 +687,13 @@ pub struct TaskView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApprovalView {
     pub id: String,
-    /// `scope_escalation` (a task beyond its NHI's ceiling) or `policy_approval` (one action a
-    /// guardrail holds back).
+    /// What is asked: `scope_escalation` (a task beyond its NHI's ceiling), `policy_approval`
+    /// (one action a guardrail holds back), `anomaly` (an action out of the baseline), or a
+    /// review of the NHI itself: `resume`, `decommission`, `ownership`.
     pub kind: String,
     pub nhi_id: String,
-    pub task_id: String,
+    /// The task that waits on the request; `null` for a review of the NHI itself.
+    pub task_id: Option<String>,
     pub requested_by: String,
     pub purpose: String,
     #[schema(schema_with = scope_schema)]

@@ -615,24 +615,25 @@ async fn suspend_for(
         .store
         .revoke_credentials(Revocation::Nhi(&nhi.id), now, &revoked)
         .await?;
-    let approval = crate::access::request_review(
+    let (approval, _) = crate::reviews::open(
         state,
-        &nhi.id,
-        (event.service, event.operation, event.resource),
+        nhi,
         ApprovalKind::Resume,
-        &format!(
+        format!(
             "resume {}: suspended after finding {} ({})",
             nhi.name, finding.id, finding.summary
         ),
-        &[],
+        &[format!(
+            "suspended after {} {}/{} on {}",
+            finding.kind, event.service, event.operation, event.resource
+        )],
+        None,
     )
     .await?;
-    if let Some(approval) = approval {
-        state
-            .store
-            .set_finding_approval(&finding.id, &approval)
-            .await?;
-    }
+    state
+        .store
+        .set_finding_approval(&finding.id, &approval.id)
+        .await?;
     Ok(())
 }
 

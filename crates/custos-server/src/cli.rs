@@ -329,6 +329,18 @@ enum NhiCommand {
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
         wait: Option<u64>,
     },
+    /// Give an NHI to another owner team, saying why (kept in the trail)
+    Transfer {
+        id: String,
+        /// The new owner team (name or id)
+        #[arg(long)]
+        team: String,
+        /// The new owner contact
+        #[arg(long)]
+        contact: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -381,6 +393,9 @@ enum CredentialCommand {
     },
     /// Rotate a static key: prints the new secret once; the old one works for the grace period
     Rotate { id: String },
+    /// Collect the key the scheduler put in place of an aging one, once: run as the NHI, with
+    /// the old static key as --token (it works until the grace period ends)
+    Collect,
     /// Revoke a credential and everything delegated from it
     Revoke { id: String },
 }
@@ -613,6 +628,9 @@ enum LifecycleCommand {
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// Run the lifecycle jobs now (admin): expired NHIs, aging keys, tasks past their lifetime,
+    /// idle NHIs' decommission reviews, orphans and owner attestations; says what was done
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -849,6 +867,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+/// What a rotation shows: the new key, its secret once, and how long the old one lives.
+const ROTATED_FIELDS: &[&str] = &[
+    "key.id",
+    "key.fingerprint",
+    "key.expires_at",
+    "key.secret",
+    "previous_id",
+    "previous_expires_at",
+];
 
 /// One API call. Problem documents become errors that say the code and the detail.
 async fn request(
@@ -1159,6 +1187,21 @@ async fn nhi(client: &Client, command: NhiCommand) -> anyhow::Result<()> {
             let baseline = get(client, &format!("/v1/nhis/{}/baseline", enc(&id))).await?;
             print_baseline(client, &baseline)
         }
+        NhiCommand::Transfer {
+            id,
+            team,
+            contact,
+            reason,
+        } => {
+            let body = json!({"owner": {"team": team, "contact": contact}, "reason": reason});
+            let path = format!("/v1/nhis/{}/transfer", enc(&id));
+            let (_, nhi) = request(client, Method::POST, &path, Some(body), &[]).await?;
+            print_one(
+                client,
+                &nhi,
+                &["id", "name", "owner.team_id", "owner.contact"],
+            )
+        }
         NhiCommand::Decommission { id, reason, wait } => {
             let body = reason.map(|r| json!({ "reason": r }));
             let path = format!("/v1/nhis/{}/decommission", enc(&id));
@@ -1396,18 +1439,12 @@ async fn credential(client: &Client, command: CredentialCommand) -> anyhow::Resu
                 &[],
             )
             .await?;
-            print_one(
-                client,
-                &rotated,
-                &[
-                    "key.id",
-                    "key.fingerprint",
-                    "key.expires_at",
-                    "key.secret",
-                    "previous_id",
-                    "previous_expires_at",
-                ],
-            )
+            print_one(client, &rotated, ROTATED_FIELDS)
+        }
+        CredentialCommand::Collect => {
+            let (_, rotated) =
+                request(client, Method::POST, "/v1/credentials/rotated", None, &[]).await?;
+            print_one(client, &rotated, ROTATED_FIELDS)
         }
         CredentialCommand::Revoke { id } => {
             let (_, revoked) = request(
@@ -1825,11 +1862,29 @@ fn truncated(text: &str, max: usize) -> String {
 }
 
 async fn lifecycle(client: &Client, command: LifecycleCommand) -> anyhow::Result<()> {
-    let LifecycleCommand::Upcoming {
-        within_days,
-        idle_days,
-        limit,
-    } = command;
+    let (within_days, idle_days, limit) = match command {
+        LifecycleCommand::Run => {
+            let (_, report) = request(client, Method::POST, "/v1/lifecycle/run", None, &[]).await?;
+            return print_one(
+                client,
+                &report,
+                &[
+                    "decommissions_started",
+                    "decommission_reviews",
+                    "keys_rotated",
+                    "keys_flagged",
+                    "tasks_closed",
+                    "orphans",
+                    "attestations",
+                ],
+            );
+        }
+        LifecycleCommand::Upcoming {
+            within_days,
+            idle_days,
+            limit,
+        } => (within_days, idle_days, limit),
+    };
     let path = with_query(
         "/v1/lifecycle/upcoming",
         [

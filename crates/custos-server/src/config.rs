@@ -37,7 +37,8 @@ pub struct ServeArgs {
     /// notify_allowed_hosts, approval_ttl_seconds, high_risk_quorum, escalate_after_seconds,
     /// separation_of_duties, baseline_probation_days, baseline_probation_events,
     /// baseline_alert_bits, anomaly_action, archive_dir, lifecycle_interval_seconds,
-    /// lifecycle_idle_days
+    /// lifecycle_idle_days, lifecycle_on_expiry, static_key_rotate_after_days,
+    /// static_key_on_age, ownership_attest_every_days
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -89,6 +90,10 @@ struct FileConfig {
     archive_dir: Option<PathBuf>,
     lifecycle_interval_seconds: Option<u64>,
     lifecycle_idle_days: Option<u32>,
+    lifecycle_on_expiry: Option<String>,
+    static_key_rotate_after_days: Option<u32>,
+    static_key_on_age: Option<String>,
+    ownership_attest_every_days: Option<u32>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -114,10 +119,10 @@ pub struct Config {
     pub audit_witness_dir: Option<PathBuf>,
     /// Where decommissioned NHIs' trails are archived; `None`: DATA_DIR/archive.
     pub archive_dir: Option<PathBuf>,
-    /// How often the lifecycle scheduler looks for expired NHIs.
+    /// How often the lifecycle scheduler runs its jobs.
     pub lifecycle_interval_seconds: u64,
-    /// Unused this many days, an NHI is due a decommission review.
-    pub lifecycle_idle_days: u32,
+    /// What the lifecycle jobs do: idle and expired NHIs, aging keys, owner attestation.
+    pub lifecycle: custos_core::lifecycle::LifecyclePolicy,
     /// How often a checkpoint is signed when the log has grown.
     pub audit_checkpoint_interval_seconds: u64,
     /// The first wait before a failed notification is retried; each retry waits twice as long
@@ -171,6 +176,16 @@ pub enum ConfigError {
     LifecycleInterval,
     #[error("lifecycle_idle_days must be between 1 and 3650")]
     IdleDays,
+    #[error("lifecycle_on_expiry must be decommission or review")]
+    OnExpiry,
+    #[error(
+        "static_key_rotate_after_days must be at least 1 and shorter than static_key_max_age_seconds"
+    )]
+    RotateAfter,
+    #[error("static_key_on_age must be rotate or flag")]
+    OnKeyAge,
+    #[error("ownership_attest_every_days must be between 1 and 3650")]
+    AttestEvery,
     #[error("audit_checkpoint_interval_seconds must be between 1 and 86400")]
     CheckpointInterval,
     #[error("notify_retry_base_ms must be between 1 and 300000")]
@@ -212,7 +227,7 @@ impl Config {
             audit_witness_dir: None,
             archive_dir: None,
             lifecycle_interval_seconds: 60,
-            lifecycle_idle_days: 90,
+            lifecycle: custos_core::lifecycle::LifecyclePolicy::default(),
             audit_checkpoint_interval_seconds: 60,
             notify_retry_base_ms: 2000,
             notify_allowed_hosts: None,
@@ -239,6 +254,7 @@ impl Config {
         if !(60..=31_536_000).contains(&key_age) {
             return Err(ConfigError::KeyAge);
         }
+        let lifecycle = lifecycle_policy(&file, defaults.lifecycle, key_age)?;
         let grace = file
             .static_key_rotation_grace_seconds
             .unwrap_or(defaults.static_key_rotation_grace_seconds);
@@ -387,11 +403,7 @@ impl Config {
                 Some(seconds @ 1..=86_400) => seconds,
                 Some(_) => return Err(ConfigError::LifecycleInterval),
             },
-            lifecycle_idle_days: match file.lifecycle_idle_days {
-                None => defaults.lifecycle_idle_days,
-                Some(days @ 1..=3650) => days,
-                Some(_) => return Err(ConfigError::IdleDays),
-            },
+            lifecycle,
             audit_checkpoint_interval_seconds: checkpoint_interval,
             notify_retry_base_ms,
             notify_allowed_hosts,
@@ -410,6 +422,54 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("custos.db").display()))
     }
+}
+
+/// The lifecycle jobs' policy from the file over the defaults. A key must be due its rotation
+/// before it expires, or it would never be rotated.
+fn lifecycle_policy(
+    file: &FileConfig,
+    defaults: custos_core::lifecycle::LifecyclePolicy,
+    key_max_age_seconds: i64,
+) -> Result<custos_core::lifecycle::LifecyclePolicy, ConfigError> {
+    use custos_core::lifecycle::{ExpiryAction, KeyAgeAction, LifecyclePolicy};
+    let idle_days = file.lifecycle_idle_days.unwrap_or(defaults.idle_days);
+    if !(1..=3650).contains(&idle_days) {
+        return Err(ConfigError::IdleDays);
+    }
+    let on_expiry = match &file.lifecycle_on_expiry {
+        None => defaults.on_expiry,
+        Some(text) => ExpiryAction::parse(text).ok_or(ConfigError::OnExpiry)?,
+    };
+    let on_key_age = match &file.static_key_on_age {
+        None => defaults.on_key_age,
+        Some(text) => KeyAgeAction::parse(text).ok_or(ConfigError::OnKeyAge)?,
+    };
+    // Unset, the rotation age follows a shortened key lifetime: two thirds of it.
+    let rotate_keys_after_days = match file.static_key_rotate_after_days {
+        Some(days) => days,
+        None => defaults
+            .rotate_keys_after_days
+            .min(u32::try_from(key_max_age_seconds * 2 / 3 / 86_400).unwrap_or(u32::MAX)),
+    };
+    if file.static_key_rotate_after_days.is_some()
+        && (rotate_keys_after_days == 0
+            || i64::from(rotate_keys_after_days) * 86_400 >= key_max_age_seconds)
+    {
+        return Err(ConfigError::RotateAfter);
+    }
+    let attest_every_days = file
+        .ownership_attest_every_days
+        .unwrap_or(defaults.attest_every_days);
+    if !(1..=3650).contains(&attest_every_days) {
+        return Err(ConfigError::AttestEvery);
+    }
+    Ok(LifecyclePolicy {
+        idle_days,
+        on_expiry,
+        rotate_keys_after_days,
+        on_key_age,
+        attest_every_days,
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

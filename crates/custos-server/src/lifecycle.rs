@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use custos_core::lifecycle::{
-    ArchivedFile, ArchivedTrail, Decommission, DecommissionStep, DecommissionTrigger, RECEIPT_TYPE,
-    archive_file_name,
+    ArchivedFile, ArchivedTrail, Decommission, DecommissionStep, DecommissionTrigger,
+    LifecyclePolicy, RECEIPT_TYPE, archive_file_name,
 };
-use custos_core::{Actor, DomainEvent, EventKind, Nhi, NhiStatus, Page};
+use custos_core::{Actor, DomainEvent, EventKind, Nhi, NhiStatus, Page, Timestamp};
 use custos_store::{DecommissionFilter, Revocation, StoreError};
 use dashmap::DashSet;
 use sha2::{Digest, Sha256};
@@ -33,26 +33,43 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 pub struct Lifecycle {
     /// Where decommissioned NHIs' trails are written.
     pub archive_dir: PathBuf,
-    /// Unused this many days, an NHI is due a decommission review.
-    pub idle_days: u32,
+    /// What the scheduler's jobs do.
+    pub policy: LifecyclePolicy,
     /// The workflows this node is driving now, so that it drives each once.
     running: DashSet<String>,
+    /// When this node last scanned the inventory for idle, orphaned and unattested NHIs.
+    last_scan: std::sync::Mutex<Option<Timestamp>>,
     /// A step after whose work, before its record, the process aborts: set only by the crash
     /// tests (`CUSTOS_TEST_CRASH_AT=decommission:<step>`), to stop the server exactly there.
     crash_at: Option<DecommissionStep>,
 }
 
 impl Lifecycle {
-    pub fn new(archive_dir: PathBuf, idle_days: u32, crash_at: Option<&str>) -> Self {
+    pub fn new(archive_dir: PathBuf, policy: LifecyclePolicy, crash_at: Option<&str>) -> Self {
         let crash_at = crash_at
             .and_then(|point| point.strip_prefix("decommission:"))
             .and_then(DecommissionStep::parse);
         Self {
             archive_dir,
-            idle_days,
+            policy,
             running: DashSet::new(),
+            last_scan: std::sync::Mutex::new(None),
             crash_at,
         }
+    }
+
+    /// Whether the inventory is due a scan: never scanned by this node, or `every_seconds`
+    /// ago (a clock moved back counts as due).
+    pub fn scan_due(&self, now: Timestamp, every_seconds: i64) -> bool {
+        let last = *self.last_scan.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_none_or(|at| {
+            let since = now.unix_millis() - at.unix_millis();
+            !(0..every_seconds * 1000).contains(&since)
+        })
+    }
+
+    pub fn scanned(&self, now: Timestamp) {
+        *self.last_scan.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
     }
 
     fn crash_point(&self, step: DecommissionStep) {
@@ -168,68 +185,6 @@ pub async fn resume_unfinished(state: &AppState) -> Result<usize, StoreError> {
             resumed += 1;
         }
     }
-}
-
-/// The lifecycle scheduler: every `interval`, on the one node holding the job's lock, the
-/// NHIs past their `expires_at` are decommissioned (trigger `timeout`).
-pub async fn run_scheduler(state: AppState, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        match state.store.lock_job(SCHEDULER_JOB).await {
-            Ok(Some(_held)) => match decommission_expired(&state).await {
-                Ok(0) => {}
-                Ok(started) => tracing::info!(started, "decommissioning expired nhis"),
-                Err(error) => {
-                    tracing::warn!(error = %error.detail, "the lifecycle round failed; retrying")
-                }
-            },
-            Ok(None) => tracing::debug!("another node runs the lifecycle jobs"),
-            Err(error) => tracing::warn!(%error, "cannot take the lifecycle job's lock"),
-        }
-    }
-}
-
-/// The name of the scheduler's job lock.
-const SCHEDULER_JOB: &str = "lifecycle";
-
-/// Starts the workflow of every NHI past its `expires_at` that is not a tombstone yet; how
-/// many it started (those already running are picked up, not counted).
-pub async fn decommission_expired(state: &AppState) -> ApiResult<usize> {
-    let now = state.now();
-    let mut started = 0;
-    for status in [NhiStatus::Active, NhiStatus::Suspended] {
-        let filter = custos_core::NhiFilter {
-            status: Some(status),
-            expires_before: Some(now),
-            ..Default::default()
-        };
-        let mut page = Page {
-            after: None,
-            limit: 500,
-        };
-        loop {
-            let batch = state.store.list_nhis(&filter, &page).await?;
-            let Some(last) = batch.last() else { break };
-            page.after = Some(last.id.clone());
-            for nhi in &batch {
-                let reason = match nhi.expires_at {
-                    Some(at) => format!("expired at {}", at.to_rfc3339()),
-                    None => "expired".to_owned(),
-                };
-                let (_, new) = start(
-                    state,
-                    nhi,
-                    DecommissionTrigger::Timeout,
-                    Actor::System,
-                    None,
-                    reason,
-                )
-                .await?;
-                started += usize::from(new);
-            }
-        }
-    }
-    Ok(started)
 }
 
 /// Does the workflow's steps until it is done; a failing step is counted, said, and tried

@@ -1888,7 +1888,7 @@ mod tests {
             id: "a1".into(),
             kind: ApprovalKind::ScopeEscalation,
             nhi_id: "n1".into(),
-            task_id: "t1".into(),
+            task_id: Some("t1".into()),
             requested_by: "nhi:n1".into(),
             purpose: "clean <b>up</b>".into(),
             requested_scope: custos_core::Scope::parse(&["crm:delete:x"]).unwrap(),

@@ -93,6 +93,15 @@ async fn bootstrap(state: &AppState, config: &Config) -> anyhow::Result<()> {
 
 /// Opens everything and starts serving on `config.listen`.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// Starts the server reading time from `clock`: the real clock in production; tests pass one
+/// they move, to walk an NHI through 90 days in a second.
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<RunningServer> {
     crate::metrics::install();
     create_private_dir(&config.data_dir)?;
     let keys = Keys::load(config.master_key.as_deref(), &config.data_dir)?;
@@ -111,7 +120,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let clock = Arc::new(SystemClock);
     let keyring = Keyring::open(store.as_ref(), &keys, config.signing_alg, clock.now())
         .await
         .context("cannot load the token-signing keys")?;
@@ -173,7 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 .archive_dir
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("archive")),
-            config.lifecycle_idle_days,
+            config.lifecycle,
             // Read here and nowhere else: the crash tests stop the server at a chosen step.
             std::env::var("CUSTOS_TEST_CRASH_AT").ok().as_deref(),
         )),
@@ -187,7 +195,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::lifecycle::resume_unfinished(&state)
         .await
         .context("cannot read the unfinished decommissions")?;
-    tokio::spawn(crate::lifecycle::run_scheduler(
+    tokio::spawn(crate::jobs::run_scheduler(
         state.clone(),
         Duration::from_secs(config.lifecycle_interval_seconds),
     ));
@@ -290,10 +298,11 @@ async fn expire_approval_requests(state: AppState) {
 }
 
 /// Events after which what this node holds in memory may be stale, if another node wrote them.
-const STATE_CHANGES: [custos_core::EventKind; 10] = {
+const STATE_CHANGES: [custos_core::EventKind; 11] = {
     use custos_core::EventKind as K;
     [
         K::NhiUpdated,
+        K::NhiOwnerTransferred,
         K::NhiSuspended,
         K::NhiResumed,
         K::NhiDecommissioned,

@@ -701,6 +701,53 @@ pub async fn update_nhi(
     view_nhi(state, nhi).await
 }
 
+/// `POST /v1/nhis/{id}/transfer`: gives the NHI to another owner team (and contact), with a
+/// reason, as `nhi.owner_transferred`. An admin, or a reviewer of the team that owns it now
+/// (a team gives away what it owns; an orphan whose team has nobody left is an admin's to
+/// place). A tombstone keeps its last owner: 422.
+pub async fn transfer_nhi(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    input: TransferNhi,
+) -> ApiResult<NhiView> {
+    let current = visible_nhi(state, who, id).await?;
+    who.require_admin_or_reviewer_of(&current.owner.team_id)?;
+    let reason = input.reason.trim().to_owned();
+    let mut errors = custos_core::validate::ValidationErrors::default();
+    if reason.is_empty() {
+        errors.push("reason", "say why the nhi changes hands");
+    }
+    custos_core::validate::text(&mut errors, "reason", &reason, 500);
+    errors.into_result()?;
+    let new_owner = owner(state, input.owner).await?;
+    let now = state.now();
+    let nhi = change_nhi(state, who, id, None, |current| {
+        let changes = NhiChanges {
+            owner: Some(new_owner.clone()),
+            ..Default::default()
+        };
+        let (next, changed) = current.apply(changes, now)?;
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        let event = state
+            .event(
+                EventKind::NhiOwnerTransferred,
+                who.actor(),
+                format!("nhi:{}", current.id),
+            )
+            .with("from_team", &current.owner.team_id)
+            .with("to_team", &next.owner.team_id)
+            .with_some("contact", next.owner.contact.as_deref())
+            .with("reason", &reason)
+            .with("version", next.version.to_string());
+        Ok(Some((next, event)))
+    })
+    .await?;
+    view_nhi(state, nhi).await
+}
+
 pub async fn suspend_nhi(
     state: &AppState,
     who: &Principal,
@@ -813,7 +860,7 @@ pub async fn issue_static_key(
             ),
         ));
     }
-    let (secret, credential) = new_static_key(state, who, &nhi, ttl);
+    let (secret, credential) = new_static_key(state, &who.actor(), &nhi, ttl);
     let event = issued_key_event(state, who, &credential);
     state.store.create_credential(&credential, &event).await?;
     Ok(static_key_issued(secret, credential))
@@ -834,7 +881,7 @@ pub async fn active_visible_nhi(state: &AppState, who: &Principal, id: &str) -> 
 /// A fresh static key for `nhi`, living `ttl` seconds but never past the NHI itself.
 pub fn new_static_key(
     state: &AppState,
-    who: &Principal,
+    created_by: &Actor,
     nhi: &Nhi,
     ttl: i64,
 ) -> (String, Credential) {
@@ -854,7 +901,7 @@ pub fn new_static_key(
         created_at: now,
         expires_at: Some(expires_at),
         revoked_at: None,
-        created_by: who.actor().to_string(),
+        created_by: created_by.to_string(),
         scope: None,
         task_id: None,
         parent_id: None,
@@ -918,28 +965,118 @@ pub async fn rotate_static_key(
         ));
     }
     let nhi = active_visible_nhi(state, who, &old.nhi_id).await?;
+    let (secret, new, old_expires_at) = replace_static_key(state, &who.actor(), &nhi, &old, false)
+        .await
+        .map_err(|e| match e {
+            StoreError::Precondition(_) => ApiError::conflict(
+                "credential_not_live",
+                "the key is revoked, expired or already rotated",
+            ),
+            other => other.into(),
+        })?;
+    Ok(StaticKeyRotated {
+        key: static_key_issued(secret, new),
+        previous_id: old.id,
+        previous_expires_at: old_expires_at,
+    })
+}
+
+/// Replaces `old` with a new static key of the same NHI: the new one lives the configured
+/// maximum age, the old one keeps working for the grace period (never longer than it would
+/// have anyway), and the rotation is recorded so the old key is replaced once. With `sealed`,
+/// nobody is there to be shown the new secret (the scheduler rotating a key for its age): it
+/// is kept sealed for the NHI to collect with the old key. Returns the new secret, the new key
+/// and the old key's new end of life.
+pub async fn replace_static_key(
+    state: &AppState,
+    actor: &Actor,
+    nhi: &Nhi,
+    old: &Credential,
+    sealed: bool,
+) -> Result<(String, Credential, Timestamp), StoreError> {
+    let now = state.now();
     let grace_end = now.plus_seconds(state.limits.static_key_rotation_grace_seconds);
     let old_expires_at = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
-    let (secret, new) = new_static_key(state, who, &nhi, state.limits.static_key_max_age_seconds);
+    let (secret, new) = new_static_key(state, actor, nhi, state.limits.static_key_max_age_seconds);
+    let sealed_secret = sealed.then(|| {
+        state
+            .keys
+            .seal(&rotated_key_context(&new.id), secret.as_bytes())
+    });
     let event = state
         .event(
             EventKind::CredentialRotated,
-            who.actor(),
+            actor.clone(),
             format!("nhi:{}", nhi.id),
         )
         .with("credential", &new.id)
         .with("fingerprint", &new.fingerprint)
         .with("replaces", &old.id)
         .with("replaces_fingerprint", &old.fingerprint)
-        .with("replaced_until", old_expires_at.to_rfc3339());
+        .with("replaced_until", old_expires_at.to_rfc3339())
+        .with("delivery", if sealed { "collect" } else { "shown" });
     state
         .store
-        .rotate_credential(&old.id, old_expires_at, &new, &event)
+        .rotate_credential(
+            &old.id,
+            old_expires_at,
+            &new,
+            sealed_secret.as_deref(),
+            &event,
+        )
         .await?;
+    Ok((secret, new, old_expires_at))
+}
+
+/// What a rotated key's sealed secret is bound to: it opens for that key only.
+fn rotated_key_context(credential_id: &str) -> String {
+    format!("rotated-static-key:{credential_id}")
+}
+
+/// `POST /v1/credentials/rotated`: an NHI whose static key the scheduler rotated collects the
+/// replacement, presenting the old key (which works until the grace period ends). Once: the
+/// sealed secret is erased as it is handed out. 404 `nothing_to_collect` when no replacement
+/// waits for this key.
+pub async fn collect_rotated_key(state: &AppState, who: &Principal) -> ApiResult<StaticKeyRotated> {
+    let Principal::Nhi { nhi, credential } = who else {
+        return Err(ApiError::forbidden(
+            "only the nhi whose key was rotated collects its replacement, with the old key",
+        )
+        .with_code("nhi_required"));
+    };
+    if credential.kind != CredentialKind::StaticKey {
+        return Err(ApiError::forbidden(
+            "present the static key that was rotated, not another credential",
+        )
+        .with_code("static_key_required"));
+    }
+    let event = state
+        .event(
+            EventKind::CredentialCollected,
+            Actor::Nhi(nhi.id.clone()),
+            format!("nhi:{}", nhi.id),
+        )
+        .with("replaces", &credential.id);
+    let (new_id, sealed) = state
+        .store
+        .collect_rotated_secret(&credential.id, state.now(), &event)
+        .await?
+        .ok_or_else(|| ApiError::not_found("rotated key").with_code("nothing_to_collect"))?;
+    let secret = state
+        .keys
+        .unseal(&rotated_key_context(&new_id), &sealed)
+        .map_err(|e| StoreError::Corrupt(format!("rotated key {new_id} does not unseal: {e}")))?;
+    let secret = String::from_utf8(secret.to_vec())
+        .map_err(|_| StoreError::Corrupt(format!("rotated key {new_id} is not text")))?;
+    let new = state
+        .store
+        .get_credential(&new_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("rotated key {new_id} is missing")))?;
     Ok(StaticKeyRotated {
         key: static_key_issued(secret, new),
-        previous_id: old.id,
-        previous_expires_at: old_expires_at,
+        previous_id: credential.id.clone(),
+        previous_expires_at: credential.expires_at.unwrap_or(state.now()),
     })
 }
 

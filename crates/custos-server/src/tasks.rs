@@ -267,7 +267,7 @@ pub(crate) async fn file_for_approval(
         id: new_id(),
         kind: asked.kind,
         nhi_id: task.nhi_id.clone(),
-        task_id: task.id.clone(),
+        task_id: Some(task.id.clone()),
         requested_by: task.requested_by.clone(),
         purpose: task.purpose.clone(),
         requested_scope: task.scope.clone(),
@@ -311,38 +311,17 @@ pub(crate) async fn file_for_approval(
         }
         None => approval,
     };
-    // Separation of duties: the owner team may not approve, so a request it could only deny
-    // goes to its fallback team at once, for someone who may approve to see it.
-    let fallback = match (&rule, state.limits.separation_of_duties) {
-        (None, true) => state
-            .store
-            .get_team(&nhi.owner.team_id)
-            .await?
-            .and_then(|team| team.fallback_team_id),
-        _ => None,
+    let fallback = match &rule {
+        None => separation_fallback(state, nhi).await?,
+        Some(_) => None,
     };
     let approval = match &fallback {
         Some(to_team) => approval.escalated(to_team, approval.created_at),
         None => approval,
     };
     task.approval_id = Some(approval.id.clone());
-    let mut asked_event = state
-        .event(
-            EventKind::ApprovalRequested,
-            actor.clone(),
-            format!("approval:{}", approval.id),
-        )
-        .with("nhi", &task.nhi_id)
-        .with("task", &task.id)
-        .with("kind", approval.kind.as_str())
-        .with("excess", approval.excess.join(" "))
-        .with("risk", approval.risk.level.as_str())
-        .with("required_approvals", required_approvals.to_string());
-    if !approval.policies.is_empty() {
-        asked_event = asked_event.with("policies", approval.policies.join(","));
-    }
     let requested = requested_event(state, actor, task);
-    let mut events = vec![requested, asked_event];
+    let mut events = vec![requested, approval_requested_event(state, actor, &approval)];
     let mut deliveries = Vec::new();
     if let Some(rule) = &rule {
         events.push(
@@ -364,26 +343,7 @@ pub(crate) async fn file_for_approval(
         deliveries.extend(notify::announce(state, &approval, Happened::Requested).await);
     }
     if let Some(to_team) = &fallback {
-        let why = "separation of duties: the owner team's members may not approve it";
-        events.push(escalated_event(
-            state,
-            &approval,
-            &nhi.owner.team_id,
-            to_team,
-            why,
-        ));
-        deliveries.extend(
-            notify::announce(
-                state,
-                &approval,
-                Happened::Escalated {
-                    by: "system",
-                    to_team,
-                    why,
-                },
-            )
-            .await,
-        );
+        escalate_at_once(state, &approval, nhi, to_team, &mut events, &mut deliveries).await;
     }
     state
         .store
@@ -393,6 +353,77 @@ pub(crate) async fn file_for_approval(
         state.task_updates.notify_waiters();
     }
     Ok(approval)
+}
+
+/// Separation of duties: the owner team may not approve, so a request it could only deny goes
+/// to its fallback team at once, for someone who may approve to see it. The team, if so.
+pub(crate) async fn separation_fallback(state: &AppState, nhi: &Nhi) -> ApiResult<Option<String>> {
+    if !state.limits.separation_of_duties {
+        return Ok(None);
+    }
+    Ok(state
+        .store
+        .get_team(&nhi.owner.team_id)
+        .await?
+        .and_then(|team| team.fallback_team_id))
+}
+
+/// `approval.requested`: what a human is asked and how risky it is.
+pub(crate) fn approval_requested_event(
+    state: &AppState,
+    actor: &Actor,
+    approval: &Approval,
+) -> custos_core::DomainEvent {
+    let mut event = state
+        .event(
+            EventKind::ApprovalRequested,
+            actor.clone(),
+            format!("approval:{}", approval.id),
+        )
+        .with("nhi", &approval.nhi_id)
+        .with_some("task", approval.task_id.as_deref())
+        .with("kind", approval.kind.as_str())
+        .with("excess", approval.excess.join(" "))
+        .with("risk", approval.risk.level.as_str())
+        .with(
+            "required_approvals",
+            approval.required_approvals.to_string(),
+        );
+    if !approval.policies.is_empty() {
+        event = event.with("policies", approval.policies.join(","));
+    }
+    event
+}
+
+/// The event and messages of a request that goes to the fallback team as soon as it is filed.
+pub(crate) async fn escalate_at_once(
+    state: &AppState,
+    approval: &Approval,
+    nhi: &Nhi,
+    to_team: &str,
+    events: &mut Vec<custos_core::DomainEvent>,
+    deliveries: &mut Vec<custos_store::NotificationDelivery>,
+) {
+    let why = "separation of duties: the owner team's members may not approve it";
+    events.push(escalated_event(
+        state,
+        approval,
+        &nhi.owner.team_id,
+        to_team,
+        why,
+    ));
+    deliveries.extend(
+        notify::announce(
+            state,
+            approval,
+            Happened::Escalated {
+                by: "system",
+                to_team,
+                why,
+            },
+        )
+        .await,
+    );
 }
 
 /// `approval.escalated`: the request went from its owner team to the fallback team too.
@@ -410,7 +441,7 @@ fn escalated_event(
             format!("approval:{}", approval.id),
         )
         .with("nhi", &approval.nhi_id)
-        .with("task", &approval.task_id)
+        .with_some("task", approval.task_id.as_deref())
         .with("from_team", from_team)
         .with("to_team", to_team)
         .with("reason", why)
@@ -550,7 +581,7 @@ pub async fn expire_overdue(state: &AppState) -> ApiResult<usize> {
                 format!("approval:{}", approval.id),
             )
             .with("nhi", &approval.nhi_id)
-            .with("task", &approval.task_id)
+            .with_some("task", approval.task_id.as_deref())
             .with("deadline", approval.expires_at.to_string());
         // The request and its task as the store will make them, for the messages.
         let as_expired = Approval {
@@ -560,7 +591,8 @@ pub async fn expire_overdue(state: &AppState) -> ApiResult<usize> {
             ..approval.clone()
         };
         let mut deliveries = notify::announce(state, &as_expired, Happened::Expired).await;
-        if let Some(mut task) = state.store.get_task(&approval.task_id).await?
+        if let Some(task_id) = &approval.task_id
+            && let Some(mut task) = state.store.get_task(task_id).await?
             && task.state == TaskState::PendingApproval
         {
             task.state = TaskState::Denied;
@@ -1006,7 +1038,7 @@ pub async fn decide(
                     format!("approval:{}", approval.id),
                 )
                 .with("nhi", &nhi.id)
-                .with("task", &approval.task_id)
+                .with_some("task", approval.task_id.as_deref())
                 .with("scope", vote.scope.to_strings().join(" "))
                 .with("remaining", remaining.to_string())
                 .with("reason", &vote.reason);
@@ -1040,42 +1072,10 @@ pub async fn decide(
             return Ok(approval_view(approval, votes, now));
         }
     };
-    let mut task = state
-        .store
-        .get_task(&approval.task_id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("approval {id} has no task")))?;
-    if task.state != TaskState::PendingApproval {
-        return Err(ApiError::conflict(
-            "approval_not_pending",
-            format!("the task is {}", task.state),
-        ));
-    }
-    match decided.state {
-        // Nothing is issued for a resumption: the NHI is resumed once the decision is kept.
-        ApprovalState::Approved if approval.kind == ApprovalKind::Resume => {
-            task.state = TaskState::Ended;
-            task.ended_at = Some(now);
-        }
-        ApprovalState::Approved => {
-            issuance::ensure_usable(&nhi, now)?;
-            let ttl = decided
-                .granted_ttl_seconds
-                .unwrap_or(approval.requested_ttl_seconds);
-            task.state = TaskState::Active;
-            task.scope = decided
-                .granted_scope
-                .clone()
-                .unwrap_or_else(|| approval.requested_scope.clone());
-            task.ttl_seconds = ttl;
-            task.activated_at = Some(now);
-            task.expires_at = Some(issuance::expiry(&nhi, now, ttl));
-        }
-        _ => {
-            task.state = TaskState::Denied;
-            task.ended_at = Some(now);
-        }
-    }
+    let task = match &approval.task_id {
+        Some(task_id) => Some(settle_task(state, &approval, &decided, &nhi, task_id, now).await?),
+        None => None,
+    };
     let mut event = state
         .event(
             EventKind::ApprovalDecided,
@@ -1083,17 +1083,19 @@ pub async fn decide(
             format!("approval:{}", approval.id),
         )
         .with("decision", decided.state.as_str())
-        .with("task", &task.id)
+        .with_some("task", task.as_ref().map(|t| t.id.as_str()))
         .with("nhi", &nhi.id)
         .with("reason", decided.reason.clone().unwrap_or_default());
     if let Some(scope) = &decided.granted_scope {
         event = event.with("granted_scope", scope.to_strings().join(" "));
     }
     let mut deliveries = notify::announce(state, &decided, Happened::Decided).await;
-    deliveries.extend(notify::task_decided(state, &task, &decided));
+    if let Some(task) = &task {
+        deliveries.extend(notify::task_decided(state, task, &decided));
+    }
     state
         .store
-        .decide_approval(&decided, &task, &event, &deliveries)
+        .decide_approval(&decided, task.as_ref(), &event, &deliveries)
         .await
         .map_err(|e| match e {
             // Another reviewer decided it between our read and our write.
@@ -1112,10 +1114,67 @@ pub async fn decide(
             ApprovalKind::Anomaly => {
                 crate::behaviour::approved(state, &approval.id, &nhi.id, who).await;
             }
+            ApprovalKind::Decommission => {
+                crate::reviews::decommission_approved(state, &nhi, &decided, who).await?;
+            }
+            ApprovalKind::Ownership => {
+                crate::reviews::owner_attested(state, &nhi, &decided, who).await?;
+            }
             ApprovalKind::ScopeEscalation | ApprovalKind::PolicyApproval => {}
         }
     }
+    if decided.state == ApprovalState::Denied && approval.kind == ApprovalKind::Ownership {
+        crate::reviews::ownership_denied(state, &nhi, &decided).await?;
+    }
     Ok(approval_view(decided, votes, now))
+}
+
+/// The task a decided request changes: active from now if approved, denied otherwise. A review
+/// of the NHI filed before reviews had no task has one that simply ends.
+async fn settle_task(
+    state: &AppState,
+    approval: &Approval,
+    decided: &Approval,
+    nhi: &Nhi,
+    task_id: &str,
+    now: Timestamp,
+) -> ApiResult<Task> {
+    let mut task = state
+        .store
+        .get_task(task_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("approval {} has no task", approval.id)))?;
+    if task.state != TaskState::PendingApproval {
+        return Err(ApiError::conflict(
+            "approval_not_pending",
+            format!("the task is {}", task.state),
+        ));
+    }
+    match decided.state {
+        ApprovalState::Approved if approval.kind.is_nhi_review() => {
+            task.state = TaskState::Ended;
+            task.ended_at = Some(now);
+        }
+        ApprovalState::Approved => {
+            issuance::ensure_usable(nhi, now)?;
+            let ttl = decided
+                .granted_ttl_seconds
+                .unwrap_or(approval.requested_ttl_seconds);
+            task.state = TaskState::Active;
+            task.scope = decided
+                .granted_scope
+                .clone()
+                .unwrap_or_else(|| approval.requested_scope.clone());
+            task.ttl_seconds = ttl;
+            task.activated_at = Some(now);
+            task.expires_at = Some(issuance::expiry(nhi, now, ttl));
+        }
+        _ => {
+            task.state = TaskState::Denied;
+            task.ended_at = Some(now);
+        }
+    }
+    Ok(task)
 }
 
 fn reason(text: String) -> ApiResult<String> {

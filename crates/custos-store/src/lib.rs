@@ -246,14 +246,35 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
         event: &DomainEvent,
     ) -> Result<Vec<String>>;
-    /// Issues `new` and shortens the life of `old_id` to `old_expires_at`, together.
+    /// Issues `new`, shortens the life of `old_id` to `old_expires_at` and records that `new`
+    /// replaced it, together. A key is replaced once: `Precondition` (nothing written) if it
+    /// was rotated before, or is revoked or expired. `sealed_secret` is the new key's secret,
+    /// kept for the NHI to collect when nobody was shown it (a rotation for age).
     async fn rotate_credential(
         &self,
         old_id: &str,
         old_expires_at: Timestamp,
         new: &Credential,
+        sealed_secret: Option<&[u8]>,
         event: &DomainEvent,
     ) -> Result<()>;
+    /// Static keys live at `now`, issued at or before `issued_before` and never rotated, by
+    /// id (so oldest first): the keys due a rotation for their age.
+    async fn aging_static_keys(
+        &self,
+        issued_before: Timestamp,
+        now: Timestamp,
+        page: &Page,
+    ) -> Result<Vec<Credential>>;
+    /// Hands out, once, the sealed secret of the key that replaced `old_id`, erasing it, with
+    /// the event: the new key's id and the sealed secret, or `None` (nothing written) if none
+    /// is waiting.
+    async fn collect_rotated_secret(
+        &self,
+        old_id: &str,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<Option<(String, Vec<u8>)>>;
 
     /// Records a task with its approval request or its credential, their events and the
     /// notifications that announce them.
@@ -276,6 +297,17 @@ pub trait Store: Send + Sync + 'static {
         credential: &Credential,
         event: &DomainEvent,
     ) -> Result<bool>;
+    /// Active tasks whose lifetime ended at or before `now`, soonest ended first.
+    async fn expired_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<Task>>;
+    /// Closes an active task past its lifetime: `ended` as of its `expires_at`, with the event.
+    /// Its credential expired with it, so nothing is revoked. `false`, writing nothing, if it
+    /// is no longer active or not yet past its lifetime.
+    async fn close_expired_task(
+        &self,
+        task_id: &str,
+        now: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<bool>;
     /// Ends a task and revokes its credentials (with their descendants); returns those revoked.
     async fn end_task(
         &self,
@@ -286,13 +318,21 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_approval(&self, id: &str) -> Result<Option<Approval>>;
     async fn list_approvals(&self, filter: &ApprovalFilter, page: &Page) -> Result<Vec<Approval>>;
-    /// Stores a decided approval and the task it changes, with the event and the
-    /// notifications of the decision, if the approval is still pending; `Precondition`
-    /// otherwise (nothing written), so two reviewers cannot both decide it.
+    /// Opens a review of an NHI itself (an approval request with no task), with its events
+    /// and notifications, in one write.
+    async fn file_review(
+        &self,
+        approval: &Approval,
+        events: &[DomainEvent],
+        deliveries: &[NotificationDelivery],
+    ) -> Result<()>;
+    /// Stores a decided approval and the task it changes (none for a review of the NHI), with
+    /// the event and the notifications of the decision, if the approval is still pending;
+    /// `Precondition` otherwise (nothing written), so two reviewers cannot both decide it.
     async fn decide_approval(
         &self,
         approval: &Approval,
-        task: &Task,
+        task: Option<&Task>,
         event: &DomainEvent,
         deliveries: &[NotificationDelivery],
     ) -> Result<()>;

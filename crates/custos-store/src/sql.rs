@@ -769,6 +769,44 @@ macro_rules! sql_store {
                 Ok(revoked)
             }
 
+            async fn insert_approval(conn: &mut <$db as sqlx::Database>::Connection, approval: &Approval) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO approvals (id, nhi_id, task_id, requested_by, purpose, \
+                     requested_scope, excess, requested_ttl_seconds, state, created_at, kind, \
+                     policies, risk, risk_factors, required_approvals, expires_at, decided_at, \
+                     decided_by, reason, granted_scope, granted_ttl_seconds, escalated_to, \
+                     escalated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18, $19, $20, $21, $22, $23)",
+                )
+                .bind(&approval.id)
+                .bind(&approval.nhi_id)
+                .bind(&approval.task_id)
+                .bind(&approval.requested_by)
+                .bind(&approval.purpose)
+                .bind(to_json(&approval.requested_scope))
+                .bind(to_json(&approval.excess))
+                .bind(i64::from(approval.requested_ttl_seconds))
+                .bind(approval.state.as_str())
+                .bind(approval.created_at.unix_millis())
+                .bind(approval.kind.as_str())
+                .bind(to_json(&approval.policies))
+                .bind(approval.risk.level.as_str())
+                .bind(to_json(&approval.risk.factors))
+                .bind(i64::from(approval.required_approvals))
+                .bind(approval.expires_at.unix_millis())
+                .bind(approval.decided_at.map(Timestamp::unix_millis))
+                .bind(&approval.decided_by)
+                .bind(&approval.reason)
+                .bind(approval.granted_scope.as_ref().map(to_json))
+                .bind(approval.granted_ttl_seconds.map(i64::from))
+                .bind(&approval.escalated_to)
+                .bind(approval.escalated_at.map(Timestamp::unix_millis))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
             async fn write_task(tx: &mut <$db as sqlx::Database>::Connection, task: &Task, insert: bool) -> Result<u64> {
                 let sql = if insert {
                     "INSERT INTO tasks (nhi_id, purpose, scope, ttl_seconds, state, requested_by, \
@@ -1555,13 +1593,15 @@ macro_rules! sql_store {
                 old_id: &str,
                 old_expires_at: Timestamp,
                 new: &Credential,
+                sealed_secret: Option<&[u8]>,
                 event: &DomainEvent,
             ) -> Result<()> {
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE credentials SET expires_at = $1 WHERE id = $2 AND revoked_at IS NULL \
-                     AND (expires_at IS NULL OR expires_at > $1)",
+                     AND (expires_at IS NULL OR expires_at > $1) \
+                     AND NOT EXISTS (SELECT 1 FROM key_rotations WHERE old_credential_id = $2)",
                 )
                 .bind(old_expires_at.unix_millis())
                 .bind(old_id)
@@ -1573,10 +1613,85 @@ macro_rules! sql_store {
                     return Err(StoreError::Precondition("the credential is revoked, expired or already rotated"));
                 }
                 Self::insert_credential(&mut *tx, new).await?;
+                sqlx::query(
+                    "INSERT INTO key_rotations (old_credential_id, new_credential_id, nhi_id, \
+                     rotated_by, sealed_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(old_id)
+                .bind(&new.id)
+                .bind(&new.nhi_id)
+                .bind(&new.created_by)
+                .bind(sealed_secret)
+                .bind(new.created_at.unix_millis())
+                .execute(&mut *tx)
+                .await?;
                 Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())
+            }
+
+            async fn aging_static_keys(
+                &self,
+                issued_before: Timestamp,
+                now: Timestamp,
+                page: &Page,
+            ) -> Result<Vec<Credential>> {
+                let sql = format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials c \
+                     WHERE kind = 'static_key' AND revoked_at IS NULL AND created_at <= $1 \
+                     AND (expires_at IS NULL OR expires_at > $2) AND id > $3 \
+                     AND NOT EXISTS (SELECT 1 FROM key_rotations r WHERE r.old_credential_id = c.id) \
+                     ORDER BY id LIMIT $4"
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(issued_before.unix_millis())
+                    .bind(now.unix_millis())
+                    .bind(page.after.clone().unwrap_or_default())
+                    .bind(i64::from(page.limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::credential_from_row).collect()
+            }
+
+            async fn collect_rotated_secret(
+                &self,
+                old_id: &str,
+                at: Timestamp,
+                event: &DomainEvent,
+            ) -> Result<Option<(String, Vec<u8>)>> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let waiting = sqlx::query(
+                    "SELECT new_credential_id, sealed_secret FROM key_rotations \
+                     WHERE old_credential_id = $1 AND sealed_secret IS NOT NULL",
+                )
+                .bind(old_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = waiting else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let new_id: String = row.try_get("new_credential_id")?;
+                let sealed: Vec<u8> = row.try_get("sealed_secret")?;
+                let taken = sqlx::query(
+                    "UPDATE key_rotations SET sealed_secret = NULL, collected_at = $1 \
+                     WHERE old_credential_id = $2 AND sealed_secret IS NOT NULL",
+                )
+                .bind(at.unix_millis())
+                .bind(old_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if taken == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(Some((new_id, sealed)))
             }
 
             async fn create_task(
@@ -1590,45 +1705,30 @@ macro_rules! sql_store {
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
                 Self::write_task(&mut *tx, task, true).await?;
-                if let Some(a) = approval {
-                    sqlx::query(
-                        "INSERT INTO approvals (id, nhi_id, task_id, requested_by, purpose, \
-                         requested_scope, excess, requested_ttl_seconds, state, created_at, kind, \
-                         policies, risk, risk_factors, required_approvals, expires_at, decided_at, \
-                         decided_by, reason, granted_scope, granted_ttl_seconds, escalated_to, \
-                         escalated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                         $16, $17, $18, $19, $20, $21, $22, $23)",
-                    )
-                    .bind(&a.id)
-                    .bind(&a.nhi_id)
-                    .bind(&a.task_id)
-                    .bind(&a.requested_by)
-                    .bind(&a.purpose)
-                    .bind(to_json(&a.requested_scope))
-                    .bind(to_json(&a.excess))
-                    .bind(i64::from(a.requested_ttl_seconds))
-                    .bind(a.state.as_str())
-                    .bind(a.created_at.unix_millis())
-                    .bind(a.kind.as_str())
-                    .bind(to_json(&a.policies))
-                    .bind(a.risk.level.as_str())
-                    .bind(to_json(&a.risk.factors))
-                    .bind(i64::from(a.required_approvals))
-                    .bind(a.expires_at.unix_millis())
-                    .bind(a.decided_at.map(Timestamp::unix_millis))
-                    .bind(&a.decided_by)
-                    .bind(&a.reason)
-                    .bind(a.granted_scope.as_ref().map(to_json))
-                    .bind(a.granted_ttl_seconds.map(i64::from))
-                    .bind(&a.escalated_to)
-                    .bind(a.escalated_at.map(Timestamp::unix_millis))
-                    .execute(&mut *tx)
-                    .await?;
+                if let Some(approval) = approval {
+                    Self::insert_approval(&mut *tx, approval).await?;
                 }
                 if let Some(credential) = credential {
                     Self::insert_credential(&mut *tx, credential).await?;
                 }
+                for event in events {
+                    Self::append_event(&mut *tx, event).await?;
+                }
+                Self::insert_deliveries(&mut *tx, deliveries).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn file_review(
+                &self,
+                approval: &Approval,
+                events: &[DomainEvent],
+                deliveries: &[NotificationDelivery],
+            ) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                Self::insert_approval(&mut *tx, approval).await?;
                 for event in events {
                     Self::append_event(&mut *tx, event).await?;
                 }
@@ -1678,6 +1778,41 @@ macro_rules! sql_store {
                     return Ok(false);
                 }
                 Self::insert_credential(&mut *tx, credential).await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
+            }
+
+            async fn expired_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<Task>> {
+                let sql = format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'active' AND expires_at <= $1 \
+                     ORDER BY expires_at, id LIMIT $2"
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(now.unix_millis())
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::task_from_row).collect()
+            }
+
+            async fn close_expired_task(&self, task_id: &str, now: Timestamp, event: &DomainEvent) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let closed = sqlx::query(
+                    "UPDATE tasks SET state = 'ended', ended_at = expires_at \
+                     WHERE id = $1 AND state = 'active' AND expires_at <= $2",
+                )
+                .bind(task_id)
+                .bind(now.unix_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if closed == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
                 Self::append_event(&mut *tx, event).await?;
                 tx.commit().await?;
                 slot.finish().await?;
@@ -1778,7 +1913,7 @@ macro_rules! sql_store {
             async fn decide_approval(
                 &self,
                 approval: &Approval,
-                task: &Task,
+                task: Option<&Task>,
                 event: &DomainEvent,
                 deliveries: &[NotificationDelivery],
             ) -> Result<()> {
@@ -1802,7 +1937,9 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Err(StoreError::Precondition("the approval request is no longer pending"));
                 }
-                Self::write_task(&mut *tx, task, false).await?;
+                if let Some(task) = task {
+                    Self::write_task(&mut *tx, task, false).await?;
+                }
                 Self::append_event(&mut *tx, event).await?;
                 Self::insert_deliveries(&mut *tx, deliveries).await?;
                 tx.commit().await?;

@@ -468,6 +468,47 @@ pub async fn rotate_credential(
     ))
 }
 
+/// Collects the key that replaced an aging static key (the NHI, presenting the old key): the
+/// scheduler rotates a key past `static_key_rotate_after_days` with nobody there to be shown
+/// the new secret, so it waits, sealed, to be handed out here once. The old key keeps working
+/// until `previous_expires_at`.
+#[utoipa::path(post, path = "/v1/credentials/rotated", tag = "credentials",
+    responses((status = 200, body = StaticKeyRotated, headers(("cache-control" = String, description = "`no-store`"))),
+              (status = 403, description = "not an nhi presenting a static key", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, description = "no replacement waits for this key (`nothing_to_collect`)", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn collect_rotated_key(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<(
+    StatusCode,
+    [(header::HeaderName, HeaderValue); 1],
+    Json<StaticKeyRotated>,
+)> {
+    let rotated = service::collect_rotated_key(&state, &who).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(rotated),
+    ))
+}
+
+/// Gives the NHI to another owner team, with a reason kept in the trail (admin, or a reviewer
+/// of the team that owns it now).
+#[utoipa::path(post, path = "/v1/nhis/{id}/transfer", tag = "nhis", params(("id" = String, Path)),
+    request_body(content = TransferNhi, content_type = "application/json"),
+    responses((status = 200, body = NhiView),
+              (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn transfer_nhi(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+    JsonBody(input): JsonBody<TransferNhi>,
+) -> ApiResult<Json<NhiView>> {
+    Ok(Json(service::transfer_nhi(&state, &who, &id, input).await?))
+}
+
 /// Registers a public key the NHI authenticates with by `private_key_jwt` (admin).
 #[utoipa::path(post, path = "/v1/nhis/{id}/client-keys", tag = "credentials", params(("id" = String, Path)),
     request_body(content = RegisterClientKey, content_type = "application/json"),

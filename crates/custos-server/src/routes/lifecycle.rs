@@ -226,9 +226,24 @@ pub async fn upcoming(
         }
     };
     let within_days = number("within_days", 30, 3650)?;
-    let idle_days = number("idle_days", state.lifecycle.idle_days, 3650)?;
+    let idle_days = number("idle_days", state.lifecycle.policy.idle_days, 3650)?;
     let limit = number("limit", 100, 500)?;
     Ok(Json(
         lifecycle::upcoming(&state, &who, within_days, idle_days, limit).await?,
     ))
+}
+
+/// Runs the lifecycle jobs now (admin), the inventory scan included: expired NHIs, aging static
+/// keys, tasks past their lifetime, idle NHIs' decommission reviews, orphans and owner
+/// attestations. Says what the round did. The scheduler runs the same round on its own every
+/// `lifecycle_interval_seconds`.
+#[utoipa::path(post, path = "/v1/lifecycle/run", tag = "nhis",
+    responses((status = 200, body = crate::jobs::RoundReport),
+              (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "another node is running the jobs", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn run_lifecycle(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<crate::jobs::RoundReport>> {
+    Ok(Json(crate::jobs::run_now(&state, &who).await?))
 }

@@ -77,6 +77,8 @@ async fn every_route_checks_every_caller(backend: Backend) {
     let nhi_create: fn(usize) -> Value = |i| nhi_body(&format!("bot-{i}"), "alpha");
     let patch: fn(usize) -> Value = |i| json!({"purpose": format!("purpose {i}")});
     let empty: fn(usize) -> Value = |_| json!({});
+    let transfer: fn(usize) -> Value =
+        |_| json!({"owner": {"team": "alpha"}, "reason": "stays with alpha"});
     let client_key: fn(usize) -> Value = |_| {
         let key = custos_core::jose::SigningKey::generate(
             custos_core::jose::SigningAlg::EdDsa,
@@ -212,6 +214,25 @@ async fn every_route_checks_every_caller(backend: Backend) {
             "/v1/lifecycle/upcoming",
             None,
             [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/lifecycle/run",
+            None,
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/nhis/{fresh_nhi}/transfer",
+            Some(transfer),
+            [401, 200, 200, 403, 401, 403],
+        ),
+        // Only an nhi collects a rotated key, with the old key; none waits for this one.
+        row(
+            M::POST,
+            "/v1/credentials/rotated",
+            None,
+            [401, 403, 403, 403, 401, 404],
         ),
         row(
             M::GET,

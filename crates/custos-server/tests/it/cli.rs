@@ -19,6 +19,7 @@ both_backends!(
     cli_sets_lists_and_revokes_standing_rules,
     cli_adds_lists_tests_and_disables_notification_channels,
     cli_decommissions_an_nhi_and_follows_the_workflow,
+    cli_runs_the_lifecycle_jobs_transfers_an_nhi_and_collects_a_rotated_key,
 );
 
 fn ids(items: &Value) -> Vec<&str> {
@@ -650,5 +651,76 @@ async fn cli_decommissions_an_nhi_and_follows_the_workflow(backend: Backend) {
     )
     .await;
     fails(&server, &["decommissions", "show", "nope"], 1, "not found").await;
+    server.stop().await;
+}
+
+async fn cli_runs_the_lifecycle_jobs_transfers_an_nhi_and_collects_a_rotated_key(backend: Backend) {
+    let clock = crate::support::TestClock::new();
+    let server = TestServer::start_clocked(backend, Some(clock.clone()), |config| {
+        config.lifecycle_interval_seconds = 86_400;
+        config.lifecycle.rotate_keys_after_days = 30;
+    })
+    .await;
+    let (agent, key) = client(&server, "aging-agent", &["erp:read:*"]).await;
+    server.team("platform").await;
+    let moved = json_of(
+        &server,
+        &[
+            "nhi",
+            "transfer",
+            &agent,
+            "--team",
+            "platform",
+            "--contact",
+            "pat",
+            "--reason",
+            "reorg",
+        ],
+    )
+    .await;
+    assert_eq!(moved["owner"]["contact"], "pat", "{moved}");
+    fails(
+        &server,
+        &[
+            "nhi",
+            "transfer",
+            &agent,
+            "--team",
+            "no-such-team",
+            "--reason",
+            "x",
+        ],
+        1,
+        "owner.team",
+    )
+    .await;
+
+    clock.advance_days(31);
+    let report = json_of(&server, &["lifecycle", "run"]).await;
+    assert_eq!(report["keys_rotated"], 1, "{report}");
+    let table = ok(&server, &["lifecycle", "run"]).await;
+    assert!(table.contains("keys_rotated"), "{table}");
+    // The nhi collects its new key with the old one; a second try finds nothing.
+    let collected = custos(
+        &server,
+        &["credential", "collect", "--token", &key, "--output", "json"],
+    )
+    .await;
+    assert!(collected.status.success(), "{}", text(&collected.stderr));
+    let collected: Value = serde_json::from_slice(&collected.stdout).unwrap();
+    assert!(
+        collected["key"]["secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("custos_sk_"),
+        "{collected}"
+    );
+    let again = custos(&server, &["credential", "collect", "--token", &key]).await;
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("nothing_to_collect"),
+        "{}",
+        text(&again.stderr)
+    );
     server.stop().await;
 }

@@ -13,6 +13,7 @@ mod enforce;
 mod inbox;
 mod inventory;
 mod lifecycle;
+mod lifecycle_jobs;
 mod negative;
 mod notifications;
 mod oauth;

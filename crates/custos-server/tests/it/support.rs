@@ -1,5 +1,10 @@
 use custos_server::config::Config;
-use custos_server::{RunningServer, start};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use custos_core::Timestamp;
+use custos_server::service::Clock;
+use custos_server::{RunningServer, start, start_with_clock};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -79,6 +84,15 @@ impl TestServer {
 
     /// A server whose test configuration `adjust` changes first.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_clocked(backend, None, adjust).await
+    }
+
+    /// A server that reads the time from `clock` (the real clock if `None`).
+    pub async fn start_clocked(
+        backend: Backend,
+        clock: Option<Arc<TestClock>>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let database_url = match backend {
             Backend::Sqlite => None,
@@ -86,7 +100,10 @@ impl TestServer {
         };
         let mut config = test_config(data_dir.path(), database_url.clone());
         adjust(&mut config);
-        let server = start(config).await.unwrap();
+        let server = match clock {
+            Some(clock) => start_with_clock(config, clock).await.unwrap(),
+            None => start(config).await.unwrap(),
+        };
         let base = format!("http://{}", server.addr);
         Self {
             server: Some(server),
@@ -403,4 +420,32 @@ pub async fn fails(server: &TestServer, args: &[&str], code: i32, expected: &str
         "custos {args:?}: {}",
         text(&out.stdout)
     );
+}
+
+/// A clock a test moves: it starts at the real time and stands still until moved, so a test
+/// walks through 90 days in a moment.
+pub struct TestClock(AtomicI64);
+
+impl TestClock {
+    pub fn new() -> Arc<Self> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        Arc::new(Self(AtomicI64::new(i64::try_from(now).unwrap())))
+    }
+
+    pub fn advance_days(&self, days: i64) {
+        self.0.fetch_add(days * 86_400_000, Ordering::SeqCst);
+    }
+
+    pub fn advance_seconds(&self, seconds: i64) {
+        self.0.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_millis(self.0.load(Ordering::SeqCst)).unwrap()
+    }
 }

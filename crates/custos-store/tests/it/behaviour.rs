@@ -719,7 +719,7 @@ async fn a_finding_names_the_approval_its_response_opened(store: &dyn Store) {
         id: id(),
         kind: ApprovalKind::PolicyApproval,
         nhi_id: n.id.clone(),
-        task_id: task.id.clone(),
+        task_id: Some(task.id.clone()),
         requested_by: task.requested_by.clone(),
         purpose: task.purpose.clone(),
         requested_scope: task.scope.clone(),

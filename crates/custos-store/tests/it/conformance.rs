@@ -541,7 +541,11 @@ async fn name_search_treats_wildcards_literally(store: &dyn Store) {
     assert_eq!(hits[0].name, "100%_sure");
 }
 
-fn credential(nhi: &custos_core::Nhi, hash: &[u8], parent: Option<&Credential>) -> Credential {
+pub(crate) fn credential(
+    nhi: &custos_core::Nhi,
+    hash: &[u8],
+    parent: Option<&Credential>,
+) -> Credential {
     Credential {
         id: id(),
         nhi_id: nhi.id.clone(),
@@ -731,6 +735,7 @@ async fn rotation_shortens_the_old_key_and_issues_the_new(store: &dyn Store) {
             &old.id,
             grace_end,
             &new,
+            None,
             &event(EventKind::CredentialRotated, "c"),
         )
         .await
@@ -751,6 +756,7 @@ async fn rotation_shortens_the_old_key_and_issues_the_new(store: &dyn Store) {
             &old.id,
             now().plus_seconds(30),
             &credential(&n, &[22], None),
+            None,
             &event(EventKind::CredentialRotated, "c"),
         )
         .await
@@ -758,7 +764,7 @@ async fn rotation_shortens_the_old_key_and_issues_the_new(store: &dyn Store) {
     assert!(matches!(err, StoreError::Precondition(_)), "{err:?}");
 }
 
-fn task(n: &custos_core::Nhi, state: TaskState) -> Task {
+pub(crate) fn task(n: &custos_core::Nhi, state: TaskState) -> Task {
     Task {
         id: id(),
         nhi_id: n.id.clone(),
@@ -777,12 +783,12 @@ fn task(n: &custos_core::Nhi, state: TaskState) -> Task {
     }
 }
 
-fn approval_for(task: &Task) -> Approval {
+pub(crate) fn approval_for(task: &Task) -> Approval {
     Approval {
         id: id(),
         kind: ApprovalKind::ScopeEscalation,
         nhi_id: task.nhi_id.clone(),
-        task_id: task.id.clone(),
+        task_id: Some(task.id.clone()),
         requested_by: task.requested_by.clone(),
         purpose: task.purpose.clone(),
         requested_scope: task.scope.clone(),
@@ -1103,7 +1109,7 @@ async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
     store
         .decide_approval(
             &decided,
-            &active,
+            Some(&active),
             &event(EventKind::ApprovalDecided, "a"),
             &[],
         )
@@ -1120,7 +1126,7 @@ async fn approvals_are_decided_once_and_mint_once(store: &dyn Store) {
     let err = store
         .decide_approval(
             &decided,
-            &active,
+            Some(&active),
             &event(EventKind::ApprovalDecided, "a"),
             &[],
         )
@@ -2557,7 +2563,7 @@ async fn callbacks_and_notifications_commit_with_their_decision(store: &dyn Stor
     store
         .decide_approval(
             &decided,
-            &denied,
+            Some(&denied),
             &event(EventKind::ApprovalDecided, "a"),
             &[announced.clone(), told.clone()],
         )
@@ -2566,7 +2572,7 @@ async fn callbacks_and_notifications_commit_with_their_decision(store: &dyn Stor
     let late = store
         .decide_approval(
             &decided,
-            &denied,
+            Some(&denied),
             &event(EventKind::ApprovalDecided, "a"),
             &[callback("late", now())],
         )

@@ -1,11 +1,15 @@
 //! Decommissioning workflows' storage: one per NHI, moved on from the step it is at only,
 //! each move with its events and notifications in one transaction.
 
+use custos_core::issuance::{ApprovalKind, ApprovalState, TaskState};
 use custos_core::lifecycle::{Decommission, DecommissionStep, DecommissionTrigger, Teardown};
-use custos_core::{EventKind, Page};
-use custos_store::{DecommissionFilter, DeliveryFilter, NotificationDelivery, Store, StoreError};
+use custos_core::{EventKind, Page, Scope};
+use custos_store::{
+    ApprovalFilter, DecommissionFilter, DeliveryFilter, NotificationDelivery, Store, StoreError,
+};
 
 use crate::conformance;
+use crate::conformance::{approval_for, credential, task};
 use crate::support::{event, events_of, id, nhi, now, pending_delivery, register, team};
 
 conformance!(
@@ -13,6 +17,9 @@ conformance!(
     a_step_is_recorded_once_with_its_events_and_notifications,
     workflows_are_listed_by_nhi_state_and_team,
     a_job_lock_is_held_by_one_holder_at_a_time,
+    a_review_of_an_nhi_has_no_task_and_is_decided_once,
+    a_key_is_replaced_once_and_its_sealed_secret_collected_once,
+    tasks_past_their_lifetime_are_listed_and_closed_once,
 );
 
 fn workflow(nhi_id: &str) -> Decommission {
@@ -321,4 +328,226 @@ async fn a_job_lock_is_held_by_one_holder_at_a_time(store: &dyn Store) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A review of the NHI itself is filed with no task, found by its kind, and decided once
+/// without touching any task.
+async fn a_review_of_an_nhi_has_no_task_and_is_decided_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let mut review = approval_for(&task(&n, TaskState::PendingApproval));
+    review.kind = ApprovalKind::Decommission;
+    review.task_id = None;
+    review.requested_scope = Scope::default();
+    review.excess = Vec::new();
+    review.requested_by = "system".into();
+    let notice = notice(&format!("approval:{}", review.id));
+    store
+        .file_review(
+            &review,
+            &[event(
+                EventKind::ApprovalRequested,
+                &format!("approval:{}", review.id),
+            )],
+            std::slice::from_ref(&notice),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_approval(&review.id).await.unwrap(),
+        Some(review.clone())
+    );
+    let filter = ApprovalFilter {
+        nhi_id: Some(n.id.clone()),
+        kind: Some(ApprovalKind::Decommission),
+        ..Default::default()
+    };
+    let page = Page {
+        after: None,
+        limit: 10,
+    };
+    assert_eq!(
+        store.list_approvals(&filter, &page).await.unwrap(),
+        vec![review.clone()]
+    );
+    let queued = store
+        .list_notification_deliveries(&DeliveryFilter::default(), &page)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "the notice is queued with the review");
+
+    let mut decided = review.clone();
+    decided.state = ApprovalState::Approved;
+    decided.decided_at = Some(now());
+    decided.decided_by = Some("operator:r".into());
+    decided.reason = Some("idle".into());
+    store
+        .decide_approval(&decided, None, &event(EventKind::ApprovalDecided, "a"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_approval(&review.id).await.unwrap(),
+        Some(decided.clone())
+    );
+    let err = store
+        .decide_approval(&decided, None, &event(EventKind::ApprovalDecided, "a"), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Precondition(_)), "{err:?}");
+    assert_eq!(events_of(store, EventKind::ApprovalDecided).await, 1);
+}
+
+/// An aging key is listed until it is replaced; a replacement's sealed secret is handed out
+/// once; a key is replaced once, by the scheduler or by hand.
+async fn a_key_is_replaced_once_and_its_sealed_secret_collected_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let mut old = credential(&n, &[30], None);
+    old.expires_at = Some(now().plus_seconds(86_400));
+    store
+        .create_credential(&old, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap();
+    let mut revoked = credential(&n, &[31], None);
+    revoked.revoked_at = Some(now());
+    store
+        .create_credential(&revoked, &event(EventKind::CredentialIssued, "c"))
+        .await
+        .unwrap();
+    let cutoff = now();
+    let page = Page {
+        after: None,
+        limit: 10,
+    };
+    let aging = store.aging_static_keys(cutoff, now(), &page).await.unwrap();
+    assert_eq!(aging.iter().map(|c| &c.id).collect::<Vec<_>>(), [&old.id]);
+    // Keyset paging: nothing after the last one seen.
+    let after = Page {
+        after: Some(old.id.clone()),
+        limit: 10,
+    };
+    assert!(
+        store
+            .aging_static_keys(cutoff, now(), &after)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut new = credential(&n, &[32], None);
+    new.expires_at = Some(now().plus_seconds(90 * 86_400));
+    store
+        .rotate_credential(
+            &old.id,
+            now().plus_seconds(3600),
+            &new,
+            Some(b"sealed secret"),
+            &event(EventKind::CredentialRotated, "c"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .aging_static_keys(now(), now(), &page)
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.id != old.id)
+    );
+    let err = store
+        .rotate_credential(
+            &old.id,
+            now().plus_seconds(60),
+            &credential(&n, &[33], None),
+            None,
+            &event(EventKind::CredentialRotated, "c"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Precondition(_)),
+        "replaced once: {err:?}"
+    );
+
+    let collected = store
+        .collect_rotated_secret(&old.id, now(), &event(EventKind::CredentialCollected, "c"))
+        .await
+        .unwrap();
+    assert_eq!(collected, Some((new.id.clone(), b"sealed secret".to_vec())));
+    let again = store
+        .collect_rotated_secret(&old.id, now(), &event(EventKind::CredentialCollected, "c"))
+        .await
+        .unwrap();
+    assert_eq!(again, None, "handed out once");
+    assert_eq!(events_of(store, EventKind::CredentialCollected).await, 1);
+    // A rotation by hand shows the secret at once: nothing waits to be collected.
+    let mut newer = credential(&n, &[34], None);
+    newer.expires_at = Some(now().plus_seconds(90 * 86_400));
+    store
+        .rotate_credential(
+            &new.id,
+            now().plus_seconds(3600),
+            &newer,
+            None,
+            &event(EventKind::CredentialRotated, "c"),
+        )
+        .await
+        .unwrap();
+    let none = store
+        .collect_rotated_secret(&new.id, now(), &event(EventKind::CredentialCollected, "c"))
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+}
+
+/// Active tasks past their lifetime are listed, soonest ended first, and closed once as of
+/// their expiry; live and pending ones are left alone.
+async fn tasks_past_their_lifetime_are_listed_and_closed_once(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let n = nhi("bot", &owners);
+    register(store, &n).await;
+    let at = now();
+    let mut ended = task(&n, TaskState::Active);
+    ended.activated_at = Some(at);
+    ended.expires_at = Some(at.plus_seconds(10));
+    let mut live = task(&n, TaskState::Active);
+    live.activated_at = Some(at);
+    live.expires_at = Some(at.plus_seconds(1000));
+    let pending = task(&n, TaskState::PendingApproval);
+    for t in [&ended, &live, &pending] {
+        store
+            .create_task(t, None, None, &[event(EventKind::TaskRequested, "t")], &[])
+            .await
+            .unwrap();
+    }
+    let later = at.plus_seconds(100);
+    let due = store.expired_tasks(later, 10).await.unwrap();
+    assert_eq!(due.iter().map(|t| &t.id).collect::<Vec<_>>(), [&ended.id]);
+    let closed = event(EventKind::TaskExpired, &format!("task:{}", ended.id));
+    assert!(
+        store
+            .close_expired_task(&ended.id, later, &closed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .close_expired_task(&ended.id, later, &closed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .close_expired_task(&live.id, later, &closed)
+            .await
+            .unwrap(),
+        "not yet past"
+    );
+    let stored = store.get_task(&ended.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, TaskState::Ended);
+    assert_eq!(stored.ended_at, ended.expires_at);
+    assert!(store.expired_tasks(later, 10).await.unwrap().is_empty());
+    assert_eq!(events_of(store, EventKind::TaskExpired).await, 1);
 }

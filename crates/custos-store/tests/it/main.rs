@@ -7,3 +7,4 @@ mod support;
 mod behaviour;
 mod conformance;
 mod lifecycle;
+mod upgrade;
