@@ -125,7 +125,46 @@ pub struct Finding {
     pub resolution: Option<String>,
 }
 
+/// What a new finding says, before anyone has looked at it.
+#[derive(Clone, Debug)]
+pub struct Noticed {
+    pub kind: String,
+    pub nhi_id: Option<String>,
+    pub dedupe_key: String,
+    pub severity: Severity,
+    pub score: f64,
+    pub summary: String,
+    pub evidence: serde_json::Value,
+    pub action: ResponseAction,
+}
+
 impl Finding {
+    /// A finding just opened: seen once, now, and not yet looked at.
+    pub fn opened(id: String, noticed: Noticed, now: Timestamp) -> Self {
+        Self {
+            id,
+            kind: noticed.kind,
+            nhi_id: noticed.nhi_id,
+            dedupe_key: noticed.dedupe_key,
+            state: FindingState::Open,
+            severity: noticed.severity,
+            score: noticed.score,
+            summary: noticed.summary,
+            evidence: noticed.evidence,
+            action: noticed.action,
+            approval_id: None,
+            occurrences: 1,
+            first_seen: now,
+            last_seen: now,
+            created_at: now,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            resolved_by: None,
+            resolution: None,
+        }
+    }
+
     /// Folds a repeat of this (unresolved) finding into it: one more occurrence, the later
     /// last sighting, the earlier first one, the higher score and the worse severity, and the
     /// repeat's sample events appended to the evidence, keeping the first and the latest

@@ -17,7 +17,8 @@ use custos_core::baseline::{
 };
 use custos_core::decision::Reason;
 use custos_core::finding::{
-    Finding, FindingFilter, FindingState, ResponseAction, ResponsePolicy, ResponseTarget, Severity,
+    Finding, FindingFilter, FindingState, Noticed, ResponseAction, ResponsePolicy, ResponseTarget,
+    Severity,
 };
 use custos_core::issuance::ApprovalKind;
 use custos_core::{Actor, EventKind, Nhi, Page, Role, Timestamp};
@@ -447,32 +448,24 @@ async fn raise(
         .profiles
         .get(nhi_id)
         .map(|p| p.summary(now, &behaviour.settings));
-    let finding = Finding {
-        id: new_id(),
-        kind: assessment.finding_kind().to_owned(),
-        nhi_id: Some(nhi_id.to_owned()),
-        dedupe_key: key.clone(),
-        state: FindingState::Open,
-        severity,
-        score: f64::from(assessment.score),
-        summary: summary_of(&nhi, event, assessment),
-        evidence: json!({
-            "events": [evidence_event(event, assessment)],
-            "baseline": baseline_evidence(baseline.as_ref()),
-            "in_probation": assessment.in_probation,
-        }),
-        action,
-        approval_id: None,
-        occurrences: 1,
-        first_seen: now,
-        last_seen: now,
-        created_at: now,
-        acknowledged_at: None,
-        acknowledged_by: None,
-        resolved_at: None,
-        resolved_by: None,
-        resolution: None,
-    };
+    let finding = Finding::opened(
+        new_id(),
+        Noticed {
+            kind: assessment.finding_kind().to_owned(),
+            nhi_id: Some(nhi_id.to_owned()),
+            dedupe_key: key.clone(),
+            severity,
+            score: f64::from(assessment.score),
+            summary: summary_of(&nhi, event, assessment),
+            evidence: json!({
+                "events": [evidence_event(event, assessment)],
+                "baseline": baseline_evidence(baseline.as_ref()),
+                "in_probation": assessment.in_probation,
+            }),
+            action,
+        },
+        now,
+    );
     let opened = state
         .event(
             EventKind::FindingOpened,

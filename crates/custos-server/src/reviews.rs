@@ -8,7 +8,7 @@
 //! it acts on the NHI.
 
 use custos_core::finding::FindingFilter;
-use custos_core::finding::{Finding, FindingState, ResponseAction, Severity};
+use custos_core::finding::{Finding, FindingState, Noticed, ResponseAction, Severity};
 use custos_core::issuance::{self, Approval, ApprovalKind, ApprovalState, RiskLevel};
 use custos_core::lifecycle::DecommissionTrigger;
 use custos_core::{Actor, EventKind, Nhi, Page, Scope, Timestamp};
@@ -280,28 +280,20 @@ pub async fn lifecycle_finding(
         return Ok(false);
     }
     let now: Timestamp = state.now();
-    let finding = Finding {
-        id: new_id(),
-        kind: kind.to_owned(),
-        nhi_id: Some(nhi.id.clone()),
-        dedupe_key,
-        state: FindingState::Open,
-        severity,
-        score: 0.0,
-        summary,
-        evidence,
-        action: ResponseAction::Alert,
-        approval_id: None,
-        occurrences: 1,
-        first_seen: now,
-        last_seen: now,
-        created_at: now,
-        acknowledged_at: None,
-        acknowledged_by: None,
-        resolved_at: None,
-        resolved_by: None,
-        resolution: None,
-    };
+    let finding = Finding::opened(
+        new_id(),
+        Noticed {
+            kind: kind.to_owned(),
+            nhi_id: Some(nhi.id.clone()),
+            dedupe_key,
+            severity,
+            score: 0.0,
+            summary,
+            evidence,
+            action: ResponseAction::Alert,
+        },
+        now,
+    );
     let event = state
         .event(
             EventKind::FindingOpened,

@@ -181,15 +181,19 @@ impl SqliteStore {
 }
 
 impl PostgresStore {
-    /// A transaction-scoped advisory lock, keyed by a stable hash of the job's name, held by a
-    /// transaction on a connection of its own until the lock is dropped (which rolls it back).
+    /// A transaction-scoped advisory lock, held by a transaction on a connection of its own
+    /// until the lock is dropped (which rolls it back). Advisory locks are per database, so
+    /// the key is a hash of the schema as well as the job: deployments that share a database
+    /// in separate schemas do not hold each other's jobs.
     async fn take_job_lock(&self, job: &str) -> Result<Option<JobLock>> {
-        let key = job_key(job);
         let mut tx = self.pool.begin().await?;
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
+        let held: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(\
+             hashtextextended('custos-job:' || current_schema() || ':' || $1, 0))",
+        )
+        .bind(job)
+        .fetch_one(&mut *tx)
+        .await?;
         if !held {
             tx.rollback().await?;
             return Ok(None);
@@ -198,17 +202,6 @@ impl PostgresStore {
             _held: Some(Box::new(tx)),
         }))
     }
-}
-
-/// A job's advisory-lock key: FNV-1a of its name, in a space of its own (the high bits set
-/// apart from sqlx's migration lock, which is a small positive number).
-fn job_key(job: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in b"custos-job:".iter().chain(job.as_bytes()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    i64::from_ne_bytes((hash | (1 << 63)).to_ne_bytes())
 }
 
 /// PostgreSQL needs no group commit: its own WAL writer batches concurrent commits. A slot is

@@ -510,25 +510,7 @@ async fn an_expired_nhi_is_decommissioned_by_the_scheduler(backend: Backend) {
     let expiring = register("expiring-agent", soon).await;
     let lasting = register("lasting-agent", later).await;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let workflow = loop {
-        let list = server
-            .admin(
-                Method::GET,
-                &format!("/v1/decommissions?nhi_id={expiring}&state=done"),
-                None,
-                StatusCode::OK,
-            )
-            .await;
-        if let Some(workflow) = list["items"].as_array().unwrap().first() {
-            break workflow.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the expired nhi was never decommissioned"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let workflow = server.decommissioned(&expiring).await;
     assert_eq!(workflow["trigger"], "timeout", "{workflow}");
     assert_eq!(workflow["requested_by"], "system", "{workflow}");
     assert!(

@@ -76,29 +76,6 @@ async fn nhi(server: &TestServer, id: &str) -> Value {
         .await
 }
 
-/// Polls the NHI's workflow until it is done (at most 20 s).
-async fn decommissioned(server: &TestServer, nhi_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let list = server
-            .admin(
-                Method::GET,
-                &format!("/v1/decommissions?nhi_id={nhi_id}&state=done"),
-                None,
-                StatusCode::OK,
-            )
-            .await;
-        if let Some(workflow) = list["items"].as_array().unwrap().first() {
-            return workflow.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{nhi_id} was never decommissioned"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn decide(server: &TestServer, token: &str, id: &str, verb: &str, reason: &str) -> Value {
     let (status, decided) = server
         .call(
@@ -191,7 +168,7 @@ async fn ninety_idle_days_lead_to_a_review_an_approval_and_a_decommission(backen
     )
     .await;
     assert_eq!(decided["state"], "approved");
-    let workflow = decommissioned(&server, &idle).await;
+    let workflow = server.decommissioned(&idle).await;
     assert_eq!(workflow["trigger"], "review", "{workflow}");
     assert!(
         workflow["reason"]
@@ -288,7 +265,7 @@ async fn expiry_decommissions_or_asks_for_a_review_per_policy(backend: Backend) 
     let report = run_round(&server).await;
     assert_eq!(report["decommissions_started"], 1, "{report}");
     assert_eq!(report["decommission_reviews"], 1, "{report}");
-    let workflow = decommissioned(&server, &retired).await;
+    let workflow = server.decommissioned(&retired).await;
     assert_eq!(workflow["trigger"], "timeout");
     assert_eq!(nhi(&server, &reviewed).await["status"], "active");
     let review = reviews_of(&server, &reviewed, "decommission").await;

@@ -346,6 +346,29 @@ impl TestServer {
             .state
     }
 
+    /// Polls until the NHI's decommission is done (at most 30 s) and returns the workflow.
+    pub async fn decommissioned(&self, nhi_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let list = self
+                .admin(
+                    Method::GET,
+                    &format!("/v1/decommissions?nhi_id={nhi_id}&state=done"),
+                    None,
+                    StatusCode::OK,
+                )
+                .await;
+            if let Some(workflow) = list["items"].as_array().unwrap().first() {
+                return workflow.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{nhi_id} was never decommissioned"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The server's data directory (SQLite files, `master.key`).
     pub fn data_dir(&self) -> &std::path::Path {
         self._data_dir.path()
