@@ -9,8 +9,8 @@
 //! and, at most once an hour, scans the inventory for what needs a human:
 //!
 //! - NHIs unused for `lifecycle_idle_days` get a decommission review,
-//! - orphans (an owner team with no active member left, or an owner contact whose operator was
-//!   revoked) get a finding and an ownership review,
+//! - orphans (an owner team whose members have all been revoked, or an owner contact whose
+//!   operator was revoked) get a finding and an ownership review,
 //! - high-risk NHIs (risk tag 70 or more) get an ownership attestation every
 //!   `ownership_attest_every_days`.
 //!
@@ -381,8 +381,8 @@ async fn close_expired_tasks(state: &AppState, now: Timestamp) -> ApiResult<usiz
     }
 }
 
-/// Orphans and attestations. A team is gone when no active operator is a member any more; a
-/// contact is gone when it names a revoked operator and no active one. An orphan gets a
+/// Orphans and attestations. A team is gone when it had members and none is active any more;
+/// a contact is gone when it names a revoked operator and no active one. An orphan gets a
 /// finding and an ownership review, routed to its team's fallback team as well (its own team
 /// may have nobody left to answer; admins see every review). A high-risk NHI not attested
 /// within `attest_every_days` gets an ownership review.
@@ -393,11 +393,14 @@ async fn orphans_and_attestations(
 ) -> ApiResult<()> {
     let teams = state.store.list_teams().await?;
     let operators = state.store.list_operators(None).await?;
-    let staffed: HashSet<&str> = operators
-        .iter()
-        .filter(|o| o.is_active())
-        .flat_map(|o| o.teams.iter().map(String::as_str))
-        .collect();
+    let members = |active: bool| -> HashSet<&str> {
+        operators
+            .iter()
+            .filter(|o| !active || o.is_active())
+            .flat_map(|o| o.teams.iter().map(String::as_str))
+            .collect()
+    };
+    let (ever_staffed, staffed) = (members(false), members(true));
     let active_names: HashSet<String> = operators
         .iter()
         .filter(|o| o.is_active())
@@ -412,7 +415,10 @@ async fn orphans_and_attestations(
     let attest_before =
         now.plus_seconds(-i64::from(state.lifecycle.policy.attest_every_days) * 86_400);
     for team in &teams {
-        let team_gone = !staffed.contains(team.id.as_str());
+        // A team that never had members is run by the admins; one whose members have all
+        // been revoked is gone.
+        let team_gone =
+            ever_staffed.contains(team.id.as_str()) && !staffed.contains(team.id.as_str());
         for status in [NhiStatus::Active, NhiStatus::Suspended] {
             let filter = NhiFilter {
                 status: Some(status),

@@ -715,9 +715,6 @@ pub async fn transfer_nhi(
     who.require_admin_or_reviewer_of(&current.owner.team_id)?;
     let reason = input.reason.trim().to_owned();
     let mut errors = custos_core::validate::ValidationErrors::default();
-    if reason.is_empty() {
-        errors.push("reason", "say why the nhi changes hands");
-    }
     custos_core::validate::text(&mut errors, "reason", &reason, 500);
     errors.into_result()?;
     let new_owner = owner(state, input.owner).await?;
@@ -1061,7 +1058,13 @@ pub async fn collect_rotated_key(state: &AppState, who: &Principal) -> ApiResult
         .store
         .collect_rotated_secret(&credential.id, state.now(), &event)
         .await?
-        .ok_or_else(|| ApiError::not_found("rotated key").with_code("nothing_to_collect"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "nothing_to_collect",
+                "no replacement waits to be collected for this key",
+            )
+        })?;
     let secret = state
         .keys
         .unseal(&rotated_key_context(&new_id), &sealed)
