@@ -837,14 +837,28 @@ fn an_acknowledged_write_survives_kill_9() {
 /// A decommission is killed (the process aborts, as with `kill -9`) after each step's work
 /// and before its record; restarted, the server resumes the workflow, which finishes exactly
 /// once: every step recorded once, one tombstone, one completion, the key refused, and the
-/// archived trail verifies with `custos audit verify`.
+/// archived trail verifies with `custos audit verify`. On both stores: on PostgreSQL each
+/// cycle has a schema of its own, shared by the killed server and its successor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decommission_killed_at_any_step_finishes_once_after_a_restart() {
+async fn a_decommission_killed_at_any_step_finishes_once_after_a_restart_sqlite() {
+    decommission_killed_at_any_step(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommission_killed_at_any_step_finishes_once_after_a_restart_postgres() {
+    decommission_killed_at_any_step(crate::support::Backend::Postgres).await;
+}
+
+async fn decommission_killed_at_any_step(backend: crate::support::Backend) {
     const TOKEN: &str = crate::support::ADMIN_TOKEN;
     for step in ["revoke", "tombstone", "archive", "notify"] {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
+        let database_url = match backend {
+            crate::support::Backend::Sqlite => None,
+            crate::support::Backend::Postgres => Some(crate::support::postgres_schema_url().await),
+        };
         let start = |crash: bool| {
             let mut cmd = custos(dir.path());
             cmd.env("CUSTOS_ADMIN_TOKEN", TOKEN).args([
@@ -854,6 +868,9 @@ async fn a_decommission_killed_at_any_step_finishes_once_after_a_restart() {
                 "--data-dir",
                 "data",
             ]);
+            if let Some(database_url) = &database_url {
+                cmd.args(["--database-url", database_url]);
+            }
             if crash {
                 cmd.env("CUSTOS_TEST_CRASH_AT", format!("decommission:{step}"));
             } else {
