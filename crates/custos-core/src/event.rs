@@ -110,10 +110,12 @@ pub enum EventKind {
     CredentialCollected,
     /// Active tasks past their lifetime were closed (their credentials had expired with them).
     TaskExpired,
+    /// A staged decommission was stopped during its watch; the NHI is resumed.
+    DecommissionCancelled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 47] = [
+    pub const ALL: [EventKind; 48] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::TeamUpdated,
@@ -161,6 +163,7 @@ impl EventKind {
         EventKind::NhiOwnerTransferred,
         EventKind::CredentialCollected,
         EventKind::TaskExpired,
+        EventKind::DecommissionCancelled,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -213,6 +216,7 @@ impl EventKind {
             EventKind::NhiOwnerTransferred => "nhi.owner_transferred",
             EventKind::CredentialCollected => "credential.collected",
             EventKind::TaskExpired => "task.expired",
+            EventKind::DecommissionCancelled => "decommission.cancelled",
         }
     }
 

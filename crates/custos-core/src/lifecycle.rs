@@ -18,13 +18,18 @@ use crate::Timestamp;
 use crate::model::string_enum;
 
 string_enum!(
-    /// The step a workflow is at: the next to do, or `done`.
+    /// The step a workflow is at: the next to do, or `done` (or `cancelled`, a staged
+    /// workflow stopped during its watch).
     DecommissionStep {
+        /// Staged mode only: the NHI is suspended (its credentials kept) and what it would have
+        /// been refused is watched until the watch ends; then the rest follows.
+        Watch => "watch",
         Revoke => "revoke",
         Tombstone => "tombstone",
         Archive => "archive",
         Notify => "notify",
         Done => "done",
+        Cancelled => "cancelled",
     }
 );
 
@@ -118,10 +123,12 @@ impl DecommissionStep {
     /// The step after this one; `done` stays `done`.
     pub fn next(self) -> Self {
         match self {
+            Self::Watch => Self::Revoke,
             Self::Revoke => Self::Tombstone,
             Self::Tombstone => Self::Archive,
             Self::Archive => Self::Notify,
             Self::Notify | Self::Done => Self::Done,
+            Self::Cancelled => Self::Cancelled,
         }
     }
 }
@@ -162,7 +169,27 @@ pub struct Teardown {
     pub archive: Option<ArchivedTrail>,
     /// How many notifications to the owner were queued.
     pub notifications: u32,
+    /// Staged mode: the watch before the revocation, and what it saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Watch>,
 }
+
+/// A staged decommission's watch: the NHI suspended, its credentials kept, every use refused
+/// and counted, so that its owner learns what still depends on it before anything is revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    /// When the watch ends and the revocation follows.
+    pub until: Timestamp,
+    /// Filled in when the watch ends: how many calls were refused during it (`None` before).
+    pub refused_calls: Option<u64>,
+    pub last_refused_at: Option<Timestamp>,
+    /// The services those calls were for, each once, at most 20.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// The longest a staged decommission may watch, in days.
+pub const MAX_WATCH_DAYS: u32 = 90;
 
 /// One NHI's decommissioning workflow.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,6 +216,7 @@ pub struct Decommission {
 
 impl Decommission {
     /// A workflow about to start at its first step.
+    /// With `watch_until`, it is staged: it starts by watching until then.
     pub fn start(
         id: String,
         nhi_id: String,
@@ -196,15 +224,28 @@ impl Decommission {
         requested_by: String,
         reason: String,
         now: Timestamp,
+        watch_until: Option<Timestamp>,
     ) -> Self {
         Self {
             id,
             nhi_id,
-            step: DecommissionStep::Revoke,
+            step: if watch_until.is_some() {
+                DecommissionStep::Watch
+            } else {
+                DecommissionStep::Revoke
+            },
             trigger,
             requested_by,
             reason,
-            teardown: Teardown::default(),
+            teardown: Teardown {
+                watch: watch_until.map(|until| Watch {
+                    until,
+                    refused_calls: None,
+                    last_refused_at: None,
+                    services: Vec::new(),
+                }),
+                ..Default::default()
+            },
             receipt: None,
             failures: 0,
             last_error: None,
@@ -214,8 +255,29 @@ impl Decommission {
         }
     }
 
+    /// Finished: done, or cancelled during its watch.
     pub fn is_done(&self) -> bool {
-        self.step == DecommissionStep::Done
+        matches!(
+            self.step,
+            DecommissionStep::Done | DecommissionStep::Cancelled
+        )
+    }
+
+    /// A staged workflow still watching, whose watch has not ended by `now`.
+    pub fn watching(&self, now: Timestamp) -> bool {
+        self.step == DecommissionStep::Watch
+            && self.teardown.watch.as_ref().is_some_and(|w| now < w.until)
+    }
+
+    /// This workflow stopped during its watch.
+    pub fn cancelled(&self, now: Timestamp) -> Self {
+        Self {
+            step: DecommissionStep::Cancelled,
+            last_error: None,
+            updated_at: now,
+            finished_at: Some(now),
+            ..self.clone()
+        }
     }
 
     /// This workflow with its current step done, recording `teardown`: at the next step,
@@ -252,6 +314,7 @@ impl Decommission {
                 "last_refused_after_ms": self.teardown.last_refused_after_ms,
                 "archive": self.teardown.archive,
                 "notifications": self.teardown.notifications,
+                "watch": self.teardown.watch,
             },
         })
     }
@@ -298,6 +361,7 @@ mod tests {
             "operator:o".into(),
             "shut down".into(),
             at(0),
+            None,
         );
         let mut seen = vec![workflow.step];
         for second in 1..=4 {
@@ -305,7 +369,8 @@ mod tests {
             workflow = workflow.advanced(workflow.teardown.clone(), at(second));
             seen.push(workflow.step);
         }
-        assert_eq!(seen, DecommissionStep::ALL);
+        // Every step but the staged watch and the cancellation, in order.
+        assert_eq!(seen, DecommissionStep::ALL[1..6]);
         assert!(workflow.is_done());
         assert_eq!(workflow.finished_at, Some(at(4)));
         assert_eq!(workflow.started_at, at(0));
@@ -321,6 +386,7 @@ mod tests {
             "webhook:deployer".into(),
             "agent shut down".into(),
             at(0),
+            None,
         );
         workflow.teardown = Teardown {
             revoked_credentials: vec!["c1".into(), "c2".into()],
@@ -336,6 +402,7 @@ mod tests {
                 tree_size: 90,
             }),
             notifications: 2,
+            watch: None,
         };
         let claims = workflow.receipt_claims("https://custos.example", at(5));
         assert_eq!(claims["sub"], "n");
@@ -348,5 +415,31 @@ mod tests {
         assert_eq!(archive_file_name("n", 3), "nhi-n.trail.3.json");
         assert_eq!(body["archive"]["events"], 7);
         assert_eq!(body["notifications"], 2);
+    }
+
+    #[test]
+    fn a_staged_workflow_watches_first_and_may_be_cancelled_only_then() {
+        let workflow = Decommission::start(
+            "w".into(),
+            "n".into(),
+            DecommissionTrigger::Request,
+            "operator:o".into(),
+            "retire".into(),
+            at(0),
+            Some(at(600)),
+        );
+        assert_eq!(workflow.step, DecommissionStep::Watch);
+        assert!(workflow.watching(at(599)));
+        assert!(!workflow.watching(at(600)), "the watch ends at its time");
+        let next = workflow.advanced(workflow.teardown.clone(), at(600));
+        assert_eq!(next.step, DecommissionStep::Revoke);
+        assert!(!next.watching(at(0)), "only the watch step watches");
+        let cancelled = workflow.cancelled(at(10));
+        assert!(cancelled.is_done());
+        assert_eq!(cancelled.finished_at, Some(at(10)));
+        assert_eq!(
+            DecommissionStep::Cancelled.next(),
+            DecommissionStep::Cancelled
+        );
     }
 }

@@ -638,6 +638,10 @@ pub async fn resume_after_review(
     approval_id: &str,
     who: &Principal,
 ) -> ApiResult<()> {
+    if crate::lifecycle::under_way(state, nhi_id).await? {
+        // Being decommissioned meanwhile: the decommission wins.
+        return Ok(());
+    }
     for _ in 0..5 {
         let Some(current) = state.store.get_nhi(nhi_id).await? else {
             return Ok(());

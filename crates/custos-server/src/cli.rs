@@ -328,6 +328,10 @@ enum NhiCommand {
         /// Wait until the workflow is done (or this many seconds have passed, then fail)
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
         wait: Option<u64>,
+        /// Staged: suspend the NHI, keep its credentials and watch this many days (1 to 90)
+        /// what it would have been refused, then revoke and the rest
+        #[arg(long, value_name = "DAYS", conflicts_with = "wait")]
+        staged_days: Option<u32>,
     },
     /// Give an NHI to another owner team, saying why (kept in the trail)
     Transfer {
@@ -652,6 +656,12 @@ enum DecommissionsCommand {
     /// Show one workflow: its step, what each step did, and its signed teardown receipt
     #[command(alias = "get")]
     Show { id: String },
+    /// Stop a staged decommission during its watch: the NHI is resumed
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1202,8 +1212,14 @@ async fn nhi(client: &Client, command: NhiCommand) -> anyhow::Result<()> {
                 &["id", "name", "owner.team_id", "owner.contact"],
             )
         }
-        NhiCommand::Decommission { id, reason, wait } => {
-            let body = reason.map(|r| json!({ "reason": r }));
+        NhiCommand::Decommission {
+            id,
+            reason,
+            wait,
+            staged_days,
+        } => {
+            let body = (reason.is_some() || staged_days.is_some())
+                .then(|| json!({ "reason": reason, "staged_days": staged_days }));
             let path = format!("/v1/nhis/{}/decommission", enc(&id));
             let mut workflow = request(client, Method::POST, &path, body, &[]).await?.1;
             if let Some(seconds) = wait {
@@ -1980,6 +1996,12 @@ async fn decommissions(client: &Client, command: DecommissionsCommand) -> anyhow
             let workflow = get(client, &format!("/v1/decommissions/{}", enc(&id))).await?;
             print_decommission(client, &workflow)
         }
+        DecommissionsCommand::Cancel { id, reason } => {
+            let body = reason.map(|r| json!({ "reason": r }));
+            let path = format!("/v1/decommissions/{}/cancel", enc(&id));
+            let (_, workflow) = request(client, Method::POST, &path, body, &[]).await?;
+            print_decommission(client, &workflow)
+        }
     }
 }
 
@@ -1987,6 +2009,8 @@ async fn decommissions(client: &Client, command: DecommissionsCommand) -> anyhow
 fn decommission_row(workflow: &Value) -> Value {
     let mut row = workflow.clone();
     let teardown = &workflow["teardown"];
+    row["watch_until"] = teardown["watch"]["until"].clone();
+    row["refused_during_watch"] = teardown["watch"]["refused_calls"].clone();
     row["revoked"] = json!(
         teardown["revoked_credentials"]
             .as_array()
@@ -2026,6 +2050,8 @@ fn print_decommission(client: &Client, workflow: &Value) -> anyhow::Result<()> {
             "trigger",
             "requested_by",
             "reason",
+            "watch_until",
+            "refused_during_watch",
             "revoked",
             "refused_after_ms",
             "archive",

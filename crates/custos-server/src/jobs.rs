@@ -5,6 +5,7 @@
 //!   policy, opens a decommission review),
 //! - rotates (or flags) static keys past their rotation age,
 //! - closes active tasks past their lifetime,
+//! - carries staged decommissions whose watch has ended on to the revocation,
 //!
 //! and, at most once an hour, scans the inventory for what needs a human:
 //!
@@ -53,6 +54,8 @@ pub struct RoundReport {
     pub keys_flagged: usize,
     /// Active tasks past their lifetime, closed.
     pub tasks_closed: usize,
+    /// Staged decommissions whose watch ended: the revocation and the rest follow.
+    pub watches_ended: usize,
     /// NHIs found orphaned (each gets a finding and an ownership review).
     pub orphans: usize,
     /// Ownership attestations asked of high-risk NHIs' owners.
@@ -106,6 +109,7 @@ async fn run_round(state: &AppState, scan_now: bool) -> ApiResult<RoundReport> {
     expired(state, now, &mut report).await?;
     aging_keys(state, now, scan, &mut report).await?;
     report.tasks_closed = close_expired_tasks(state, now).await?;
+    report.watches_ended = crate::lifecycle::end_watches(state).await?;
     if scan {
         report.scanned_inventory = true;
         idle(state, now, &mut report).await?;
@@ -155,6 +159,7 @@ async fn expired(state: &AppState, now: Timestamp, report: &mut RoundReport) -> 
                         Actor::System,
                         None,
                         why,
+                        None,
                     )
                     .await?;
                     report.decommissions_started += usize::from(started);

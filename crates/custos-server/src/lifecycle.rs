@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use custos_core::lifecycle::{
     ArchivedFile, ArchivedTrail, Decommission, DecommissionStep, DecommissionTrigger,
-    LifecyclePolicy, RECEIPT_TYPE, archive_file_name,
+    LifecyclePolicy, MAX_WATCH_DAYS, RECEIPT_TYPE, Watch, archive_file_name,
 };
 use custos_core::{Actor, DomainEvent, EventKind, Nhi, NhiStatus, Page, Timestamp};
 use custos_store::{DecommissionFilter, Revocation, StoreError};
@@ -82,16 +82,29 @@ impl Lifecycle {
 
 /// `POST /v1/nhis/{id}/decommission` and `custos nhi decommission`: starts the NHI's workflow
 /// (admin, or a reviewer of its owner team), or returns the one it already has. `true` when
-/// this call started it.
+/// this call started it. With `staged_days`, it first watches that many days (1 to 90) with
+/// the NHI suspended and its credentials kept.
 pub async fn decommission(
     state: &AppState,
     who: &Principal,
     nhi_id: &str,
     reason: Option<String>,
+    staged_days: Option<u32>,
 ) -> ApiResult<(Decommission, bool)> {
     let nhi = crate::service::visible_nhi(state, who, nhi_id).await?;
     who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+    if let Some(days) = staged_days
+        && !(1..=MAX_WATCH_DAYS).contains(&days)
+    {
+        return Err(ApiError::validation(
+            custos_core::validate::ValidationErrors::single(
+                "staged_days",
+                format!("must be between 1 and {MAX_WATCH_DAYS}"),
+            ),
+        ));
+    }
     let reason = reason.unwrap_or_else(|| "requested by an operator".to_owned());
+    let watch_until = staged_days.map(|days| state.now().plus_seconds(i64::from(days) * 86_400));
     start(
         state,
         &nhi,
@@ -99,6 +112,7 @@ pub async fn decommission(
         who.actor(),
         None,
         reason,
+        watch_until,
     )
     .await
 }
@@ -114,6 +128,7 @@ pub async fn start(
     actor: Actor,
     requested_by: Option<String>,
     reason: String,
+    watch_until: Option<Timestamp>,
 ) -> ApiResult<(Decommission, bool)> {
     let now = state.now();
     let workflow = Decommission::start(
@@ -123,6 +138,7 @@ pub async fn start(
         requested_by.unwrap_or_else(|| actor.to_string()),
         reason,
         now,
+        watch_until,
     );
     let event = state
         .event(
@@ -133,6 +149,7 @@ pub async fn start(
         .with("requested_by", &workflow.requested_by)
         .with("decommission", &workflow.id)
         .with("trigger", trigger.as_str())
+        .with_some("watch_until", watch_until.map(|at| at.to_rfc3339()))
         .with("reason", &workflow.reason);
     let (workflow, started) = match state.store.start_decommission(&workflow, &event).await? {
         None => (workflow, true),
@@ -206,6 +223,9 @@ async fn run(state: &AppState, id: &str) {
             return;
         }
         match step(state, &workflow).await {
+            // A staged workflow watches on its own: the scheduler drives it again when the
+            // watch ends.
+            Ok(()) if workflow.watching(state.now()) => return,
             Ok(()) => wait = Duration::from_millis(500),
             Err(error) => {
                 tracing::warn!(decommission = id, step = %workflow.step, error = %error.detail, "a decommission step failed; retrying");
@@ -229,6 +249,13 @@ async fn step(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
     let mut teardown = workflow.teardown.clone();
     let mut deliveries = Vec::new();
     match workflow.step {
+        DecommissionStep::Watch => {
+            suspend(state, workflow).await?;
+            if workflow.watching(state.now()) {
+                return Ok(());
+            }
+            teardown.watch = Some(watched(state, workflow).await?);
+        }
         DecommissionStep::Revoke => {
             let started = Instant::now();
             suspend(state, workflow).await?;
@@ -250,7 +277,7 @@ async fn step(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
             deliveries = crate::notify::announce_decommission(state, workflow, &nhi).await?;
             teardown.notifications = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
         }
-        DecommissionStep::Done => return Ok(()),
+        DecommissionStep::Done | DecommissionStep::Cancelled => return Ok(()),
     }
     state.lifecycle.crash_point(workflow.step);
     let now = state.now();
@@ -296,6 +323,175 @@ fn progressed(state: &AppState, workflow: &Decommission) -> DomainEvent {
         )
         .with("decommission", &workflow.id)
         .with("step", workflow.step.as_str())
+}
+
+/// What a staged workflow's watch saw: every call the decision point refused the NHI's
+/// credentials between the start and the end of the watch, read back from the trail.
+async fn watched(state: &AppState, workflow: &Decommission) -> ApiResult<Watch> {
+    let mut watch = workflow
+        .teardown
+        .watch
+        .clone()
+        .ok_or_else(|| internal(format!("{workflow} watches without a watch")))?;
+    let mut query = custos_store::EventQuery {
+        limit: 1_000,
+        kinds: vec![EventKind::AccessDecided.as_str().to_owned()],
+        nhi: Some(workflow.nhi_id.clone()),
+        since: Some(workflow.started_at),
+        until: Some(watch.until),
+        ..Default::default()
+    };
+    // Decisions reach the trail in batches a moment after they are made: the last ones of the
+    // watch are written before they are counted.
+    state.decisions.flush(Duration::from_secs(5)).await;
+    let mut refused = 0_u64;
+    let mut services = BTreeSet::new();
+    loop {
+        let events = state.store.list_events(&query).await?;
+        let Some(last) = events.last() else { break };
+        query.after_seq = last.seq;
+        for stored in &events {
+            let event = &stored.event;
+            if event.details.get("decision").map(String::as_str) != Some("deny") {
+                continue;
+            }
+            refused += 1;
+            watch.last_refused_at = Some(event.occurred_at);
+            if let Some(service) = event.details.get("service")
+                && services.len() < 20
+            {
+                services.insert(service.clone());
+            }
+        }
+    }
+    watch.refused_calls = Some(refused);
+    watch.services = services.into_iter().collect();
+    Ok(watch)
+}
+
+/// `POST /v1/decommissions/{id}/cancel`: stops a staged workflow during its watch (admin, or
+/// a reviewer of the owner team): the workflow is `cancelled` first, so that nothing revokes
+/// after this, then the NHI is resumed. 409 `decommission_not_watching` once the watch is
+/// over: a revocation is not undone.
+pub async fn cancel(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    reason: Option<String>,
+) -> ApiResult<Decommission> {
+    let workflow = get(state, who, id).await?;
+    let nhi = crate::service::visible_nhi(state, who, &workflow.nhi_id).await?;
+    who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
+    if workflow.step != DecommissionStep::Watch {
+        return Err(ApiError::conflict(
+            "decommission_not_watching",
+            format!(
+                "the decommission is at {}; only a staged one still watching is cancelled",
+                workflow.step
+            ),
+        ));
+    }
+    let now = state.now();
+    let cancelled = workflow.cancelled(now);
+    let event = state
+        .event(
+            EventKind::DecommissionCancelled,
+            who.actor(),
+            format!("nhi:{}", workflow.nhi_id),
+        )
+        .with("decommission", &workflow.id)
+        .with(
+            "reason",
+            reason.as_deref().unwrap_or("cancelled during the watch"),
+        );
+    if !state
+        .store
+        .advance_decommission(DecommissionStep::Watch, &cancelled, &[event], &[])
+        .await?
+    {
+        return Err(ApiError::conflict(
+            "decommission_not_watching",
+            "the watch ended meanwhile; a revocation is not undone",
+        ));
+    }
+    for _ in 0..5 {
+        let Some(current) = state.store.get_nhi(&nhi.id).await? else {
+            break;
+        };
+        let Ok(Some(next)) = current.resume(now) else {
+            break;
+        };
+        let resumed = state
+            .event(
+                EventKind::NhiResumed,
+                who.actor(),
+                format!("nhi:{}", nhi.id),
+            )
+            .with("reason", "staged decommission cancelled")
+            .with("decommission", &workflow.id);
+        match state
+            .store
+            .update_nhi(&next, current.version, &resumed)
+            .await
+        {
+            Ok(()) => break,
+            Err(StoreError::VersionMismatch { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(cancelled)
+}
+
+/// Whether the NHI has a decommission under way: it may not be resumed meanwhile (a staged
+/// one is cancelled instead).
+pub async fn under_way(state: &AppState, nhi_id: &str) -> Result<bool, StoreError> {
+    let running = state
+        .store
+        .list_decommissions(
+            &DecommissionFilter {
+                nhi_id: Some(nhi_id.to_owned()),
+                finished: Some(false),
+                ..Default::default()
+            },
+            &Page {
+                after: None,
+                limit: 1,
+            },
+        )
+        .await?;
+    Ok(!running.is_empty())
+}
+
+/// Drives every staged workflow whose watch has ended: what is left of it follows.
+pub async fn end_watches(state: &AppState) -> Result<usize, StoreError> {
+    let now = state.now();
+    let mut page = Page {
+        after: None,
+        limit: 500,
+    };
+    let mut ended = 0;
+    loop {
+        let batch = state
+            .store
+            .list_decommissions(
+                &DecommissionFilter {
+                    finished: Some(false),
+                    ..Default::default()
+                },
+                &page,
+            )
+            .await?;
+        let Some(last) = batch.last() else {
+            return Ok(ended);
+        };
+        page.after = Some(last.id.clone());
+        for workflow in &batch {
+            if workflow.step == DecommissionStep::Watch && !workflow.watching(now) {
+                drive(state, &workflow.id);
+                ended += 1;
+            }
+        }
+    }
 }
 
 /// Suspends the NHI first, so that nothing new is issued to it while its credentials are
@@ -812,6 +1008,7 @@ pub async fn hook_event(
         Actor::System,
         Some(format!("deployment_hook:{}", hook.id)),
         reason,
+        None,
     )
     .await
 }

@@ -159,6 +159,7 @@ pub async fn decommission_approved(
         who.actor(),
         None,
         reason,
+        None,
     )
     .await?;
     Ok(())

@@ -787,6 +787,13 @@ pub async fn resume_nhi(
     reason: Option<String>,
 ) -> ApiResult<NhiView> {
     who.require(&[Role::Admin])?;
+    let nhi = visible_nhi(state, who, id).await?;
+    if crate::lifecycle::under_way(state, &nhi.id).await? {
+        return Err(ApiError::conflict(
+            "decommission_under_way",
+            "the nhi is being decommissioned; a staged decommission is cancelled instead (POST /v1/decommissions/{id}/cancel)",
+        ));
+    }
     change_status(state, who, id, reason, Nhi::resume, EventKind::NhiResumed).await
 }
 

@@ -662,7 +662,7 @@ impl std::fmt::Debug for JobLock {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DecommissionFilter {
     pub nhi_id: Option<String>,
-    /// Only the workflows done (`Some(true)`) or only those not yet done (`Some(false)`).
+    /// Only the workflows finished, done or cancelled (`Some(true)`), or only those not (`Some(false)`).
     pub finished: Option<bool>,
     /// Only workflows about NHIs of these teams (a reviewer's view); empty matches nothing.
     pub team_ids: Option<Vec<String>>,

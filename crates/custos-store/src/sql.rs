@@ -3113,7 +3113,7 @@ macro_rules! sql_store {
                     "INSERT INTO decommissions (id, nhi_id, step, trigger_kind, requested_by, reason, \
                      teardown, receipt, failures, last_error, started_at, updated_at, finished_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                     ON CONFLICT (nhi_id) DO NOTHING",
+                     ON CONFLICT (nhi_id) WHERE step <> 'cancelled' DO NOTHING",
                 )
                 .bind(&w.id)
                 .bind(&w.nhi_id)
@@ -3132,7 +3132,10 @@ macro_rules! sql_store {
                 .await?
                 .rows_affected();
                 if inserted == 0 {
-                    let sql = format!("SELECT {DECOMMISSION_COLUMNS} FROM decommissions WHERE nhi_id = $1");
+                    let sql = format!(
+                        "SELECT {DECOMMISSION_COLUMNS} FROM decommissions \
+                         WHERE nhi_id = $1 AND step <> 'cancelled'"
+                    );
                     let row = sqlx::query(AssertSqlSafe(sql)).bind(&w.nhi_id).fetch_one(&mut *tx).await?;
                     let existing = Self::decommission_from_row(&row)?;
                     tx.rollback().await?;
@@ -3221,10 +3224,10 @@ macro_rules! sql_store {
                 }
                 match filter.finished {
                     Some(true) => {
-                        q.push(" AND step = 'done'");
+                        q.push(" AND step IN ('done', 'cancelled')");
                     }
                     Some(false) => {
-                        q.push(" AND step <> 'done'");
+                        q.push(" AND step NOT IN ('done', 'cancelled')");
                     }
                     None => {}
                 }

@@ -247,7 +247,7 @@ pub async fn update_nhi(
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
     #[schema(max_length = 500)]
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
 }
 
 /// The reason, if any, of a status change, checked.

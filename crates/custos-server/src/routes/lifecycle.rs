@@ -22,7 +22,7 @@ use crate::service::AppState;
 /// teardown receipt. `202` with the workflow when this call started it; `200` with the one
 /// the NHI already has (running or done) otherwise. Follow it at `Location`.
 #[utoipa::path(post, path = "/v1/nhis/{id}/decommission", tag = "nhis", params(("id" = String, Path)),
-    request_body(content = Option<StatusChange>, content_type = "application/json"),
+    request_body(content = Option<DecommissionRequest>, content_type = "application/json"),
     responses((status = 202, description = "started", body = Object, headers(("location" = String))),
               (status = 200, description = "the NHI's workflow, started before", body = Object, headers(("location" = String))),
               (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -31,10 +31,14 @@ pub async fn decommission_nhi(
     State(state): State<AppState>,
     who: Principal,
     IdPath(id): IdPath,
-    OptionalJsonBody(change): OptionalJsonBody<StatusChange>,
+    OptionalJsonBody(request): OptionalJsonBody<DecommissionRequest>,
 ) -> ApiResult<Response> {
-    let reason = reason(change)?;
-    let (workflow, started) = lifecycle::decommission(&state, &who, &id, reason).await?;
+    let staged_days = request.staged_days;
+    let reason = reason(StatusChange {
+        reason: request.reason,
+    })?;
+    let (workflow, started) =
+        lifecycle::decommission(&state, &who, &id, reason, staged_days).await?;
     let status = if started {
         StatusCode::ACCEPTED
     } else {
@@ -87,6 +91,37 @@ pub async fn list_decommissions(
         )
         .await?,
     ))
+}
+
+/// Why an NHI is decommissioned, and whether in stages.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecommissionRequest {
+    #[schema(max_length = 500)]
+    reason: Option<String>,
+    /// Staged mode: suspend the NHI (keeping its credentials) and watch this many days what it
+    /// would have been refused, then revoke and the rest. 1 to 90.
+    #[schema(minimum = 1, maximum = 90)]
+    staged_days: Option<u32>,
+}
+
+/// Stops a staged decommission during its watch (admin, or a reviewer of the owner team): the
+/// workflow ends `cancelled` and the NHI is resumed. 409 `decommission_not_watching` after the
+/// watch: a revocation is not undone.
+#[utoipa::path(post, path = "/v1/decommissions/{id}/cancel", tag = "nhis",
+    params(("id" = String, Path)),
+    request_body(content = Option<StatusChange>, content_type = "application/json"),
+    responses((status = 200, body = Object),
+              (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn cancel_decommission(
+    State(state): State<AppState>,
+    who: Principal,
+    IdPath(id): IdPath,
+    OptionalJsonBody(change): OptionalJsonBody<StatusChange>,
+) -> ApiResult<Json<Decommission>> {
+    let reason = reason(change)?;
+    Ok(Json(lifecycle::cancel(&state, &who, &id, reason).await?))
 }
 
 /// One workflow, with what its steps did and, once done, its signed teardown receipt (a JWS

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(lifecycle::decommission_nhi))
         .routes(routes!(lifecycle::list_decommissions))
         .routes(routes!(lifecycle::get_decommission))
+        .routes(routes!(lifecycle::cancel_decommission))
         .routes(routes!(
             lifecycle::create_deployment_hook,
             lifecycle::list_deployment_hooks

@@ -242,6 +242,12 @@ async fn every_route_checks_every_caller(backend: Backend) {
         ),
         row(
             M::POST,
+            "/v1/decommissions/no-such-workflow/cancel",
+            None,
+            [401, 404, 404, 404, 401, 403],
+        ),
+        row(
+            M::POST,
             "/v1/deployment-hooks",
             Some(hook_body),
             [401, 201, 403, 403, 401, 403],

@@ -19,6 +19,7 @@ both_backends!(
     an_aging_static_key_is_rotated_with_a_grace_period_and_collected_once,
     tasks_past_their_lifetime_are_closed,
     orphans_and_high_risk_nhis_get_ownership_reviews,
+    a_staged_decommission_watches_then_revokes_or_is_cancelled,
 );
 
 /// A server on `clock` whose scheduler stays out of the way (the tests run rounds themselves)
@@ -642,5 +643,140 @@ async fn orphans_and_high_risk_nhis_get_ownership_reviews(backend: Backend) {
             .len(),
         1
     );
+    server.stop().await;
+}
+
+async fn a_staged_decommission_watches_then_revokes_or_is_cancelled(backend: Backend) {
+    let clock = TestClock::new();
+    let server = clocked(backend, &clock).await;
+    let (_, pep) = client(&server, "gateway", &["custos:evaluate"]).await;
+    let (agent, key) = client(&server, "staged-agent", &["erp:read:invoices/*"]).await;
+    let (kept, kept_key) = client(&server, "kept-agent", &["erp:read:invoices/*"]).await;
+    for (days, code) in [(0, "validation_failed"), (91, "validation_failed")] {
+        let (status, problem) = server
+            .call(
+                Method::POST,
+                &format!("/v1/nhis/{agent}/decommission"),
+                Some(ADMIN_TOKEN),
+                Some(json!({"staged_days": days})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(problem["code"], code);
+    }
+    let staged = server
+        .admin(
+            Method::POST,
+            &format!("/v1/nhis/{agent}/decommission"),
+            Some(json!({"reason": "retiring v1", "staged_days": 7})),
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    assert_eq!(staged["step"], "watch", "{staged}");
+    // Suspended at once, credentials kept: every call is refused, and counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nhi(&server, &agent).await["status"] != "suspended" {
+        assert!(Instant::now() < deadline, "never suspended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        assert!(!allowed(&server, &pep, &key).await);
+    }
+    let credentials = server
+        .admin(
+            Method::GET,
+            &format!("/v1/credentials?nhi_id={agent}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        credentials["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["revoked_at"].is_null()),
+        "nothing revoked while watching: {credentials}"
+    );
+    // It may not be resumed while it is being decommissioned.
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            &format!("/v1/nhis/{agent}/resume"),
+            Some(ADMIN_TOKEN),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "decommission_under_way");
+    clock.advance_days(6);
+    assert_eq!(run_round(&server).await["watches_ended"], 0);
+    clock.advance_days(1);
+    let report = run_round(&server).await;
+    assert_eq!(report["watches_ended"], 1, "{report}");
+    let done = server.decommissioned(&agent).await;
+    let watch = &done["teardown"]["watch"];
+    assert!(watch["refused_calls"].as_u64().unwrap() >= 3, "{done}");
+    assert_eq!(watch["services"], json!(["erp"]), "{done}");
+    assert!(
+        !done["teardown"]["revoked_credentials"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{done}"
+    );
+    assert_eq!(nhi(&server, &agent).await["status"], "decommissioned");
+    let claims = crate::support::jwt_claims(done["receipt"].as_str().unwrap());
+    assert_eq!(claims["decommission"]["watch"], *watch, "{claims:?}");
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            &format!("/v1/decommissions/{}/cancel", done["id"].as_str().unwrap()),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "decommission_not_watching");
+
+    // Cancelled during the watch: the nhi is back, and may be decommissioned again later.
+    let staged = server
+        .admin(
+            Method::POST,
+            &format!("/v1/nhis/{kept}/decommission"),
+            Some(json!({"staged_days": 3})),
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    let id = staged["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nhi(&server, &kept).await["status"] != "suspended" {
+        assert!(Instant::now() < deadline, "never suspended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancelled = server
+        .admin(
+            Method::POST,
+            &format!("/v1/decommissions/{id}/cancel"),
+            Some(json!({"reason": "the billing job still needs it"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(cancelled["step"], "cancelled", "{cancelled}");
+    assert_eq!(nhi(&server, &kept).await["status"], "active");
+    assert!(allowed(&server, &pep, &kept_key).await);
+    clock.advance_days(4);
+    assert_eq!(run_round(&server).await["watches_ended"], 0);
+    assert_eq!(nhi(&server, &kept).await["status"], "active");
+    let again = server
+        .admin(
+            Method::POST,
+            &format!("/v1/nhis/{kept}/decommission"),
+            None,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    assert_ne!(again["id"], staged["id"]);
+    server.decommissioned(&kept).await;
     server.stop().await;
 }

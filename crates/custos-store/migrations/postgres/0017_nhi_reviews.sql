@@ -21,3 +21,12 @@ CREATE INDEX credentials_static_by_age ON credentials(created_at)
 
 -- Active tasks by end of life, for the job that closes those past it.
 CREATE INDEX tasks_active_by_expiry ON tasks(expires_at) WHERE state = 'active';
+
+-- A staged decommission may be cancelled during its watch, and the NHI decommissioned again
+-- later: one workflow per NHI that is not cancelled.
+ALTER TABLE decommissions DROP CONSTRAINT decommissions_nhi_id_key;
+CREATE UNIQUE INDEX decommissions_one_per_nhi ON decommissions(nhi_id) WHERE step <> 'cancelled';
+CREATE INDEX decommissions_by_nhi ON decommissions(nhi_id);
+DROP INDEX decommissions_unfinished;
+CREATE INDEX decommissions_unfinished ON decommissions(started_at)
+    WHERE step NOT IN ('done', 'cancelled');

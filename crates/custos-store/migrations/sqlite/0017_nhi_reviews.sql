@@ -69,3 +69,33 @@ CREATE INDEX credentials_static_by_age ON credentials(created_at)
 
 -- Active tasks by end of life, for the job that closes those past it.
 CREATE INDEX tasks_active_by_expiry ON tasks(expires_at) WHERE state = 'active';
+
+-- A staged decommission may be cancelled during its watch, and the NHI decommissioned again
+-- later: one workflow per NHI that is not cancelled. The column's UNIQUE becomes a partial
+-- unique index, which SQLite can only do by rebuilding the table (nothing refers to it).
+CREATE TABLE decommissions_0017 AS SELECT * FROM decommissions;
+DROP TABLE decommissions;
+CREATE TABLE decommissions (
+    id           TEXT PRIMARY KEY,
+    nhi_id       TEXT NOT NULL REFERENCES nhis(id),
+    step         TEXT NOT NULL,    -- watch | revoke | tombstone | archive | notify | done | cancelled
+    trigger_kind TEXT NOT NULL,                   -- request | review | timeout | webhook
+    requested_by TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    teardown     TEXT NOT NULL,                   -- JSON: what the steps did so far
+    receipt      TEXT,                            -- compact JWS, once done
+    failures     INTEGER NOT NULL,
+    last_error   TEXT,
+    started_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    finished_at  INTEGER
+);
+INSERT INTO decommissions SELECT id, nhi_id, step, trigger_kind, requested_by, reason,
+    teardown, receipt, failures, last_error, started_at, updated_at, finished_at
+FROM decommissions_0017;
+DROP TABLE decommissions_0017;
+CREATE UNIQUE INDEX decommissions_one_per_nhi ON decommissions(nhi_id) WHERE step <> 'cancelled';
+CREATE INDEX decommissions_by_nhi ON decommissions(nhi_id);
+CREATE INDEX decommissions_by_time ON decommissions(started_at);
+CREATE INDEX decommissions_unfinished ON decommissions(started_at)
+    WHERE step NOT IN ('done', 'cancelled');

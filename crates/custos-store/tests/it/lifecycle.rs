@@ -30,6 +30,7 @@ fn workflow(nhi_id: &str) -> Decommission {
         "operator:o".to_owned(),
         "shut down".to_owned(),
         now(),
+        None,
     )
 }
 
