@@ -289,22 +289,6 @@ async fn expire_approval_requests(state: AppState) {
     }
 }
 
-/// Events after which what this node holds in memory may be stale, if another node wrote them.
-const STATE_CHANGES: [custos_core::EventKind; 10] = {
-    use custos_core::EventKind as K;
-    [
-        K::NhiUpdated,
-        K::NhiSuspended,
-        K::NhiResumed,
-        K::NhiDecommissioned,
-        K::CredentialRevoked,
-        K::CredentialRotated,
-        K::TaskEnded,
-        K::ApprovalDecided,
-        K::ApprovalExpired,
-        K::PoliciesUpdated,
-    ]
-};
 /// How often a node looks for other nodes' changes.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 /// How far below the newest change seen a poll looks again: on PostgreSQL a transaction that
@@ -316,8 +300,9 @@ const FOLLOW_LOOK_BACK: i64 = 10_000;
 /// version is loaded at once). This bounds how long another node's revocation can go unseen by
 /// about one interval; the lifecycle issue replaces the polling with LISTEN/NOTIFY.
 async fn follow_other_nodes(state: AppState) {
-    let kinds: Vec<String> = STATE_CHANGES
-        .iter()
+    let kinds: Vec<String> = custos_core::EventKind::ALL
+        .into_iter()
+        .filter(|k| k.changes_decisions())
         .map(|k| k.as_str().to_owned())
         .collect();
     let mut newest = match state.store.audit_head().await {
