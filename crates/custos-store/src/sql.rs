@@ -200,6 +200,27 @@ impl PostgresStore {
     }
 }
 
+impl SqliteStore {
+    /// One node uses a SQLite store: no other node holds its state in memory, so no change
+    /// is announced.
+    async fn announce(_tx: &mut sqlx::SqliteConnection, _events: &[DomainEvent]) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// Announces, in the transaction that appends them, events that can change a decision
+    /// other nodes answer from memory: PostgreSQL delivers the notice only when (and if) the
+    /// transaction commits, so no node hears of a change before it can read it. See
+    /// [`crate::feed`] for the payload.
+    async fn announce(tx: &mut sqlx::PgConnection, events: &[DomainEvent]) -> Result<()> {
+        if events.iter().any(|e| e.kind.changes_decisions()) {
+            sqlx::query(crate::feed::ANNOUNCE).execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+}
+
 /// A job's advisory-lock key: FNV-1a of its name, in a space of its own (the high bits set
 /// apart from sqlx's migration lock, which is a small positive number).
 fn job_key(job: &str) -> i64 {
@@ -926,7 +947,7 @@ macro_rules! sql_store {
                 .bind(to_json(&event.details))
                 .execute(&mut *tx)
                 .await?;
-                Ok(())
+                Self::announce(&mut *tx, std::slice::from_ref(event)).await
             }
 
             async fn insert_operator(
@@ -2166,6 +2187,7 @@ macro_rules! sql_store {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
+                Self::announce(&mut *tx, events).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())

@@ -6,4 +6,5 @@ mod support;
 
 mod behaviour;
 mod conformance;
+mod feed;
 mod lifecycle;
