@@ -34,6 +34,8 @@ const DECISION_BATCH: usize = 4_096;
 const DECISION_WRITERS: usize = 4;
 /// How often the last-used times of credentials and NHIs are written.
 const USES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often one decision reads the store for what memory does not hold.
+const MAX_READS: usize = 3;
 /// How long an idle writer waits before looking at the queue again.
 const DECISION_DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -300,10 +302,18 @@ async fn decide_unrecorded(
     };
     let guardrails = state.live.guardrails();
     // From memory first; only if the decision looked for something memory does not hold is
-    // the store read, and the decision made again.
-    let noting = state.live.noting_misses();
-    let mut decision = decision::decide(presented, &noting, &guardrails, &ask, now);
-    if noting.missed() {
+    // the store read, and the decision made again. With several nodes, another node's change
+    // drops the whole state, and can do so between the read and the decision: one that
+    // misses again reads again, a few times, before it is made on what is held (which
+    // refuses what is missing).
+    let mut reads = 0;
+    let mut decision = loop {
+        let noting = state.live.noting_misses();
+        let decision = decision::decide(presented, &noting, &guardrails, &ask, now);
+        if !noting.missed() || reads == MAX_READS {
+            break decision;
+        }
+        reads += 1;
         match state
             .live
             .hydrate(state.store.as_ref(), &presented.credential_id)
@@ -319,8 +329,7 @@ async fn decide_unrecorded(
                 ));
             }
         }
-        decision = decision::decide(presented, state.live.as_ref(), &guardrails, &ask, now);
-    }
+    };
     if let (Some(subject), Some(holder)) = (question.subject_id, &decision.nhi_id)
         && subject != holder
         && !state.live.nhi_is_named(holder, subject)
