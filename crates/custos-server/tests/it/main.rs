@@ -14,6 +14,7 @@ mod inbox;
 mod inventory;
 mod lifecycle;
 mod negative;
+mod nodes;
 mod notifications;
 mod oauth;
 mod policies;
