@@ -114,6 +114,10 @@ pub enum Reason {
     /// The action departed from the NHI's behaviour baseline, and the response policy
     /// suspends it.
     Anomaly,
+    /// Strict mode: this node cannot confirm that what it holds in memory is current (it
+    /// lost the other nodes' change notices, or has not heard its own heartbeat back within
+    /// the bound), so it refuses rather than risk allowing what another node revoked.
+    StateUnconfirmed,
 }
 
 impl Reason {
@@ -135,6 +139,7 @@ impl Reason {
             Reason::Anomaly => "anomaly",
             Reason::SubjectMismatch => "subject_mismatch",
             Reason::AuditUnavailable => "audit_unavailable",
+            Reason::StateUnconfirmed => "state_unconfirmed",
         }
     }
 }

@@ -223,6 +223,29 @@ impl EventKind {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
+
+    /// Whether the change this event records can change an access decision that a node
+    /// answers from memory: the state of a credential, an NHI, a task or an approval, or the
+    /// guardrail policies. A node that sees one committed by another node must drop what it
+    /// holds; on PostgreSQL the store announces each (NOTIFY) in the transaction that commits
+    /// it. Findings and response policies change no decision themselves (a suspension they
+    /// bring is its own `nhi.suspended`), nor does a decision's own `access.decided`.
+    pub const fn changes_decisions(self) -> bool {
+        matches!(
+            self,
+            EventKind::NhiUpdated
+                | EventKind::NhiOwnerTransferred
+                | EventKind::NhiSuspended
+                | EventKind::NhiResumed
+                | EventKind::NhiDecommissioned
+                | EventKind::CredentialRevoked
+                | EventKind::CredentialRotated
+                | EventKind::TaskEnded
+                | EventKind::ApprovalDecided
+                | EventKind::ApprovalExpired
+                | EventKind::PoliciesUpdated
+        )
+    }
 }
 
 impl Serialize for EventKind {

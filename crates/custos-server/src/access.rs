@@ -34,6 +34,8 @@ const DECISION_BATCH: usize = 4_096;
 const DECISION_WRITERS: usize = 4;
 /// How often the last-used times of credentials and NHIs are written.
 const USES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often one decision reads the store for what memory does not hold.
+const MAX_READS: usize = 3;
 /// How long an idle writer waits before looking at the queue again.
 const DECISION_DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -300,10 +302,18 @@ async fn decide_unrecorded(
     };
     let guardrails = state.live.guardrails();
     // From memory first; only if the decision looked for something memory does not hold is
-    // the store read, and the decision made again.
-    let noting = state.live.noting_misses();
-    let mut decision = decision::decide(presented, &noting, &guardrails, &ask, now);
-    if noting.missed() {
+    // the store read, and the decision made again. With several nodes, another node's change
+    // drops the whole state, and can do so between the read and the decision: one that
+    // misses again reads again, a few times, before it is made on what is held (which
+    // refuses what is missing).
+    let mut reads = 0;
+    let mut decision = loop {
+        let noting = state.live.noting_misses();
+        let decision = decision::decide(presented, &noting, &guardrails, &ask, now);
+        if !noting.missed() || reads == MAX_READS {
+            break decision;
+        }
+        reads += 1;
         match state
             .live
             .hydrate(state.store.as_ref(), &presented.credential_id)
@@ -319,8 +329,7 @@ async fn decide_unrecorded(
                 ));
             }
         }
-        decision = decision::decide(presented, state.live.as_ref(), &guardrails, &ask, now);
-    }
+    };
     if let (Some(subject), Some(holder)) = (question.subject_id, &decision.nhi_id)
         && subject != holder
         && !state.live.nhi_is_named(holder, subject)
@@ -335,7 +344,11 @@ async fn decide_unrecorded(
 pub async fn check(state: &AppState, pep: &str, question: &Question<'_>) -> ApiResult<Answer> {
     let now = state.now();
     let hash = state.keys.secret_hash(question.secret);
-    let (decision, credential_id) = decide_unrecorded(state, question, &hash, now).await?;
+    let (decision, credential_id) = if state.freshness.refuses() {
+        unconfirmed(state, &hash)
+    } else {
+        decide_unrecorded(state, question, &hash, now).await?
+    };
     record(
         state,
         Some(pep),
@@ -346,6 +359,26 @@ pub async fn check(state: &AppState, pep: &str, question: &Question<'_>) -> ApiR
         now,
     )
     .await
+}
+
+/// Strict mode's refusal when this node cannot confirm that its memory is current. Nothing is
+/// decided and the store is not read (it may well be why the node is behind); the credential
+/// and its NHI are named for the trail if memory already knows them.
+fn unconfirmed(state: &AppState, hash: &[u8; 32]) -> (Decision, Option<String>) {
+    use custos_core::decision::LiveView as _;
+    let credential_id = state
+        .live
+        .verified(hash)
+        .map(|v| v.presented.credential_id.clone());
+    let nhi_id = credential_id
+        .as_deref()
+        .and_then(|id| state.live.credential(id))
+        .map(|c| c.nhi_id.clone());
+    let decision = Decision {
+        nhi_id,
+        ..Decision::refuse(Reason::StateUnconfirmed)
+    };
+    (decision, credential_id)
 }
 
 /// Writes a decision to the trail (queued), opens the approval request it asks for, and notes
@@ -395,9 +428,10 @@ async fn record(
         approval_id: None,
         finding_id: None,
     };
-    // The enforcement point's own check is not an action of the agent's.
+    // The enforcement point's own check is not an action of the agent's, and a node that
+    // cannot vouch for its state says nothing about how the agent behaves.
     let response = match (&answer.decision.nhi_id, pep) {
-        (Some(nhi), Some(_)) => {
+        (Some(nhi), Some(_)) if answer.decision.reason != Reason::StateUnconfirmed => {
             crate::behaviour::observe_decision(state, nhi, question, answer.decision.reason, now)
                 .await?
         }
@@ -494,6 +528,10 @@ fn note_allowed_use(
 /// an `access.decided` event when it succeeds: the evaluation that follows names the
 /// enforcement point as its actor, and one event per call is the trail's whole load. A refused
 /// enforcement point is recorded.
+///
+/// Strict mode does not apply here: while this node cannot confirm it is current, every
+/// evaluation is refused anyway, so letting a possibly revoked enforcement point ask gives it
+/// nothing but that answer, and the answer (`state_unconfirmed`) tells it why.
 pub async fn authenticate_pep(state: &AppState, secret: &str) -> ApiResult<String> {
     let now = state.now();
     let hash = state.keys.secret_hash(secret);

@@ -577,6 +577,10 @@ pub struct WhoAmI {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
+    /// `/readyz`: the node that answered (as named in its PostgreSQL connections'
+    /// `application_name`, `custos-listener <node>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 // ---- OAuth ----

@@ -38,7 +38,7 @@ pub struct ServeArgs {
     /// separation_of_duties, baseline_probation_days, baseline_probation_events,
     /// baseline_alert_bits, anomaly_action, archive_dir, lifecycle_interval_seconds,
     /// lifecycle_idle_days, lifecycle_on_expiry, static_key_rotate_after_days,
-    /// static_key_on_age, ownership_attest_every_days
+    /// static_key_on_age, ownership_attest_every_days, strict_consistency, strict_max_lag_ms
     #[arg(long, env = "CUSTOS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log as human-readable text or as JSON lines [default: text]
@@ -57,6 +57,14 @@ pub struct ServeArgs {
     /// The only hosts notification channels may send to, comma-separated [default: any]
     #[arg(long, env = "CUSTOS_NOTIFY_ALLOWED_HOSTS", value_delimiter = ',')]
     pub notify_allowed_hosts: Option<Vec<String>>,
+    /// With PostgreSQL: refuse every access decision (`state_unconfirmed`) while this node
+    /// cannot confirm it has heard every other node's changes [default: false]
+    #[arg(long, env = "CUSTOS_STRICT_CONSISTENCY", value_name = "BOOL")]
+    pub strict_consistency: Option<bool>,
+    /// In strict mode, how far behind the store a node may be before it refuses, in
+    /// milliseconds, 50 to 60000 [default: 500]
+    #[arg(long, env = "CUSTOS_STRICT_MAX_LAG_MS", value_name = "MS")]
+    pub strict_max_lag_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +102,8 @@ struct FileConfig {
     static_key_rotate_after_days: Option<u32>,
     static_key_on_age: Option<String>,
     ownership_attest_every_days: Option<u32>,
+    strict_consistency: Option<bool>,
+    strict_max_lag_ms: Option<u64>,
 }
 
 /// Everything `custos serve` needs, resolved.
@@ -147,6 +157,12 @@ pub struct Config {
     /// What a departure after probation brings when no response policy names the NHI, its
     /// team or its kind.
     pub anomaly_action: custos_core::finding::ResponseAction,
+    /// Strict mode (PostgreSQL): a node that cannot confirm its in-memory state has heard
+    /// every other node's changes refuses every access decision.
+    pub strict_consistency: bool,
+    /// In strict mode, the largest lag behind the store at which a node still decides: the
+    /// time since the newest heartbeat it heard back was sent.
+    pub strict_max_lag_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +220,8 @@ pub enum ConfigError {
     Baseline,
     #[error("anomaly_action must be one of record, alert, step_up, suspend")]
     AnomalyAction,
+    #[error("strict_max_lag_ms must be between 50 and 60000")]
+    StrictMaxLag,
 }
 
 impl Config {
@@ -237,6 +255,8 @@ impl Config {
             separation_of_duties: false,
             baseline: custos_core::baseline::Settings::default(),
             anomaly_action: custos_core::finding::ResponseAction::Alert,
+            strict_consistency: false,
+            strict_max_lag_ms: 500,
         }
     }
 
@@ -371,6 +391,17 @@ impl Config {
             Some(text) => custos_core::finding::ResponseAction::parse(text)
                 .ok_or(ConfigError::AnomalyAction)?,
         };
+        let strict_consistency = args
+            .strict_consistency
+            .or(file.strict_consistency)
+            .unwrap_or(defaults.strict_consistency);
+        let strict_max_lag_ms = args
+            .strict_max_lag_ms
+            .or(file.strict_max_lag_ms)
+            .unwrap_or(defaults.strict_max_lag_ms);
+        if !(50..=60_000).contains(&strict_max_lag_ms) {
+            return Err(ConfigError::StrictMaxLag);
+        }
         Ok(Self {
             listen,
             data_dir: args
@@ -413,6 +444,8 @@ impl Config {
             separation_of_duties,
             baseline,
             anomaly_action,
+            strict_consistency,
+            strict_max_lag_ms,
         })
     }
 
@@ -518,5 +551,36 @@ mod tests {
             resolve_file("separation_of_duties = \"yes\"\n"),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn strict_mode_is_read_and_its_bound_checked() {
+        let defaults = resolve_file("").unwrap();
+        assert!(!defaults.strict_consistency);
+        assert_eq!(defaults.strict_max_lag_ms, 500);
+        let set = resolve_file("strict_consistency = true\nstrict_max_lag_ms = 250\n").unwrap();
+        assert!(set.strict_consistency);
+        assert_eq!(set.strict_max_lag_ms, 250);
+        for bad in [49, 60_001] {
+            let err = resolve_file(&format!("strict_max_lag_ms = {bad}\n")).unwrap_err();
+            assert!(matches!(err, ConfigError::StrictMaxLag), "{bad}: {err}");
+        }
+        // A flag (or its variable) wins over the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custos.toml");
+        std::fs::write(
+            &path,
+            "strict_consistency = true\nstrict_max_lag_ms = 250\n",
+        )
+        .unwrap();
+        let flagged = Config::resolve(&ServeArgs {
+            config: Some(path),
+            strict_consistency: Some(false),
+            strict_max_lag_ms: Some(1000),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!flagged.strict_consistency);
+        assert_eq!(flagged.strict_max_lag_ms, 1000);
     }
 }

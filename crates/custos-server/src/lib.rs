@@ -15,6 +15,7 @@ pub mod keyring;
 pub mod lifecycle;
 pub mod live;
 pub mod metrics;
+pub mod nodes;
 pub mod notify;
 pub mod oauth;
 pub mod openapi;

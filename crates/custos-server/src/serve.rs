@@ -26,6 +26,9 @@ pub struct RunningServer {
     /// Sends queued notifications; stopped with the server (an attempt cut short is sent again
     /// when its lease ends, by this node's successor or another).
     notifier: JoinHandle<()>,
+    /// Follow the other nodes' changes (PostgreSQL); stopped with the server, which also
+    /// closes their connections.
+    followers: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -47,6 +50,9 @@ impl RunningServer {
             .await;
         self.notifier.abort();
         self.sealer.abort();
+        for follower in &self.followers {
+            follower.abort();
+        }
         if let Err(error) = self
             .state
             .audit
@@ -152,9 +158,16 @@ pub async fn start_with_clock(
         live: live.clone(),
     });
     let decisions = crate::access::DecisionLog::start(store.clone());
+    let freshness = Arc::new(crate::nodes::Freshness::new(
+        service::new_id().replace('-', ""),
+        store.backend() == "postgres",
+        config.strict_consistency,
+        Duration::from_millis(config.strict_max_lag_ms),
+    ));
     let state = AppState {
         store,
         live,
+        freshness,
         decisions,
         keys,
         keyring,
@@ -202,9 +215,11 @@ pub async fn start_with_clock(
     tokio::spawn(crate::behaviour::run_flusher(state.clone()));
     tokio::spawn(sweep_live_state(state.clone()));
     tokio::spawn(expire_approval_requests(state.clone()));
-    if state.store.backend() == "postgres" {
-        tokio::spawn(follow_other_nodes(state.clone()));
-    }
+    // With several nodes on PostgreSQL: hear what the others commit (see `nodes`).
+    let followers = match (&config.database_url, state.store.backend()) {
+        (Some(url), "postgres") => crate::nodes::follow(&state, url)?,
+        _ => Vec::new(),
+    };
     let notifier = tokio::spawn(crate::notify::run(state.clone()));
     let sealer = tokio::spawn(seal_and_checkpoint(
         state.clone(),
@@ -229,6 +244,7 @@ pub async fn start_with_clock(
         task,
         sealer,
         notifier,
+        followers,
     })
 }
 
@@ -294,83 +310,6 @@ async fn expire_approval_requests(state: AppState) {
         if let Err(e) = crate::tasks::escalate_overdue(&state).await {
             tracing::warn!(code = e.code, detail = %e.detail, "escalating waiting approval requests failed; retrying");
         }
-    }
-}
-
-/// Events after which what this node holds in memory may be stale, if another node wrote them.
-const STATE_CHANGES: [custos_core::EventKind; 11] = {
-    use custos_core::EventKind as K;
-    [
-        K::NhiUpdated,
-        K::NhiOwnerTransferred,
-        K::NhiSuspended,
-        K::NhiResumed,
-        K::NhiDecommissioned,
-        K::CredentialRevoked,
-        K::CredentialRotated,
-        K::TaskEnded,
-        K::ApprovalDecided,
-        K::ApprovalExpired,
-        K::PoliciesUpdated,
-    ]
-};
-/// How often a node looks for other nodes' changes.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
-/// How far below the newest change seen a poll looks again: on PostgreSQL a transaction that
-/// took a lower `seq` can commit after a higher one.
-const FOLLOW_LOOK_BACK: i64 = 10_000;
-
-/// With several nodes on one PostgreSQL store: reads the state changes any node committed and
-/// drops this node's in-memory copies, so the next check reads the store again (a new policy
-/// version is loaded at once). This bounds how long another node's revocation can go unseen by
-/// about one interval; the lifecycle issue replaces the polling with LISTEN/NOTIFY.
-async fn follow_other_nodes(state: AppState) {
-    let kinds: Vec<String> = STATE_CHANGES
-        .iter()
-        .map(|k| k.as_str().to_owned())
-        .collect();
-    let mut newest = match state.store.audit_head().await {
-        Ok(head) => head.last_seq,
-        Err(_) => 0,
-    };
-    let mut seen = std::collections::BTreeSet::new();
-    loop {
-        tokio::time::sleep(FOLLOW_INTERVAL).await;
-        let query = custos_store::EventQuery {
-            after_seq: (newest - FOLLOW_LOOK_BACK).max(0),
-            limit: 1_000,
-            kinds: kinds.clone(),
-            ..Default::default()
-        };
-        let changes = match state.store.list_events(&query).await {
-            Ok(changes) => changes,
-            Err(error) => {
-                // Nothing is known to be current: forget it all and read again.
-                tracing::warn!(%error, "cannot read other nodes' changes");
-                state.live.invalidate_all();
-                continue;
-            }
-        };
-        let fresh: Vec<_> = changes.iter().filter(|e| !seen.contains(&e.seq)).collect();
-        if fresh.is_empty() {
-            continue;
-        }
-        state.live.invalidate_all();
-        if fresh
-            .iter()
-            .any(|e| e.event.kind == custos_core::EventKind::PoliciesUpdated)
-        {
-            match crate::policies::load(state.store.as_ref()).await {
-                Ok((version, guardrails)) => state.live.set_guardrails(version, guardrails),
-                Err(error) => tracing::error!(%error, "cannot load the new guardrail policies"),
-            }
-        }
-        for event in &fresh {
-            seen.insert(event.seq);
-            newest = newest.max(event.seq);
-        }
-        let floor = newest - FOLLOW_LOOK_BACK;
-        seen.retain(|seq| *seq > floor);
     }
 }
 

@@ -86,6 +86,9 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
     /// What access decisions read, in memory; kept current by the store wrapper.
     pub live: Arc<crate::live::LiveState>,
+    /// Whether that memory is known to be current with the other nodes' changes, and what
+    /// strict mode makes of it.
+    pub freshness: Arc<crate::nodes::Freshness>,
     /// Decision events on their way to the trail.
     pub decisions: crate::access::DecisionLog,
     /// Notification settings: retry backoff, the hosts channels may send to.

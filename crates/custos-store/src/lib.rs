@@ -6,6 +6,7 @@
 //! suite (`tests/it`).
 
 mod error;
+pub mod feed;
 mod group_commit;
 mod sql;
 

@@ -204,6 +204,27 @@ impl PostgresStore {
     }
 }
 
+impl SqliteStore {
+    /// One node uses a SQLite store: no other node holds its state in memory, so no change
+    /// is announced.
+    async fn announce(_tx: &mut sqlx::SqliteConnection, _events: &[DomainEvent]) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// Announces, in the transaction that appends them, events that can change a decision
+    /// other nodes answer from memory: PostgreSQL delivers the notice only when (and if) the
+    /// transaction commits, so no node hears of a change before it can read it. See
+    /// [`crate::feed`] for the payload.
+    async fn announce(tx: &mut sqlx::PgConnection, events: &[DomainEvent]) -> Result<()> {
+        if events.iter().any(|e| e.kind.changes_decisions()) {
+            sqlx::query(crate::feed::ANNOUNCE).execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+}
+
 /// PostgreSQL needs no group commit: its own WAL writer batches concurrent commits. A slot is
 /// a pooled connection, so both stores write with the same code.
 struct PgSlot(sqlx::pool::PoolConnection<sqlx::Postgres>);
@@ -957,7 +978,7 @@ macro_rules! sql_store {
                 .bind(to_json(&event.details))
                 .execute(&mut *tx)
                 .await?;
-                Ok(())
+                Self::announce(&mut *tx, std::slice::from_ref(event)).await
             }
 
             async fn insert_operator(
@@ -2296,6 +2317,7 @@ macro_rules! sql_store {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
+                Self::announce(&mut *tx, events).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())

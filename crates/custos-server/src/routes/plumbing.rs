@@ -13,10 +13,12 @@ use crate::service::AppState;
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
+        node: None,
     })
 }
 
-/// Readiness: the store answers, and the audit trail is being sealed.
+/// Readiness: the store answers, the audit trail is being sealed, and in strict mode the node
+/// is confirmed current with the other nodes' changes.
 #[utoipa::path(get, path = "/readyz", tag = "plumbing", security(()),
     responses((status = 200, body = Health),
               (status = 503, body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -35,8 +37,18 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
             format!("the audit trail cannot be sealed: {reason}"),
         ));
     }
+    // A node in strict mode that cannot confirm it is current refuses every decision: a load
+    // balancer should send the checks to another node meanwhile.
+    if state.freshness.refuses() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state_unconfirmed",
+            "strict mode: this node cannot confirm it has heard every other node's changes",
+        ));
+    }
     Ok(Json(Health {
         status: "ready".into(),
+        node: Some(state.freshness.node().to_owned()),
     }))
 }
 

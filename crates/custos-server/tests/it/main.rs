@@ -15,6 +15,7 @@ mod inventory;
 mod lifecycle;
 mod lifecycle_jobs;
 mod negative;
+mod nodes;
 mod notifications;
 mod oauth;
 mod policies;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_custos");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -83,7 +83,7 @@ mod raw {
     }
 }
 
-fn custos(dir: &Path) -> Command {
+pub(crate) fn custos(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("CUSTOS_ADMIN_TOKEN")
         .env_remove("CUSTOS_LISTEN")

@@ -6,5 +6,6 @@ mod support;
 
 mod behaviour;
 mod conformance;
+mod feed;
 mod lifecycle;
 mod upgrade;

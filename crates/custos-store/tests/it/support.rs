@@ -32,6 +32,16 @@ pub async fn sqlite() -> Harness {
 }
 
 pub async fn postgres() -> Harness {
+    let options = postgres_options().await;
+    let store = PostgresStore::connect_with(options).await.unwrap();
+    Harness {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+/// Connection options for a fresh schema of the test database.
+pub async fn postgres_options() -> PgConnectOptions {
     let url = std::env::var("CUSTOS_TEST_DATABASE_URL")
         .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
     let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
@@ -57,14 +67,9 @@ pub async fn postgres() -> Harness {
         .execute(&mut admin)
         .await
         .unwrap();
-    let options = PgConnectOptions::from_str(&url)
+    PgConnectOptions::from_str(&url)
         .unwrap()
-        .options([("search_path", &schema)]);
-    let store = PostgresStore::connect_with(options).await.unwrap();
-    Harness {
-        store: Arc::new(store),
-        _dir: None,
-    }
+        .options([("search_path", &schema)])
 }
 
 static CLOCK: AtomicI64 = AtomicI64::new(1_800_000_000_000);
