@@ -36,6 +36,9 @@ pub fn router(state: AppState) -> Router {
         .route("/nhis/{id}", get(pages::nhi))
         .route("/nhis/{id}/suspend", post(pages::suspend))
         .route("/nhis/{id}/resume", post(pages::resume))
+        .route("/findings", get(pages::findings))
+        .route("/findings/{id}", get(pages::finding))
+        .route("/findings/{id}/{action}", post(pages::resolve_finding))
         .fallback(|| async { UiError::not_found("page") })
         .layer(axum::middleware::from_fn(page_headers))
         .with_state(state);

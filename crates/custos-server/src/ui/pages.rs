@@ -7,6 +7,7 @@ use askama::Template;
 use axum::extract::{Path, Query, RawForm, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use custos_core::finding::{Finding, FindingState};
 use custos_core::issuance::{Approval, ApprovalKind, ApprovalState, Decision, RiskLevel};
 use custos_core::scope::Scope;
 use custos_core::validate::ValidationErrors;
@@ -714,4 +715,228 @@ pub async fn resume(
     RawForm(body): RawForm,
 ) -> Result<Response, UiError> {
     change_status(state, session, id, headers, &body, false).await
+}
+
+// ---- findings ----
+
+pub struct FindingRow {
+    pub id: String,
+    pub severity: String,
+    pub kind: String,
+    pub nhi_id: Option<String>,
+    pub nhi_name: String,
+    pub summary: String,
+    pub occurrences: i64,
+    pub last_seen: String,
+    pub state: String,
+}
+
+#[derive(Template)]
+#[template(path = "findings.html")]
+pub struct FindingsPage {
+    pub nav: Nav,
+    pub rows: Vec<FindingRow>,
+    pub states: Vec<Choice>,
+    pub kind: String,
+    pub next: Option<String>,
+}
+
+/// An NHI's name for a page, or its id if the operator may not see it.
+async fn nhi_name(state: &AppState, who: &Principal, id: &str) -> String {
+    service::visible_nhi(state, who, id)
+        .await
+        .map_or_else(|_| id.to_owned(), |n| n.name)
+}
+
+/// `GET /ui/findings`: the findings about NHIs the operator may see, newest first; the
+/// unresolved ones unless another state is chosen.
+pub async fn findings(
+    State(state): State<AppState>,
+    session: Session,
+    Query(params): Params,
+) -> Result<Response, UiError> {
+    let chosen = params.get("state").map_or("unresolved", String::as_str);
+    let finding_state = match chosen {
+        "unresolved" => None,
+        _ => filter_value(&params, "state", FindingState::parse)?,
+    };
+    let kind = params
+        .get("kind")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    let after = match params.get("after").filter(|a| !a.is_empty()) {
+        Some(cursor) => Some(service::decode_cursor(cursor)?),
+        None => None,
+    };
+    let found = crate::behaviour::list_findings(
+        &state,
+        &session.principal,
+        crate::behaviour::FindingQuery {
+            kind: (!kind.is_empty()).then(|| kind.clone()),
+            nhi_id: None,
+            state: finding_state,
+            unresolved: chosen == "unresolved",
+        },
+        Page {
+            after,
+            limit: INVENTORY_PAGE,
+        },
+    )
+    .await?;
+    let now = state.now();
+    let mut rows = Vec::with_capacity(found.items.len());
+    for f in found.items {
+        let nhi_name = match &f.nhi_id {
+            Some(id) => nhi_name(&state, &session.principal, id).await,
+            None => String::new(),
+        };
+        rows.push(FindingRow {
+            severity: f.severity.as_str().to_owned(),
+            state: f.state.as_str().to_owned(),
+            last_seen: relative(now, f.last_seen),
+            id: f.id,
+            kind: f.kind,
+            nhi_id: f.nhi_id,
+            nhi_name,
+            summary: f.summary,
+            occurrences: f.occurrences,
+        });
+    }
+    let next = found.next_cursor.map(|cursor| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("state", chosen)
+            .append_pair("kind", &kind)
+            .append_pair("after", &cursor)
+            .finish()
+    });
+    let mut states = vec![
+        Choice {
+            value: "unresolved",
+            label: "unresolved",
+            selected: chosen == "unresolved",
+        },
+        Choice {
+            value: "any",
+            label: "any state",
+            selected: chosen == "any",
+        },
+    ];
+    states.extend(FindingState::ALL.iter().map(|s| Choice {
+        value: s.as_str(),
+        label: s.as_str(),
+        selected: Some(*s) == finding_state,
+    }));
+    let page = FindingsPage {
+        nav: Nav::new(&session, "findings"),
+        rows,
+        states,
+        kind,
+        next,
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+pub struct ActionChoice {
+    pub value: &'static str,
+    pub label: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "finding.html")]
+pub struct FindingPage {
+    pub nav: Nav,
+    pub finding: Finding,
+    pub nhi_name: String,
+    pub last_seen: String,
+    /// The evidence as indented JSON.
+    pub evidence: String,
+    pub may_resolve: bool,
+    pub actions: Vec<ActionChoice>,
+    pub error: Option<ApiError>,
+}
+
+/// What may be done with an unresolved finding: acknowledge it (only while it is open),
+/// dismiss it, or accept it as the new normal.
+fn finding_actions(finding: &Finding) -> Vec<ActionChoice> {
+    let mut actions = Vec::new();
+    if finding.state == FindingState::Open {
+        actions.push(ActionChoice {
+            value: "acknowledge",
+            label: "Acknowledge: looking into it",
+        });
+    }
+    actions.push(ActionChoice {
+        value: "dismiss",
+        label: "Dismiss: not a problem",
+    });
+    actions.push(ActionChoice {
+        value: "accept",
+        label: "Accept: the new normal",
+    });
+    actions
+}
+
+async fn finding_page(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+    error: Option<ApiError>,
+) -> Result<Response, UiError> {
+    let who = &session.principal;
+    let finding = crate::behaviour::get_finding(state, who, id).await?;
+    let nhi_name = match &finding.nhi_id {
+        Some(nhi) => nhi_name(state, who, nhi).await,
+        None => String::new(),
+    };
+    let operator = session.operator();
+    let may_resolve = !finding.state.is_resolved()
+        && (operator.has_role(Role::Admin)
+            || (operator.has_role(Role::Reviewer) && finding.nhi_id.is_some()));
+    let status = error.as_ref().map_or(StatusCode::OK, |e| e.status);
+    let page = FindingPage {
+        nav: Nav::new(session, "findings"),
+        last_seen: relative(state.now(), finding.last_seen),
+        evidence: serde_json::to_string_pretty(&finding.evidence).unwrap_or_default(),
+        actions: finding_actions(&finding),
+        may_resolve,
+        nhi_name,
+        finding,
+        error,
+    };
+    Ok(render(status, &page))
+}
+
+/// `GET /ui/findings/{id}`: one finding, its evidence, and what the operator may do with it.
+pub async fn finding(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    finding_page(&state, &session, &id, None).await
+}
+
+/// `POST /ui/findings/{id}/{acknowledge|dismiss|accept}`, with a reason: the same use case as
+/// the API's, so the same rights and the same stable codes.
+pub async fn resolve_finding(
+    State(state): State<AppState>,
+    session: Session,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawForm(body): RawForm,
+) -> Result<Response, UiError> {
+    let form = checked_form(&headers, &body, &session.csrf_token)?;
+    let to = match action.as_str() {
+        "acknowledge" => FindingState::Acknowledged,
+        "dismiss" => FindingState::Dismissed,
+        "accept" => FindingState::Accepted,
+        _ => return Err(ApiError::not_found("page").into()),
+    };
+    let input = crate::api::ResolveFinding {
+        reason: optional_reason(&form),
+    };
+    match crate::behaviour::resolve_finding(&state, &session.principal, &id, to, input).await {
+        Ok(_) => Ok(see_other(&format!("/ui/findings/{id}"))),
+        Err(error) if error.status == StatusCode::NOT_FOUND => Err(error.into()),
+        Err(error) => finding_page(&state, &session, &id, Some(error)).await,
+    }
 }

@@ -15,6 +15,7 @@ both_backends!(
     a_reviewer_sees_and_decides_only_its_teams_requests,
     an_escalated_request_is_offered_to_the_fallback_team,
     pages_carry_strict_headers_and_unknown_ones_are_404,
+    findings_are_listed_shown_and_resolved_with_a_reason,
 );
 
 /// A browser without a cookie jar: redirects and cookies are looked at by the tests.
@@ -494,7 +495,7 @@ async fn a_reviewer_sees_and_decides_only_its_teams_requests(backend: Backend) {
 async fn pages_carry_strict_headers_and_unknown_ones_are_404(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = sign_in(&server, ADMIN_TOKEN).await;
-    for path in ["/ui/approvals", "/ui/nhis", "/ui/login"] {
+    for path in ["/ui/approvals", "/ui/nhis", "/ui/findings", "/ui/login"] {
         let (status, headers, _) = get(&server, path, Some(&admin.cookie)).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         let csp = headers["content-security-policy"].to_str().unwrap();
@@ -594,4 +595,138 @@ async fn an_escalated_request_is_offered_to_the_fallback_team(backend: Backend) 
         )
         .await;
     assert_eq!(task["state"], "active");
+}
+
+async fn findings_are_listed_shown_and_resolved_with_a_reason(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    // An orphan makes a finding: its team's one member is revoked, and the jobs run.
+    let team = server.team("vanishing").await;
+    let (member, _) = server.operator("vera", &["reviewer"], &["vanishing"]).await;
+    server.nhi("lonely-bot", "vanishing").await;
+    server
+        .admin(
+            Method::POST,
+            &format!("/v1/operators/{member}/revoke"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let report = server
+        .admin(Method::POST, "/v1/lifecycle/run", None, StatusCode::OK)
+        .await;
+    assert_eq!(report["orphans"], 1, "{report}");
+    let found = server
+        .admin(
+            Method::GET,
+            "/v1/findings?kind=orphaned",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let id = found["items"][0]["id"].as_str().unwrap().to_owned();
+
+    let admin = sign_in(&server, ADMIN_TOKEN).await;
+    let (status, _, list) = get(&server, "/ui/findings", Some(&admin.cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        list.contains(&format!("/ui/findings/{id}")) && list.contains("lonely-bot"),
+        "{list}"
+    );
+    let (status, _, page) = get(&server, &format!("/ui/findings/{id}"), Some(&admin.cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("has no active member left"), "{page}");
+    assert!(
+        page.contains(team["id"].as_str().unwrap()),
+        "the evidence: {page}"
+    );
+    assert!(page.contains("acknowledge-form"), "{page}");
+
+    // Without the form's token nothing changes; with it, the finding is acknowledged.
+    let path = format!("/ui/findings/{id}/acknowledge");
+    let (status, _, _) = post(
+        &server,
+        &path,
+        Some(&admin.cookie),
+        &[],
+        &[("reason", "looking")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, headers, _) = post(
+        &server,
+        &path,
+        Some(&admin.cookie),
+        &[],
+        &[("csrf", &admin.csrf), ("reason", "looking into it")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), format!("/ui/findings/{id}"));
+    let shown = server
+        .admin(
+            Method::GET,
+            &format!("/v1/findings/{id}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(shown["state"], "acknowledged", "{shown}");
+    let (status, _, _) = post(
+        &server,
+        &format!("/ui/findings/{id}/dismiss"),
+        Some(&admin.cookie),
+        &[],
+        &[("csrf", &admin.csrf), ("reason", "the team was merged")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // Resolved: gone from the default (unresolved) list, found under its state.
+    let (_, _, list) = get(&server, "/ui/findings", Some(&admin.cookie)).await;
+    assert!(!list.contains(&format!("/ui/findings/{id}")), "{list}");
+    let (_, _, list) = get(&server, "/ui/findings?state=dismissed", Some(&admin.cookie)).await;
+    assert!(list.contains(&format!("/ui/findings/{id}")), "{list}");
+    let (_, _, page) = get(&server, &format!("/ui/findings/{id}"), Some(&admin.cookie)).await;
+    assert!(
+        !page.contains("dismiss-form") && page.contains("the team was merged"),
+        "{page}"
+    );
+    // Deciding again is refused with its stable code, on the page.
+    let (status, _, page) = post(
+        &server,
+        &format!("/ui/findings/{id}/accept"),
+        Some(&admin.cookie),
+        &[],
+        &[("csrf", &admin.csrf), ("reason", "again")],
+    )
+    .await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(page.contains("error-code"), "{page}");
+    for bad in [
+        format!("/ui/findings/{id}/explode"),
+        "/ui/findings/no-such-finding/dismiss".to_owned(),
+    ] {
+        let (status, _, _) = post(
+            &server,
+            &bad,
+            Some(&admin.cookie),
+            &[],
+            &[("csrf", &admin.csrf), ("reason", "x")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
+    }
+    let (status, _, _) = get(&server, "/ui/findings?state=bogus", Some(&admin.cookie)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A reviewer of another team sees neither the finding nor the nhi's name.
+    server.team("others").await;
+    let (_, other) = server.operator("otto", &["reviewer"], &["others"]).await;
+    let other = sign_in(&server, &other).await;
+    let (_, _, list) = get(&server, "/ui/findings?state=any", Some(&other.cookie)).await;
+    assert!(
+        !list.contains(&id) && !list.contains("lonely-bot"),
+        "{list}"
+    );
+    let (status, _, _) = get(&server, &format!("/ui/findings/{id}"), Some(&other.cookie)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
