@@ -638,31 +638,14 @@ pub async fn resume_after_review(
     approval_id: &str,
     who: &Principal,
 ) -> ApiResult<()> {
-    if crate::lifecycle::under_way(state, nhi_id).await? {
-        // Being decommissioned meanwhile: the decommission wins.
-        return Ok(());
-    }
-    for _ in 0..5 {
-        let Some(current) = state.store.get_nhi(nhi_id).await? else {
-            return Ok(());
-        };
-        let Ok(Some(next)) = current.resume(state.now()) else {
-            return Ok(());
-        };
-        let event = state
-            .event(EventKind::NhiResumed, who.actor(), format!("nhi:{nhi_id}"))
-            .with("reason", format!("approval {approval_id}"))
-            .with("approval", approval_id);
-        match state.store.update_nhi(&next, current.version, &event).await {
-            Ok(()) => return Ok(()),
-            Err(StoreError::VersionMismatch { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::conflict(
-        "concurrent_update",
-        "the nhi is changing too often; try again",
-    ))
+    crate::service::resume_on_decision(
+        state,
+        nhi_id,
+        who.actor(),
+        &format!("approval {approval_id}"),
+        ("approval", approval_id),
+    )
+    .await
 }
 
 /// Links a step-up approval request to its finding.

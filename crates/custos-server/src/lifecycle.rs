@@ -174,34 +174,35 @@ pub fn drive(state: &AppState, id: &str) {
     });
 }
 
-/// Picks up every workflow left unfinished, by a crash or by a stop: run at start.
-pub async fn resume_unfinished(state: &AppState) -> Result<usize, StoreError> {
+/// Every workflow not yet finished, a page at a time: the running ones are few.
+async fn unfinished(state: &AppState) -> Result<Vec<Decommission>, StoreError> {
+    let filter = DecommissionFilter {
+        finished: Some(false),
+        ..Default::default()
+    };
     let mut page = Page {
         after: None,
         limit: 500,
     };
-    let mut resumed = 0;
+    let mut all = Vec::new();
     loop {
-        let batch = state
-            .store
-            .list_decommissions(
-                &DecommissionFilter {
-                    finished: Some(false),
-                    ..Default::default()
-                },
-                &page,
-            )
-            .await?;
+        let batch = state.store.list_decommissions(&filter, &page).await?;
         let Some(last) = batch.last() else {
-            return Ok(resumed);
+            return Ok(all);
         };
         page.after = Some(last.id.clone());
-        for workflow in &batch {
-            tracing::info!(decommission = %workflow.id, nhi = %workflow.nhi_id, step = %workflow.step, "resuming a decommission");
-            drive(state, &workflow.id);
-            resumed += 1;
-        }
+        all.extend(batch);
     }
+}
+
+/// Picks up every workflow left unfinished, by a crash or by a stop: run at start.
+pub async fn resume_unfinished(state: &AppState) -> Result<usize, StoreError> {
+    let workflows = unfinished(state).await?;
+    for workflow in &workflows {
+        tracing::info!(decommission = %workflow.id, nhi = %workflow.nhi_id, step = %workflow.step, "resuming a decommission");
+        drive(state, &workflow.id);
+    }
+    Ok(workflows.len())
 }
 
 /// Does the workflow's steps until it is done; a failing step is counted, said, and tried
@@ -414,31 +415,14 @@ pub async fn cancel(
             "the watch ended meanwhile; a revocation is not undone",
         ));
     }
-    for _ in 0..5 {
-        let Some(current) = state.store.get_nhi(&nhi.id).await? else {
-            break;
-        };
-        let Ok(Some(next)) = current.resume(now) else {
-            break;
-        };
-        let resumed = state
-            .event(
-                EventKind::NhiResumed,
-                who.actor(),
-                format!("nhi:{}", nhi.id),
-            )
-            .with("reason", "staged decommission cancelled")
-            .with("decommission", &workflow.id);
-        match state
-            .store
-            .update_nhi(&next, current.version, &resumed)
-            .await
-        {
-            Ok(()) => break,
-            Err(StoreError::VersionMismatch { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    crate::service::resume_on_decision(
+        state,
+        &nhi.id,
+        who.actor(),
+        "staged decommission cancelled",
+        ("decommission", &workflow.id),
+    )
+    .await?;
     Ok(cancelled)
 }
 
@@ -465,33 +449,14 @@ pub async fn under_way(state: &AppState, nhi_id: &str) -> Result<bool, StoreErro
 /// Drives every staged workflow whose watch has ended: what is left of it follows.
 pub async fn end_watches(state: &AppState) -> Result<usize, StoreError> {
     let now = state.now();
-    let mut page = Page {
-        after: None,
-        limit: 500,
-    };
     let mut ended = 0;
-    loop {
-        let batch = state
-            .store
-            .list_decommissions(
-                &DecommissionFilter {
-                    finished: Some(false),
-                    ..Default::default()
-                },
-                &page,
-            )
-            .await?;
-        let Some(last) = batch.last() else {
-            return Ok(ended);
-        };
-        page.after = Some(last.id.clone());
-        for workflow in &batch {
-            if workflow.step == DecommissionStep::Watch && !workflow.watching(now) {
-                drive(state, &workflow.id);
-                ended += 1;
-            }
+    for workflow in unfinished(state).await? {
+        if workflow.step == DecommissionStep::Watch && !workflow.watching(now) {
+            drive(state, &workflow.id);
+            ended += 1;
         }
     }
+    Ok(ended)
 }
 
 /// Suspends the NHI first, so that nothing new is issued to it while its credentials are

@@ -800,6 +800,47 @@ pub async fn resume_nhi(
     change_status(state, who, id, reason, Nhi::resume, EventKind::NhiResumed).await
 }
 
+/// Resumes a suspended NHI on a decision already taken elsewhere (a reviewer approved its
+/// resumption, an operator cancelled a staged decommission): the decision is the authority,
+/// so no role is asked here. `link` names it in the event. An NHI no longer suspended, or one
+/// being decommissioned meanwhile (the decommission wins), is left as it is.
+pub async fn resume_on_decision(
+    state: &AppState,
+    nhi_id: &str,
+    actor: Actor,
+    reason: &str,
+    (link, id): (&str, &str),
+) -> ApiResult<()> {
+    if crate::lifecycle::under_way(state, nhi_id).await? {
+        return Ok(());
+    }
+    for _ in 0..5 {
+        let Some(current) = state.store.get_nhi(nhi_id).await? else {
+            return Ok(());
+        };
+        let Ok(Some(next)) = current.resume(state.now()) else {
+            return Ok(());
+        };
+        let event = state
+            .event(
+                EventKind::NhiResumed,
+                actor.clone(),
+                format!("nhi:{nhi_id}"),
+            )
+            .with("reason", reason)
+            .with(link, id);
+        match state.store.update_nhi(&next, current.version, &event).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::VersionMismatch { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "concurrent_update",
+        "the nhi is changing too often; try again",
+    ))
+}
+
 /// Applies a status transition of the core, recording `kind` with the caller's reason.
 async fn change_status(
     state: &AppState,
