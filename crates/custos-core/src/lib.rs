@@ -7,6 +7,7 @@ pub mod audit;
 pub mod baseline;
 pub mod checkpoint;
 pub mod decision;
+pub mod discovery;
 pub mod event;
 pub mod finding;
 pub mod guardrails;
