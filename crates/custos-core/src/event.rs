@@ -112,10 +112,18 @@ pub enum EventKind {
     TaskExpired,
     /// A staged decommission was stopped during its watch; the NHI is resumed.
     DecommissionCancelled,
+    /// A discovery import was read: `details` say the format, the source and the counts.
+    DiscoveryImported,
+    /// Someone linked NHIs on several platforms into one logical agent.
+    LogicalAgentCreated,
+    /// An NHI joined a logical agent.
+    LogicalAgentLinked,
+    /// An NHI left a logical agent.
+    LogicalAgentUnlinked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 48] = [
+    pub const ALL: [EventKind; 52] = [
         EventKind::ServerBootstrapped,
         EventKind::TeamCreated,
         EventKind::TeamUpdated,
@@ -164,6 +172,10 @@ impl EventKind {
         EventKind::CredentialCollected,
         EventKind::TaskExpired,
         EventKind::DecommissionCancelled,
+        EventKind::DiscoveryImported,
+        EventKind::LogicalAgentCreated,
+        EventKind::LogicalAgentLinked,
+        EventKind::LogicalAgentUnlinked,
     ];
 
     /// The stable name of the event type, as stored and as shown in the trail.
@@ -217,6 +229,10 @@ impl EventKind {
             EventKind::CredentialCollected => "credential.collected",
             EventKind::TaskExpired => "task.expired",
             EventKind::DecommissionCancelled => "decommission.cancelled",
+            EventKind::DiscoveryImported => "discovery.imported",
+            EventKind::LogicalAgentCreated => "logical_agent.created",
+            EventKind::LogicalAgentLinked => "logical_agent.linked",
+            EventKind::LogicalAgentUnlinked => "logical_agent.unlinked",
         }
     }
 

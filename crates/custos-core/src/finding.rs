@@ -276,6 +276,8 @@ pub struct FindingFilter {
     pub team_ids: Option<Vec<String>>,
     /// Only findings whose response opened this approval request.
     pub approval_id: Option<String>,
+    /// Only findings under this dedupe key (the unresolved one and the resolved ones).
+    pub dedupe_key: Option<String>,
 }
 
 #[cfg(test)]

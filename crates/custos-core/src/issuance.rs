@@ -78,6 +78,10 @@ string_enum!(
         /// NHI due its periodic owner attestation; approving confirms the owner. A review of
         /// the NHI itself: no task.
         Ownership => "ownership",
+        /// A shadow NHI found by discovery, registered suspended for its presumed owner team
+        /// to confirm; approving activates it and settles the finding, denying decommissions
+        /// the registration and leaves the finding open. A review of the NHI itself: no task.
+        Adoption => "adoption",
     }
 );
 
@@ -85,7 +89,10 @@ impl ApprovalKind {
     /// A review of the NHI itself rather than of something it asked for: it has no task and no
     /// scope, and deciding it acts on the NHI (resumes, decommissions, confirms its owner).
     pub fn is_nhi_review(self) -> bool {
-        matches!(self, Self::Resume | Self::Decommission | Self::Ownership)
+        matches!(
+            self,
+            Self::Resume | Self::Decommission | Self::Ownership | Self::Adoption
+        )
     }
 }
 

@@ -359,7 +359,7 @@ pub struct OperatorList {
 
 // ---- NHIs ----
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerInput {
     /// The owner team's name or id.

@@ -673,7 +673,7 @@ pub async fn baseline(state: &AppState, who: &Principal, nhi_id: &str) -> ApiRes
         .get(&nhi.id)
         .map(|p| p.summary(now, &state.behaviour.settings))
         .unwrap_or_else(|| new_profile(&nhi, now).summary(now, &state.behaviour.settings));
-    let mut value = serde_json::to_value(summary).map_err(|e| internal(e.to_string()))?;
+    let mut value = serde_json::to_value(summary).map_err(|e| ApiError::internal(e.to_string()))?;
     value["nhi_id"] = json!(nhi.id);
     value["probation"] = json!({
         "days": state.behaviour.settings.probation_days,
@@ -709,6 +709,7 @@ pub async fn list_findings(
                 unresolved_only: query.unresolved,
                 team_ids,
                 approval_id: None,
+                dedupe_key: None,
             },
             &Page {
                 after: page.after,
@@ -989,7 +990,7 @@ pub async fn create_response_policy(
     };
     errors.into_result()?;
     let (Some(action), Some(min_severity), Some(target)) = (action, min_severity, target) else {
-        return Err(internal("validated input went missing"));
+        return Err(ApiError::internal("validated input went missing"));
     };
     let policy = ResponsePolicy {
         id: new_id(),
@@ -1057,7 +1058,7 @@ pub async fn revoke_response_policy(
         .await?
         .into_iter()
         .find(|p| p.id == id)
-        .ok_or_else(|| internal("a response policy vanished"))
+        .ok_or_else(|| ApiError::internal("a response policy vanished"))
 }
 
 // ---- observed events from elsewhere ----
@@ -1163,10 +1164,16 @@ pub async fn observe_imported(
     })
 }
 
-fn internal(detail: impl Into<String>) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        detail,
-    )
+/// Feeds one event seen in a platform's logs (a discovery import) to a registered NHI's
+/// baseline. Like `POST /v1/observations`, a departure is recorded and alerted, never
+/// enforced: it happened elsewhere, already. The finding's id if it raised one.
+pub async fn observe_elsewhere(
+    state: &AppState,
+    nhi_id: &str,
+    event: &Observation<'_>,
+) -> ApiResult<Option<String>> {
+    Ok(observe(state, nhi_id, event, false)
+        .await?
+        .map(|response| response.finding().to_owned())
+        .filter(|id| !id.is_empty()))
 }

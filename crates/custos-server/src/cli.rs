@@ -134,6 +134,35 @@ enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// Import a file of a discovery format (admin): an inventory to register, or a platform's
+    /// listing or logs to find every identity in, shadow NHIs among them. Streams each FILE
+    /// (gzip or not; "-" reads stdin) with a progress bar, then prints what it did
+    Import {
+        /// inventory-csv, inventory-json, aws-iam-credential-report, k8s-serviceaccounts,
+        /// cloudtrail, k8s-audit, github-audit or okta-system-log
+        format: String,
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// The name to record each file under; its path if absent
+        #[arg(long)]
+        source: Option<String>,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Identities the imports have seen: people, machines and the platforms' own services
+    Discovery {
+        #[command(subcommand)]
+        command: DiscoveryCommand,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Logical agents: one agent's NHIs on several platforms, linked
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Evaluate behaviour baselining offline: a simulated fleet with injected attacks, scored
     /// by the detector; prints recall per attack type and false alerts per 1,000 NHI-days
     Simulate {
@@ -707,6 +736,31 @@ enum FindingsCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Adopt the shadow NHI a shadow_nhi finding is about: register it, suspended, under an
+    /// owner, and ask that team in its inbox; approving activates it
+    Adopt {
+        id: String,
+        /// ai_agent, service_account, workload, api_key, automation or oauth_app
+        #[arg(long)]
+        kind: String,
+        /// The owner team's name or id
+        #[arg(long)]
+        owner_team: String,
+        #[arg(long)]
+        owner_application: Option<String>,
+        #[arg(long)]
+        owner_contact: Option<String>,
+        #[arg(long)]
+        purpose: String,
+        /// The NHI's name; the identity's name on its platform if absent
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        /// A grant of the scope ceiling (repeatable)
+        #[arg(long = "scope")]
+        scope_ceiling: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -809,6 +863,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lifecycle { command, client } => lifecycle(&client, command).await,
         Command::ResponsePolicies { command, client } => response_policies(&client, command).await,
         Command::Observe { file, client } => observe(&client, &file).await,
+        Command::Import {
+            format,
+            files,
+            source,
+            client,
+        } => import(&client, &format, &files, source.as_deref()).await,
+        Command::Discovery { command, client } => discovery(&client, command).await,
+        Command::Agents { command, client } => agents(&client, command).await,
         Command::Simulate {
             nhis,
             days,
@@ -2126,6 +2188,57 @@ async fn findings(client: &Client, command: FindingsCommand) -> anyhow::Result<(
         FindingsCommand::Accept { id, reason } => {
             resolve_finding(client, &id, "accept", reason).await
         }
+        FindingsCommand::Adopt {
+            id,
+            kind,
+            owner_team,
+            owner_application,
+            owner_contact,
+            purpose,
+            name,
+            environment,
+            scope_ceiling,
+        } => {
+            let mut owner = json!({"team": owner_team});
+            if let Some(application) = owner_application {
+                owner["application"] = json!(application);
+            }
+            if let Some(contact) = owner_contact {
+                owner["contact"] = json!(contact);
+            }
+            let mut body = json!({
+                "kind": kind,
+                "owner": owner,
+                "purpose": purpose,
+                "scope_ceiling": scope_ceiling,
+            });
+            if let Some(name) = name {
+                body["name"] = json!(name);
+            }
+            if let Some(environment) = environment {
+                body["environment"] = json!(environment);
+            }
+            let (_, adopted) = request(
+                client,
+                Method::POST,
+                &format!("/v1/findings/{}/adopt", enc(&id)),
+                Some(body),
+                &[],
+            )
+            .await?;
+            print_one(
+                client,
+                &adopted,
+                &[
+                    "nhi.id",
+                    "nhi.name",
+                    "nhi.platform",
+                    "nhi.status",
+                    "approval_id",
+                    "finding_id",
+                ],
+            )
+        }
     }
 }
 
@@ -2601,4 +2714,314 @@ async fn verify_server(
             )
         }),
     )
+}
+
+// ---- discovery: imports, observed identities, logical agents ----
+
+#[derive(Subcommand)]
+enum DiscoveryCommand {
+    /// List observed identities
+    Identities {
+        /// aws, kubernetes, github, okta, ...
+        #[arg(long)]
+        platform: Option<String>,
+        /// human, non_human or platform
+        #[arg(long)]
+        class: Option<String>,
+        /// Only shadow NHIs: non-human identities matched with no NHI
+        #[arg(long)]
+        shadow: bool,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// Link NHIs into a new logical agent
+    Create {
+        name: String,
+        /// The owner team's name or id
+        #[arg(long)]
+        team: String,
+        /// A member NHI's id (repeatable)
+        #[arg(long = "nhi", required = true)]
+        nhis: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    /// Add an NHI to a logical agent
+    Link {
+        id: String,
+        nhi: String,
+    },
+    /// Take an NHI out of a logical agent
+    Unlink {
+        id: String,
+        nhi: String,
+    },
+    /// Suggested links among the NHIs in no logical agent, strongest first
+    Suggest,
+}
+
+/// The columns an import's report prints, in order.
+const IMPORT_FIELDS: &[&str] = &[
+    "source",
+    "format",
+    "bytes",
+    "records",
+    "malformed",
+    "complete",
+    "stopped",
+    "registered",
+    "existing",
+    "identities",
+    "humans",
+    "non_human",
+    "platform_services",
+    "matched",
+    "shadow",
+    "new_shadow",
+    "dismissed_shadow",
+    "observed",
+    "findings",
+];
+
+/// `custos import`: each file streamed to the server with a progress bar of bytes sent (shown
+/// only on a terminal), its report printed as it finishes, then its malformed records.
+async fn import(
+    client: &Client,
+    format: &str,
+    files: &[std::path::PathBuf],
+    source: Option<&str>,
+) -> anyhow::Result<()> {
+    let token = client
+        .token
+        .as_deref()
+        .context("no token: pass --token or set CUSTOS_TOKEN")?;
+    let mut reports = Vec::new();
+    for file in files {
+        let name = source
+            .map(str::to_owned)
+            .unwrap_or_else(|| file.display().to_string());
+        let (reader, size): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, Option<u64>) =
+            if file.as_os_str() == "-" {
+                (Box::new(tokio::io::stdin()), None)
+            } else {
+                let opened = tokio::fs::File::open(file)
+                    .await
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                let size = opened.metadata().await.ok().map(|m| m.len());
+                (Box::new(opened), size)
+            };
+        let bar = match size {
+            Some(size) => indicatif::ProgressBar::new(size),
+            None => indicatif::ProgressBar::no_length(),
+        };
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(name.clone());
+        let stream = upload_stream(reader, bar.clone());
+        let url = with_query(
+            &format!("{}/v1/discovery/imports", client.url.trim_end_matches('/')),
+            [("format", Some(format.to_owned())), ("source", Some(name))],
+        );
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", client.url));
+        bar.finish_and_clear();
+        let response = response?;
+        let status = response.status();
+        let text = response.text().await.context("reading the response")?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let code = value.get("code").and_then(Value::as_str).unwrap_or("error");
+            let detail = value.get("detail").and_then(Value::as_str).unwrap_or("");
+            bail!("{}: {} {code}: {detail}", file.display(), status.as_u16());
+        }
+        if client.output == Output::Table {
+            print_one(client, &value, IMPORT_FIELDS)?;
+            if let Some(malformed) = value["malformed_records"].as_array()
+                && !malformed.is_empty()
+            {
+                println!("malformed records (first {}):", malformed.len());
+                for record in malformed {
+                    let line = record["position"]["line"]
+                        .as_u64()
+                        .map(|line| format!(", line {line}"))
+                        .unwrap_or_default();
+                    println!(
+                        "  record {}{line}: {}",
+                        record["position"]["record"],
+                        cell(&record["reason"])
+                    );
+                }
+            }
+        }
+        reports.push(value);
+    }
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
+}
+
+/// A file as a stream of chunks for an upload, moving the progress bar as they are read.
+fn upload_stream(
+    reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    bar: indicatif::ProgressBar,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+    futures_util::stream::unfold((reader, bar), |(mut reader, bar)| async move {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; 256 * 1024];
+        match reader.read(&mut chunk).await {
+            Ok(0) => None,
+            Ok(n) => {
+                chunk.truncate(n);
+                bar.inc(n as u64);
+                Some((Ok(chunk), (reader, bar)))
+            }
+            Err(e) => Some((Err(e), (reader, bar))),
+        }
+    })
+}
+
+async fn discovery(client: &Client, command: DiscoveryCommand) -> anyhow::Result<()> {
+    match command {
+        DiscoveryCommand::Identities {
+            platform,
+            class,
+            shadow,
+            limit,
+            cursor,
+        } => {
+            let path = with_query(
+                "/v1/discovery/identities",
+                [
+                    ("platform", platform),
+                    ("class", class),
+                    ("shadow", shadow.then(|| "true".to_owned())),
+                    ("limit", limit.map(|l| l.to_string())),
+                    ("cursor", cursor),
+                ],
+            );
+            let page = get(client, &path).await?;
+            print_page(
+                client,
+                &page,
+                &[
+                    "platform",
+                    "principal",
+                    "class",
+                    "nhi_id",
+                    "events",
+                    "first_seen",
+                    "last_seen",
+                    "class_reason",
+                ],
+            )
+        }
+    }
+}
+
+/// What a logical agent's table shows.
+const AGENT_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "team_id",
+    "description",
+    "created_at",
+    "members",
+];
+
+async fn agents(client: &Client, command: AgentsCommand) -> anyhow::Result<()> {
+    let show = |agent: Value| -> anyhow::Result<()> {
+        let mut shown = agent.clone();
+        if client.output == Output::Table {
+            let members: Vec<Value> = agent["members"]
+                .as_array()
+                .map(|m| m.iter().map(|m| m["nhi_id"].clone()).collect())
+                .unwrap_or_default();
+            shown["members"] = Value::Array(members);
+        }
+        print_one(client, &shown, AGENT_FIELDS)
+    };
+    match command {
+        AgentsCommand::Create {
+            name,
+            team,
+            nhis,
+            description,
+        } => {
+            let mut body = json!({"name": name, "team": team, "nhis": nhis});
+            if let Some(description) = description {
+                body["description"] = json!(description);
+            }
+            let (_, agent) =
+                request(client, Method::POST, "/v1/logical-agents", Some(body), &[]).await?;
+            show(agent)
+        }
+        AgentsCommand::List { limit, cursor } => {
+            let path = with_query(
+                "/v1/logical-agents",
+                [("limit", limit.map(|l| l.to_string())), ("cursor", cursor)],
+            );
+            let mut page = get(client, &path).await?;
+            if client.output == Output::Table
+                && let Some(items) = page["items"].as_array_mut()
+            {
+                for item in items {
+                    let count = item["members"].as_array().map_or(0, Vec::len);
+                    item["members"] = json!(count);
+                }
+            }
+            print_page(
+                client,
+                &page,
+                &["id", "name", "team_id", "members", "created_at"],
+            )
+        }
+        AgentsCommand::Get { id } => {
+            show(get(client, &format!("/v1/logical-agents/{}", enc(&id))).await?)
+        }
+        AgentsCommand::Link { id, nhi } => {
+            let path = format!("/v1/logical-agents/{}/members/{}", enc(&id), enc(&nhi));
+            show(request(client, Method::PUT, &path, None, &[]).await?.1)
+        }
+        AgentsCommand::Unlink { id, nhi } => {
+            let path = format!("/v1/logical-agents/{}/members/{}", enc(&id), enc(&nhi));
+            show(request(client, Method::DELETE, &path, None, &[]).await?.1)
+        }
+        AgentsCommand::Suggest => {
+            let suggestions = get(client, "/v1/logical-agents/suggestions").await?;
+            let items = suggestions.as_array().cloned().unwrap_or_default();
+            print_list(
+                client,
+                &items,
+                &["name", "team_id", "confidence", "nhi_ids", "reasons"],
+            )
+        }
+    }
 }

@@ -35,7 +35,7 @@ pub struct ServeArgs {
     /// task_ttl_default_seconds, task_ttl_max_seconds, max_delegation_depth, audit_origin,
     /// audit_witness_dir, audit_checkpoint_interval_seconds, notify_retry_base_ms,
     /// notify_allowed_hosts, approval_ttl_seconds, high_risk_quorum, escalate_after_seconds,
-    /// separation_of_duties, baseline_probation_days, baseline_probation_events,
+    /// separation_of_duties, import_max_bytes, baseline_probation_days, baseline_probation_events,
     /// baseline_alert_bits, anomaly_action, archive_dir, lifecycle_interval_seconds,
     /// lifecycle_idle_days, lifecycle_on_expiry, static_key_rotate_after_days,
     /// static_key_on_age, ownership_attest_every_days, strict_consistency, strict_max_lag_ms
@@ -91,6 +91,7 @@ struct FileConfig {
     high_risk_quorum: Option<u32>,
     escalate_after_seconds: Option<u32>,
     separation_of_duties: Option<bool>,
+    import_max_bytes: Option<u64>,
     baseline_probation_days: Option<u32>,
     baseline_probation_events: Option<u64>,
     baseline_alert_bits: Option<f32>,
@@ -151,6 +152,8 @@ pub struct Config {
     /// Separation of duties: nobody approves a request about an NHI their own team owns, and a
     /// request whose owner team has a fallback team goes to it at once.
     pub separation_of_duties: bool,
+    /// The largest file `POST /v1/discovery/imports` accepts, in bytes as uploaded.
+    pub import_max_bytes: u64,
     /// How a behaviour baseline learns (probation by time and volume) and the score, in bits,
     /// at which an event departs from it.
     pub baseline: custos_core::baseline::Settings,
@@ -212,6 +215,8 @@ pub enum ConfigError {
     ApprovalTtl,
     #[error("high_risk_quorum must be between 1 and 5")]
     Quorum,
+    #[error("import_max_bytes must be at least 1")]
+    ImportMaxBytes,
     #[error("escalate_after_seconds must be between 60 and 2592000")]
     EscalateAfter,
     #[error(
@@ -253,6 +258,7 @@ impl Config {
             high_risk_quorum: 2,
             escalate_after_seconds: 3600,
             separation_of_duties: false,
+            import_max_bytes: 4 << 30,
             baseline: custos_core::baseline::Settings::default(),
             anomaly_action: custos_core::finding::ResponseAction::Alert,
             strict_consistency: false,
@@ -369,6 +375,10 @@ impl Config {
         let separation_of_duties = file
             .separation_of_duties
             .unwrap_or(defaults.separation_of_duties);
+        let import_max_bytes = file.import_max_bytes.unwrap_or(defaults.import_max_bytes);
+        if import_max_bytes == 0 {
+            return Err(ConfigError::ImportMaxBytes);
+        }
         let baseline = custos_core::baseline::Settings {
             probation_days: file
                 .baseline_probation_days
@@ -442,6 +452,7 @@ impl Config {
             high_risk_quorum,
             escalate_after_seconds,
             separation_of_duties,
+            import_max_bytes,
             baseline,
             anomaly_action,
             strict_consistency,

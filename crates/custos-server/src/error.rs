@@ -54,6 +54,12 @@ impl ApiError {
         }
     }
 
+    /// Something that cannot happen did (stored data breaking an invariant): a 500 with the
+    /// detail, never a panic.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+    }
+
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }

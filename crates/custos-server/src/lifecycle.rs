@@ -274,7 +274,7 @@ async fn step(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
                 .store
                 .get_nhi(nhi_id)
                 .await?
-                .ok_or_else(|| internal(format!("nhi {nhi_id} is gone")))?;
+                .ok_or_else(|| ApiError::internal(format!("nhi {nhi_id} is gone")))?;
             deliveries = crate::notify::announce_decommission(state, workflow, &nhi).await?;
             teardown.notifications = u32::try_from(deliveries.len()).unwrap_or(u32::MAX);
         }
@@ -333,7 +333,7 @@ async fn watched(state: &AppState, workflow: &Decommission) -> ApiResult<Watch> 
         .teardown
         .watch
         .clone()
-        .ok_or_else(|| internal(format!("{workflow} watches without a watch")))?;
+        .ok_or_else(|| ApiError::internal(format!("{workflow} watches without a watch")))?;
     let mut query = custos_store::EventQuery {
         limit: 1_000,
         kinds: vec![EventKind::AccessDecided.as_str().to_owned()],
@@ -464,7 +464,10 @@ pub async fn end_watches(state: &AppState) -> Result<usize, StoreError> {
 async fn suspend(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
     for _ in 0..5 {
         let Some(current) = state.store.get_nhi(&workflow.nhi_id).await? else {
-            return Err(internal(format!("nhi {} is gone", workflow.nhi_id)));
+            return Err(ApiError::internal(format!(
+                "nhi {} is gone",
+                workflow.nhi_id
+            )));
         };
         if current.status != NhiStatus::Active {
             return Ok(());
@@ -575,7 +578,10 @@ fn refused_after(state: &AppState, revoked: &[String], started: Instant) -> Opti
 async fn tombstone(state: &AppState, workflow: &Decommission) -> ApiResult<()> {
     for _ in 0..5 {
         let Some(current) = state.store.get_nhi(&workflow.nhi_id).await? else {
-            return Err(internal(format!("nhi {} is gone", workflow.nhi_id)));
+            return Err(ApiError::internal(format!(
+                "nhi {} is gone",
+                workflow.nhi_id
+            )));
         };
         let Some(next) = current.tombstone(state.now()) else {
             return Ok(());
@@ -614,15 +620,15 @@ async fn archive(state: &AppState, nhi_id: &str) -> ApiResult<ArchivedTrail> {
         )
         .await?;
         let bytes = serde_json::to_vec_pretty(&export)
-            .map_err(|e| internal(format!("cannot encode the trail: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("cannot encode the trail: {e}")))?;
         let file = archive_file_name(nhi_id, trail.files.len() + 1);
         let dir = state.lifecycle.archive_dir.clone();
         let path = dir.join(&file);
         let written = bytes.clone();
         tokio::task::spawn_blocking(move || write_whole(&dir, &path, &written))
             .await
-            .map_err(|e| internal(format!("the archive writer stopped: {e}")))?
-            .map_err(|e| internal(format!("cannot write the archive: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("the archive writer stopped: {e}")))?
+            .map_err(|e| ApiError::internal(format!("cannot write the archive: {e}")))?;
         let events = export.events.len() as u64;
         trail.files.push(ArchivedFile {
             file,
@@ -714,14 +720,6 @@ fn busy() -> ApiError {
     ApiError::conflict(
         "concurrent_update",
         "the nhi is changing too often; try again",
-    )
-}
-
-fn internal(detail: impl Into<String>) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        detail,
     )
 }
 
@@ -923,7 +921,7 @@ pub async fn hook_event(
     let secret = state
         .keys
         .unseal(&hook_context(&hook.id), &hook.sealed_secret)
-        .map_err(|_| internal("a deployment hook's secret does not open"))?;
+        .map_err(|_| ApiError::internal("a deployment hook's secret does not open"))?;
     let secret = std::str::from_utf8(&secret).map_err(|_| unauthorized())?;
     let (signed_at, offered) =
         parse_signature(signature.ok_or_else(unauthorized)?).ok_or_else(unauthorized)?;

@@ -48,6 +48,8 @@ use std::sync::Arc;
 
 use crate::live::{Change, LiveState};
 use async_trait::async_trait;
+use custos_core::discovery::logical::{LogicalAgent, Member};
+use custos_core::discovery::observed::{ObservedFilter, ObservedIdentity};
 use custos_core::event::StoredEvent;
 use custos_core::finding::{Finding, FindingFilter, FindingState, ResponsePolicy};
 use custos_core::issuance::{Approval, StandingRule, Task, Vote};
@@ -119,6 +121,18 @@ metered! {
     fn get_nhi(&self, id: &str) -> StoreResult<Option<Nhi>>;
     fn update_nhi(&self, nhi: &Nhi, expected_version: i64, event: &DomainEvent) -> StoreResult<()> => |_| [Change::Nhi(&nhi.id)];
     fn list_nhis(&self, filter: &NhiFilter, page: &Page) -> StoreResult<Vec<Nhi>>;
+    // Discovery: observed identities and logical agents inform people, not decisions.
+    fn registered_names(&self, names: &[(String, String)]) -> StoreResult<Vec<(String, String)>>;
+    fn find_nhi_by_external_id(&self, platform: &str, external_id: &str) -> StoreResult<Option<Nhi>>;
+    fn record_observed(&self, identities: &[ObservedIdentity], event: &DomainEvent) -> StoreResult<Vec<ObservedIdentity>>;
+    fn get_observed(&self, platform: &str, principal: &str) -> StoreResult<Option<ObservedIdentity>>;
+    fn list_observed(&self, filter: &ObservedFilter, page: &Page) -> StoreResult<Vec<ObservedIdentity>>;
+    fn create_logical_agent(&self, agent: &LogicalAgent, event: &DomainEvent) -> StoreResult<()>;
+    fn get_logical_agent(&self, id: &str) -> StoreResult<Option<LogicalAgent>>;
+    fn list_logical_agents(&self, page: &Page) -> StoreResult<Vec<LogicalAgent>>;
+    fn link_logical_agent(&self, agent_id: &str, member: &Member, event: &DomainEvent) -> StoreResult<()>;
+    fn unlink_logical_agent(&self, agent_id: &str, nhi_id: &str, event: &DomainEvent) -> StoreResult<bool>;
+    fn linked_nhis(&self) -> StoreResult<Vec<String>>;
     fn create_credential(&self, credential: &Credential, event: &DomainEvent) -> StoreResult<()>;
     fn get_credential(&self, id: &str) -> StoreResult<Option<Credential>>;
     fn find_credential_by_hash(&self, secret_hash: &[u8]) -> StoreResult<Option<Credential>>;

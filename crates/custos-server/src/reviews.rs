@@ -37,6 +37,20 @@ pub async fn open(
     reasons: &[String],
     route_to: Option<&str>,
 ) -> ApiResult<(Approval, bool)> {
+    open_as(state, nhi, kind, purpose, reasons, route_to, Actor::System).await
+}
+
+/// [`open`], for a review a person asked for (an admin adopting a shadow NHI): they are its
+/// requester, so they can never approve it themselves.
+pub async fn open_as(
+    state: &AppState,
+    nhi: &Nhi,
+    kind: ApprovalKind,
+    purpose: String,
+    reasons: &[String],
+    route_to: Option<&str>,
+    requested_by: Actor,
+) -> ApiResult<(Approval, bool)> {
     debug_assert!(kind.is_nhi_review(), "{kind} is not a review of an nhi");
     let now = state.now();
     if let Some(pending) = latest(state, &nhi.id, kind)
@@ -56,7 +70,7 @@ pub async fn open(
         kind,
         nhi_id: nhi.id.clone(),
         task_id: None,
-        requested_by: Actor::System.to_string(),
+        requested_by: requested_by.to_string(),
         purpose,
         requested_scope: Scope::default(),
         excess: Vec::new(),
@@ -85,7 +99,7 @@ pub async fn open(
     };
     let mut events = vec![crate::tasks::approval_requested_event(
         state,
-        &Actor::System,
+        &requested_by,
         &approval,
     )];
     let mut deliveries = notify::announce(state, &approval, Happened::Requested).await;

@@ -180,6 +180,7 @@ pub async fn start_with_clock(
             high_risk_quorum: config.high_risk_quorum,
             escalate_after_seconds: config.escalate_after_seconds,
             separation_of_duties: config.separation_of_duties,
+            import_max_bytes: config.import_max_bytes,
         },
         issuer,
         task_updates: Arc::new(tokio::sync::Notify::new()),

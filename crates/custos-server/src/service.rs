@@ -55,6 +55,8 @@ pub struct Limits {
     pub escalate_after_seconds: u32,
     /// Nobody approves a request about an NHI their own team owns.
     pub separation_of_duties: bool,
+    /// The largest discovery import accepted, in bytes as uploaded.
+    pub import_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -67,6 +69,7 @@ impl Default for Limits {
             high_risk_quorum: 2,
             escalate_after_seconds: 3600,
             separation_of_duties: false,
+            import_max_bytes: 4 << 30,
         }
     }
 }
@@ -112,7 +115,7 @@ impl AppState {
         DomainEvent::new(new_id(), kind, actor, subject, self.now())
     }
 
-    async fn team(&self, id_or_name: &str, field: &str) -> ApiResult<Team> {
+    pub(crate) async fn team(&self, id_or_name: &str, field: &str) -> ApiResult<Team> {
         self.store.get_team(id_or_name).await?.ok_or_else(|| {
             ApiError::validation(custos_core::validate::ValidationErrors::single(
                 field,
@@ -496,7 +499,7 @@ pub async fn view_nhi(state: &AppState, nhi: Nhi) -> ApiResult<NhiView> {
     Ok(nhi_view(nhi, &names))
 }
 
-async fn owner(state: &AppState, input: OwnerInput) -> ApiResult<Owner> {
+pub(crate) async fn owner(state: &AppState, input: OwnerInput) -> ApiResult<Owner> {
     let team = state.team(&input.team, "owner.team").await?;
     Ok(Owner {
         team_id: team.id,
@@ -505,7 +508,7 @@ async fn owner(state: &AppState, input: OwnerInput) -> ApiResult<Owner> {
     })
 }
 
-fn name_taken(nhi: &Nhi) -> ApiError {
+pub(crate) fn name_taken(nhi: &Nhi) -> ApiError {
     ApiError::conflict(
         "nhi_name_taken",
         format!(
@@ -517,8 +520,30 @@ fn name_taken(nhi: &Nhi) -> ApiError {
 
 pub async fn create_nhi(state: &AppState, who: &Principal, input: CreateNhi) -> ApiResult<NhiView> {
     who.require(&[Role::Admin])?;
+    let owner = owner(state, input.owner.clone()).await?;
+    let (nhi, event) = registration(state, who.actor(), input, owner)?;
+    state
+        .store
+        .create_nhis(&[(nhi.clone(), event)])
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => name_taken(&nhi),
+            other => other.into(),
+        })?;
+    view_nhi(state, nhi).await
+}
+
+/// An NHI registered from `input` by `actor`, with its event, by the rules every way of
+/// registering one shares (the API, an inventory import, an adoption). `owner` is the input's
+/// owner with the team resolved. Nothing is written.
+pub(crate) fn registration(
+    state: &AppState,
+    actor: Actor,
+    input: CreateNhi,
+    owner: Owner,
+) -> ApiResult<(Nhi, DomainEvent)> {
     let draft = NhiDraft {
-        owner: owner(state, input.owner).await?,
+        owner,
         name: input.name,
         kind: input.kind,
         platform: input.platform,
@@ -531,25 +556,13 @@ pub async fn create_nhi(state: &AppState, who: &Principal, input: CreateNhi) -> 
     };
     let nhi = Nhi::register(draft, new_id(), state.now())?;
     let event = state
-        .event(
-            EventKind::NhiRegistered,
-            who.actor(),
-            format!("nhi:{}", nhi.id),
-        )
+        .event(EventKind::NhiRegistered, actor, format!("nhi:{}", nhi.id))
         .with("name", &nhi.name)
         .with("kind", nhi.kind.as_str())
         .with("platform", &nhi.platform)
         .with("owner_team", &nhi.owner.team_id)
         .with("scope_ceiling", nhi.scope_ceiling.to_strings().join(" "));
-    state
-        .store
-        .create_nhis(&[(nhi.clone(), event)])
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict => name_taken(&nhi),
-            other => other.into(),
-        })?;
-    view_nhi(state, nhi).await
+    Ok((nhi, event))
 }
 
 /// Reads an NHI the caller may see; others' NHIs are "not found" to reviewers, so a listing

@@ -1120,11 +1120,17 @@ pub async fn decide(
             ApprovalKind::Ownership => {
                 crate::reviews::owner_attested(state, &nhi, &decided, who).await?;
             }
+            ApprovalKind::Adoption => {
+                crate::discovery::adoption_approved(state, &nhi, &decided, who).await?;
+            }
             ApprovalKind::ScopeEscalation | ApprovalKind::PolicyApproval => {}
         }
     }
     if decided.state == ApprovalState::Denied && approval.kind == ApprovalKind::Ownership {
         crate::reviews::ownership_denied(state, &nhi, &decided).await?;
+    }
+    if decided.state == ApprovalState::Denied && approval.kind == ApprovalKind::Adoption {
+        crate::discovery::adoption_denied(state, &nhi, &decided, who).await?;
     }
     Ok(approval_view(decided, votes, now))
 }

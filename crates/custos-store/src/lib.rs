@@ -11,6 +11,8 @@ mod group_commit;
 mod sql;
 
 use async_trait::async_trait;
+use custos_core::discovery::logical::{LogicalAgent, Member};
+use custos_core::discovery::observed::{ObservedFilter, ObservedIdentity};
 use custos_core::event::StoredEvent;
 use custos_core::finding::{Finding, FindingFilter, FindingState, ResponsePolicy};
 use custos_core::issuance::{
@@ -76,6 +78,8 @@ pub struct ApprovalFilter {
 /// A credential let through at `at`, by its NHI: what `record_uses` keeps as last-used times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Use {
+    /// Empty for a use of something Custos did not issue (an NHI's activity in a platform's
+    /// logs): then only the NHI's time moves.
     pub credential_id: String,
     pub nhi_id: String,
     pub at: Timestamp,
@@ -228,6 +232,61 @@ pub trait Store: Send + Sync + 'static {
     -> Result<()>;
     /// One page of NHIs matching `filter`, in id (creation) order.
     async fn list_nhis(&self, filter: &NhiFilter, page: &Page) -> Result<Vec<Nhi>>;
+
+    // ---- discovery ----
+
+    /// Of these `(platform, name)` pairs, the ones already registered.
+    async fn registered_names(&self, names: &[(String, String)]) -> Result<Vec<(String, String)>>;
+    /// The NHI whose `external_ids` give `external_id` for `platform`; of several, the oldest.
+    async fn find_nhi_by_external_id(
+        &self,
+        platform: &str,
+        external_id: &str,
+    ) -> Result<Option<Nhi>>;
+    /// Merges what an import saw into the stored identities (one per platform and
+    /// principal; see `ObservedIdentity::merge`), with the import's event, in one
+    /// transaction. Returns each identity as now stored, in input order.
+    async fn record_observed(
+        &self,
+        identities: &[ObservedIdentity],
+        event: &DomainEvent,
+    ) -> Result<Vec<ObservedIdentity>>;
+    async fn get_observed(
+        &self,
+        platform: &str,
+        principal: &str,
+    ) -> Result<Option<ObservedIdentity>>;
+    /// One page of observed identities in `(platform, principal)` order; `page.after` is
+    /// `platform:principal` of the last one of the previous page.
+    async fn list_observed(
+        &self,
+        filter: &ObservedFilter,
+        page: &Page,
+    ) -> Result<Vec<ObservedIdentity>>;
+    /// Creates a logical agent with its first members, with the event. `Conflict` if the
+    /// name is taken or a member is in another logical agent already; `MissingReference` if
+    /// a member or the team does not exist.
+    async fn create_logical_agent(&self, agent: &LogicalAgent, event: &DomainEvent) -> Result<()>;
+    async fn get_logical_agent(&self, id: &str) -> Result<Option<LogicalAgent>>;
+    /// One page of logical agents in id order, with their members.
+    async fn list_logical_agents(&self, page: &Page) -> Result<Vec<LogicalAgent>>;
+    /// Adds an NHI to a logical agent, with the event. `Conflict` if it is in one already.
+    async fn link_logical_agent(
+        &self,
+        agent_id: &str,
+        member: &Member,
+        event: &DomainEvent,
+    ) -> Result<()>;
+    /// Takes an NHI out of a logical agent, with the event; `false`, writing nothing, if it
+    /// was not in it.
+    async fn unlink_logical_agent(
+        &self,
+        agent_id: &str,
+        nhi_id: &str,
+        event: &DomainEvent,
+    ) -> Result<bool>;
+    /// The ids of every NHI in some logical agent.
+    async fn linked_nhis(&self) -> Result<Vec<String>>;
 
     /// Stores a credential. One delegated from a parent is refused (`Conflict`) if the parent
     /// is revoked by the time it is written, so a revocation cannot miss a child being born.

@@ -6,6 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use custos_core::discovery::IdentityClass;
+use custos_core::discovery::logical::{LogicalAgent, Member};
+use custos_core::discovery::observed::{ObservedFilter, ObservedIdentity};
 use custos_core::event::StoredEvent;
 use custos_core::finding::{
     Finding, FindingFilter, FindingState, ResponseAction, ResponsePolicy, ResponseTarget, Severity,
@@ -322,6 +325,8 @@ const SEARCH_WINDOW: i64 = 2000;
 const NHI_COLUMNS: &str = "id, name, kind, platform, environment, status, owner_team_id, \
     owner_application, owner_contact, purpose, scope_ceiling, tags, external_ids, created_at, \
     updated_at, expires_at, last_used_at, version";
+const OBSERVED_COLUMNS: &str = "platform, principal, display_name, class, class_reason, nhi_id, \
+    first_seen, last_seen, events, evidence, first_imported_at, updated_at";
 const OPERATOR_COLUMNS: &str =
     "id, name, roles, token_hash, token_hint, created_at, created_by, revoked_at";
 const CREDENTIAL_COLUMNS: &str = "id, nhi_id, kind, secret_hash, fingerprint, created_at, \
@@ -1105,7 +1110,94 @@ macro_rules! sql_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                // The external ids' index rows live and die with the NHI's row, like its tags.
+                sqlx::query("DELETE FROM nhi_external_ids WHERE nhi_id = $1")
+                    .bind(&nhi.id)
+                    .execute(&mut *tx)
+                    .await?;
+                for (platform, external_id) in &nhi.external_ids {
+                    sqlx::query(
+                        "INSERT INTO nhi_external_ids (platform, external_id, nhi_id) VALUES ($1, $2, $3)",
+                    )
+                    .bind(platform)
+                    .bind(external_id)
+                    .bind(&nhi.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 Ok(())
+            }
+
+            fn observed_from_row(row: &$row) -> Result<ObservedIdentity> {
+                Ok(ObservedIdentity {
+                    platform: row.try_get("platform")?,
+                    principal: row.try_get("principal")?,
+                    display_name: row.try_get("display_name")?,
+                    class: parse_enum(IdentityClass::parse, row.try_get("class")?)?,
+                    class_reason: row.try_get("class_reason")?,
+                    nhi_id: row.try_get("nhi_id")?,
+                    first_seen: opt_ts(row.try_get("first_seen")?)?,
+                    last_seen: opt_ts(row.try_get("last_seen")?)?,
+                    events: row.try_get("events")?,
+                    evidence: json(&row.try_get::<String, _>("evidence")?)?,
+                    first_imported_at: ts(row.try_get("first_imported_at")?)?,
+                    updated_at: ts(row.try_get("updated_at")?)?,
+                })
+            }
+
+            /// Reads logical agents' members and attaches them, keeping `agents`' order.
+            async fn with_members<'e, E>(executor: E, mut agents: Vec<LogicalAgent>) -> Result<Vec<LogicalAgent>>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                if agents.is_empty() {
+                    return Ok(agents);
+                }
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT agent_id, nhi_id, linked_at, linked_by FROM logical_agent_members WHERE agent_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for agent in &agents {
+                    list.push_bind(agent.id.clone());
+                }
+                q.push(") ORDER BY linked_at, nhi_id");
+                let rows = q.build().fetch_all(executor).await?;
+                for row in &rows {
+                    let agent_id: String = row.try_get("agent_id")?;
+                    if let Some(agent) = agents.iter_mut().find(|a| a.id == agent_id) {
+                        agent.members.push(Member {
+                            nhi_id: row.try_get("nhi_id")?,
+                            linked_at: ts(row.try_get("linked_at")?)?,
+                            linked_by: row.try_get("linked_by")?,
+                        });
+                    }
+                }
+                Ok(agents)
+            }
+
+            async fn insert_member(tx: &mut <$db as sqlx::Database>::Connection, agent_id: &str, member: &Member) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO logical_agent_members (nhi_id, agent_id, linked_at, linked_by) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&member.nhi_id)
+                .bind(agent_id)
+                .bind(member.linked_at.unix_millis())
+                .bind(&member.linked_by)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            }
+
+            fn logical_agent_from_row(row: &$row) -> Result<LogicalAgent> {
+                Ok(LogicalAgent {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    team_id: row.try_get("team_id")?,
+                    description: row.try_get("description")?,
+                    created_at: ts(row.try_get("created_at")?)?,
+                    created_by: row.try_get("created_by")?,
+                    members: Vec::new(),
+                })
             }
         }
 
@@ -1514,6 +1606,232 @@ macro_rules! sql_store {
                 q.push(") ORDER BY id");
                 let rows = q.build().fetch_all(self.reader()).await?;
                 rows.iter().map(Self::nhi_from_row).collect()
+            }
+
+            async fn registered_names(&self, names: &[(String, String)]) -> Result<Vec<(String, String)>> {
+                let mut found = Vec::new();
+                for chunk in names.chunks(500) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT platform, name FROM nhis WHERE name IN (");
+                    let mut list = q.separated(", ");
+                    for (_, name) in chunk {
+                        list.push_bind(name.clone());
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(self.reader()).await? {
+                        let pair: (String, String) = (row.try_get("platform")?, row.try_get("name")?);
+                        if chunk.contains(&pair) {
+                            found.push(pair);
+                        }
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn find_nhi_by_external_id(&self, platform: &str, external_id: &str) -> Result<Option<Nhi>> {
+                let sql = format!(
+                    "SELECT {NHI_COLUMNS} FROM nhis WHERE id = (SELECT x.nhi_id FROM nhi_external_ids x \
+                     JOIN nhis n ON n.id = x.nhi_id WHERE x.platform = $1 AND x.external_id = $2 \
+                     ORDER BY n.created_at, n.id LIMIT 1)"
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind(platform)
+                    .bind(external_id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::nhi_from_row).transpose()
+            }
+
+            async fn record_observed(
+                &self,
+                identities: &[ObservedIdentity],
+                event: &DomainEvent,
+            ) -> Result<Vec<ObservedIdentity>> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let mut stored = Vec::with_capacity(identities.len());
+                for identity in identities {
+                    let sql = format!("SELECT {OBSERVED_COLUMNS} FROM observed_identities WHERE platform = $1 AND principal = $2");
+                    let existing = sqlx::query(AssertSqlSafe(sql))
+                        .bind(&identity.platform)
+                        .bind(&identity.principal)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let merged = match existing.as_ref().map(Self::observed_from_row).transpose()? {
+                        Some(mut earlier) => {
+                            earlier.merge(identity);
+                            sqlx::query(
+                                "UPDATE observed_identities SET display_name = $1, class = $2, class_reason = $3, \
+                                 nhi_id = $4, first_seen = $5, last_seen = $6, events = $7, evidence = $8, \
+                                 first_imported_at = $9, updated_at = $10 WHERE platform = $11 AND principal = $12",
+                            )
+                            .bind(&earlier.display_name)
+                            .bind(earlier.class.as_str())
+                            .bind(&earlier.class_reason)
+                            .bind(&earlier.nhi_id)
+                            .bind(earlier.first_seen.map(Timestamp::unix_millis))
+                            .bind(earlier.last_seen.map(Timestamp::unix_millis))
+                            .bind(earlier.events)
+                            .bind(to_json(&earlier.evidence))
+                            .bind(earlier.first_imported_at.unix_millis())
+                            .bind(earlier.updated_at.unix_millis())
+                            .bind(&earlier.platform)
+                            .bind(&earlier.principal)
+                            .execute(&mut *tx)
+                            .await?;
+                            earlier
+                        }
+                        None => {
+                            sqlx::query(
+                                "INSERT INTO observed_identities (display_name, class, class_reason, nhi_id, \
+                                 first_seen, last_seen, events, evidence, first_imported_at, updated_at, \
+                                 platform, principal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                            )
+                            .bind(&identity.display_name)
+                            .bind(identity.class.as_str())
+                            .bind(&identity.class_reason)
+                            .bind(&identity.nhi_id)
+                            .bind(identity.first_seen.map(Timestamp::unix_millis))
+                            .bind(identity.last_seen.map(Timestamp::unix_millis))
+                            .bind(identity.events)
+                            .bind(to_json(&identity.evidence))
+                            .bind(identity.first_imported_at.unix_millis())
+                            .bind(identity.updated_at.unix_millis())
+                            .bind(&identity.platform)
+                            .bind(&identity.principal)
+                            .execute(&mut *tx)
+                            .await?;
+                            identity.clone()
+                        }
+                    };
+                    stored.push(merged);
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(stored)
+            }
+
+            async fn get_observed(&self, platform: &str, principal: &str) -> Result<Option<ObservedIdentity>> {
+                let sql = format!("SELECT {OBSERVED_COLUMNS} FROM observed_identities WHERE platform = $1 AND principal = $2");
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind(platform)
+                    .bind(principal)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::observed_from_row).transpose()
+            }
+
+            async fn list_observed(&self, filter: &ObservedFilter, page: &Page) -> Result<Vec<ObservedIdentity>> {
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {OBSERVED_COLUMNS} FROM observed_identities WHERE 1 = 1"));
+                if let Some(platform) = &filter.platform {
+                    q.push(" AND platform = ").push_bind(platform.clone());
+                }
+                if let Some(class) = filter.class {
+                    q.push(" AND class = ").push_bind(class.as_str());
+                }
+                if filter.shadow_only {
+                    q.push(" AND class = 'non_human' AND nhi_id IS NULL");
+                }
+                if let Some(nhi_id) = &filter.nhi_id {
+                    q.push(" AND nhi_id = ").push_bind(nhi_id.clone());
+                }
+                // The cursor is `platform:principal`; platforms never hold a colon.
+                if let Some((platform, principal)) = page.after.as_deref().and_then(|after| after.split_once(':')) {
+                    q.push(" AND (platform > ")
+                        .push_bind(platform.to_owned())
+                        .push(" OR (platform = ")
+                        .push_bind(platform.to_owned())
+                        .push(" AND principal > ")
+                        .push_bind(principal.to_owned())
+                        .push("))");
+                }
+                q.push(" ORDER BY platform, principal LIMIT ").push_bind(i64::from(page.limit));
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::observed_from_row).collect()
+            }
+
+            async fn create_logical_agent(&self, agent: &LogicalAgent, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                sqlx::query(
+                    "INSERT INTO logical_agents (id, name, team_id, description, created_at, created_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&agent.id)
+                .bind(&agent.name)
+                .bind(&agent.team_id)
+                .bind(&agent.description)
+                .bind(agent.created_at.unix_millis())
+                .bind(&agent.created_by)
+                .execute(&mut *tx)
+                .await?;
+                for member in &agent.members {
+                    Self::insert_member(&mut *tx, &agent.id, member).await?;
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn get_logical_agent(&self, id: &str) -> Result<Option<LogicalAgent>> {
+                let row = sqlx::query("SELECT id, name, team_id, description, created_at, created_by FROM logical_agents WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                let Some(agent) = row.as_ref().map(Self::logical_agent_from_row).transpose()? else {
+                    return Ok(None);
+                };
+                Ok(Self::with_members(self.reader(), vec![agent]).await?.pop())
+            }
+
+            async fn list_logical_agents(&self, page: &Page) -> Result<Vec<LogicalAgent>> {
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT id, name, team_id, description, created_at, created_by FROM logical_agents WHERE 1 = 1",
+                );
+                if let Some(after) = &page.after {
+                    q.push(" AND id > ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
+                let rows = q.build().fetch_all(self.reader()).await?;
+                let agents = rows.iter().map(Self::logical_agent_from_row).collect::<Result<Vec<_>>>()?;
+                Self::with_members(self.reader(), agents).await
+            }
+
+            async fn link_logical_agent(&self, agent_id: &str, member: &Member, event: &DomainEvent) -> Result<()> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                Self::insert_member(&mut *tx, agent_id, member).await?;
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(())
+            }
+
+            async fn unlink_logical_agent(&self, agent_id: &str, nhi_id: &str, event: &DomainEvent) -> Result<bool> {
+                let mut slot = self.begin_write().await?;
+                let mut tx = slot.begin().await?;
+                let removed = sqlx::query("DELETE FROM logical_agent_members WHERE agent_id = $1 AND nhi_id = $2")
+                    .bind(agent_id)
+                    .bind(nhi_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if removed == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Self::append_event(&mut *tx, event).await?;
+                tx.commit().await?;
+                slot.finish().await?;
+                Ok(true)
+            }
+
+            async fn linked_nhis(&self) -> Result<Vec<String>> {
+                let rows = sqlx::query("SELECT nhi_id FROM logical_agent_members ORDER BY nhi_id")
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(|row| Ok(row.try_get("nhi_id")?)).collect()
             }
 
             async fn create_credential(&self, credential: &Credential, event: &DomainEvent) -> Result<()> {
@@ -2943,6 +3261,9 @@ macro_rules! sql_store {
                 }
                 if let Some(approval) = &filter.approval_id {
                     q.push(" AND approval_id = ").push_bind(approval.clone());
+                }
+                if let Some(key) = &filter.dedupe_key {
+                    q.push(" AND dedupe_key = ").push_bind(key.clone());
                 }
                 if let Some(teams) = &filter.team_ids {
                     q.push(" AND nhi_id IN (SELECT id FROM nhis WHERE owner_team_id IN (");

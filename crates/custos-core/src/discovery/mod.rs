@@ -21,6 +21,8 @@ use crate::Timestamp;
 use crate::baseline::Outcome;
 
 pub mod formats;
+pub mod logical;
+pub mod observed;
 
 /// The formats `custos import` and `POST /v1/discovery/imports` read. The wire name is what
 /// users type.
@@ -78,7 +80,9 @@ impl Format {
     }
 
     pub fn parse(name: &str) -> Option<Format> {
-        Format::ALL.into_iter().find(|format| format.as_str() == name)
+        Format::ALL
+            .into_iter()
+            .find(|format| format.as_str() == name)
     }
 
     /// Whether the format lists NHIs to register rather than identities that were seen.
@@ -98,6 +102,26 @@ pub enum IdentityClass {
     /// The platform acting for itself (an AWS service, a Kubernetes control-plane component):
     /// not the customer's identity, so never a shadow NHI.
     Platform,
+}
+
+impl IdentityClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityClass::Human => "human",
+            IdentityClass::NonHuman => "non_human",
+            IdentityClass::Platform => "platform",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            IdentityClass::Human,
+            IdentityClass::NonHuman,
+            IdentityClass::Platform,
+        ]
+        .into_iter()
+        .find(|class| class.as_str() == text)
+    }
 }
 
 /// One identity, as one record of a platform listing or a log shows it.

@@ -21,7 +21,14 @@ pub(super) fn invalid(name: &str, detail: impl Into<String>) -> ApiError {
 }
 
 pub(super) fn page(query: &QueryPairs) -> ApiResult<Page> {
-    let limit = match query.one("limit")? {
+    let limit = limit(query)?;
+    let after = query.one("cursor")?.map(decode_cursor).transpose()?;
+    Ok(Page { after, limit })
+}
+
+/// A list's `limit` parameter: the default when absent.
+pub(super) fn limit(query: &QueryPairs) -> ApiResult<u32> {
+    Ok(match query.one("limit")? {
         None => DEFAULT_LIMIT,
         Some(text) => text
             .parse::<u32>()
@@ -33,9 +40,7 @@ pub(super) fn page(query: &QueryPairs) -> ApiResult<Page> {
                     format!("must be a whole number from 1 to {MAX_LIMIT}"),
                 )
             })?,
-    };
-    let after = query.one("cursor")?.map(decode_cursor).transpose()?;
-    Ok(Page { after, limit })
+    })
 }
 
 fn timestamp(query: &QueryPairs, name: &str) -> ApiResult<Option<Timestamp>> {

@@ -3,6 +3,7 @@
 mod access;
 mod audit;
 mod behaviour;
+mod discovery;
 mod inventory;
 mod lifecycle;
 mod notifications;
@@ -89,6 +90,16 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(behaviour::revoke_response_policy))
         .routes(routes!(behaviour::observe))
+        .routes(routes!(discovery::import))
+        .routes(routes!(discovery::list_identities))
+        .routes(routes!(discovery::adopt))
+        .routes(routes!(
+            discovery::create_logical_agent,
+            discovery::list_logical_agents
+        ))
+        .routes(routes!(discovery::suggestions))
+        .routes(routes!(discovery::get_logical_agent))
+        .routes(routes!(discovery::link_member, discovery::unlink_member))
         .routes(routes!(oauth::metadata))
         .routes(routes!(oauth::jwks))
         .routes(routes!(oauth::token))

@@ -9,6 +9,7 @@ mod behaviour;
 mod cli;
 mod cli_behaviour;
 mod decisions;
+mod discovery;
 mod enforce;
 mod inbox;
 mod inventory;

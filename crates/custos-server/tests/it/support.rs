@@ -199,6 +199,25 @@ impl TestServer {
         (status, headers, value)
     }
 
+    /// Uploads `body` as it is (no JSON) to `path`, as `custos import` does.
+    pub async fn upload(&self, path: &str, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Calls as the admin and insists on `expected`.
     pub async fn admin(
         &self,

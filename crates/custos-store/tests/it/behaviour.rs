@@ -585,6 +585,15 @@ async fn findings_are_listed_newest_first_by_every_filter(store: &dyn Store) {
         .await,
         newest_first(&|f| f.kind == "anomaly")
     );
+    let key = opened[1].dedupe_key.clone();
+    assert_eq!(
+        ids(FindingFilter {
+            dedupe_key: Some(key.clone()),
+            ..Default::default()
+        })
+        .await,
+        newest_first(&|f| f.dedupe_key == key)
+    );
     assert_eq!(
         ids(FindingFilter {
             nhi_id: Some(b.id.clone()),

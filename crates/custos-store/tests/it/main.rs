@@ -6,6 +6,7 @@ mod support;
 
 mod behaviour;
 mod conformance;
+mod discovery;
 mod feed;
 mod lifecycle;
 mod upgrade;

@@ -9,7 +9,10 @@ use super::{Format, Position, ReadError, Sink};
 pub fn read(format: Format, input: impl BufRead, sink: &mut dyn Sink) -> Result<(), ReadError> {
     let _ = (input, sink);
     Err(ReadError::Unreadable {
-        position: Position { record: 0, line: None },
+        position: Position {
+            record: 0,
+            line: None,
+        },
         reason: format!("the {} reader is not written yet", format.as_str()),
     })
 }
