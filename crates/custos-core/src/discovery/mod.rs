@@ -78,7 +78,9 @@ impl Format {
     }
 
     pub fn parse(name: &str) -> Option<Format> {
-        Format::ALL.into_iter().find(|format| format.as_str() == name)
+        Format::ALL
+            .into_iter()
+            .find(|format| format.as_str() == name)
     }
 
     /// Whether the format lists NHIs to register rather than identities that were seen.
