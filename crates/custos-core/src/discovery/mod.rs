@@ -150,7 +150,7 @@ pub struct Sighting {
 /// What an identity did in one log event, in the baselining engine's terms.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Activity {
-    /// `s3`, `iam`, `core/v1/secrets`, `repo`, `user.session`…: the service or resource group.
+    /// `s3`, `iam`, `core/secrets`, `repo`, `user.session`…: the service or resource group.
     pub service: String,
     /// `GetObject`, `get`, `repo.create`…
     pub operation: String,

@@ -2,13 +2,15 @@
 //! of a Stratus Red Team run, about 2,900 records over 55 minutes, committed as
 //! `testdata/cloudtrail-invictus/records.json.gz` (see its README for the source).
 //!
-//! One profile per principal (`userIdentity.arn`, else its `type`, else the service that
-//! invoked the call), its events in `eventTime` order; the service is `eventSource` without
-//! `.amazonaws.com`, the operation `eventName`, the resource the obvious request parameter
-//! (a bucket, instance, role, user, secret, ...) or none, the source `sourceIPAddress` when it
-//! is an address, the user agent `userAgent`. A record with an `errorCode` is a refusal:
-//! `Refused` when the credential itself was refused (an invalid, expired or unsigned token),
-//! else `Denied`.
+//! The records are read by the discovery reader (`formats::read(Format::CloudTrail, …)`), so
+//! the replay sees what an import sees. One profile per principal: the reader's, which is
+//! `userIdentity.arn` when there is one (an assumed role's session ARN, as before), else the
+//! service that acted (`ec2.amazonaws.com`) or the type and name (`IAMUser/bert-jan`, a
+//! sign-in step without an ARN). The small reader this test had keyed those last records by
+//! type alone (`AWSService`, `IAMUser`); only the Stratus Red Team principals, which all have
+//! an ARN, are asserted on, so nothing asserted depends on the difference. Events are taken in
+//! `eventTime` order; the reader gives the service, operation, resource, outcome (`Refused`
+//! for a refused credential, `Denied` for any other error), source and user agent.
 //!
 //! The capture is 55 minutes long, so probation cannot be counted in days: these settings end
 //! it after a principal's first 5 events (`probation_days: 0`, `probation_events: 5`), with
@@ -16,14 +18,15 @@
 //! reported whether or not probation would have kept it from being enforced.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
+use std::io::BufReader;
 use std::net::IpAddr;
 
 use custos_core::Timestamp;
 use custos_core::baseline::{
     Feature, Fleet, Observation, ObservationKind, Outcome, Profile, Settings,
 };
-use serde_json::Value;
+use custos_core::discovery::formats;
+use custos_core::discovery::{Format, Malformed, Position, Sink};
 
 const RECORDS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -57,103 +60,44 @@ impl Record {
     }
 }
 
-/// Request parameters that name what a call acts on, in order of preference.
-const RESOURCE_PARAMETERS: &[&str] = &[
-    "bucketName",
-    "instanceId",
-    "roleName",
-    "userName",
-    "policyArn",
-    "secretId",
-    "keyId",
-    "functionName",
-    "volumeId",
-    "snapshotId",
-    "groupName",
-    "trailName",
-    "dBInstanceIdentifier",
-    "name",
-];
-
-fn resource(parameters: Option<&Value>) -> String {
-    let Some(Value::Object(parameters)) = parameters else {
-        return String::new();
-    };
-    for key in RESOURCE_PARAMETERS {
-        if let Some(Value::String(value)) = parameters.get(*key) {
-            return value.clone();
-        }
-    }
-    // EC2's `instancesSet.items[0].instanceId`.
-    parameters
-        .get("instancesSet")
-        .and_then(|set| set.get("items"))
-        .and_then(|items| items.get(0))
-        .and_then(|item| item.get("instanceId"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_default()
+/// Keeps each sighting's activity as a replayed event, and the malformed records.
+#[derive(Default)]
+struct Replay {
+    records: Vec<Record>,
+    malformed: Vec<Malformed>,
 }
 
-fn outcome(error: Option<&str>) -> Outcome {
-    match error {
-        None => Outcome::Allowed,
-        Some(
-            "InvalidClientTokenId"
-            | "SignatureDoesNotMatch"
-            | "ExpiredToken"
-            | "ExpiredTokenException"
-            | "AuthFailure"
-            | "InvalidAccessKeyId"
-            | "IncompleteSignature"
-            | "UnrecognizedClientException",
-        ) => Outcome::Refused,
-        Some(_) => Outcome::Denied,
+impl Sink for Replay {
+    fn record(&mut self, _: Position, record: custos_core::discovery::Record) {
+        let custos_core::discovery::Record::Sighting(sighting) = record else {
+            panic!("an inventory row from CloudTrail");
+        };
+        let activity = sighting
+            .activity
+            .expect("a CloudTrail record is an activity");
+        self.records.push(Record {
+            at: sighting.at.expect("a CloudTrail record has its time"),
+            principal: sighting.principal,
+            service: activity.service,
+            operation: activity.operation,
+            resource: activity.resource,
+            outcome: activity.outcome,
+            source: activity.source,
+            user_agent: activity.user_agent,
+        });
     }
-}
 
-fn principal(record: &Value) -> String {
-    let identity = record.get("userIdentity");
-    let field = |name: &str| {
-        identity
-            .and_then(|i| i.get(name))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    field("arn")
-        .or_else(|| field("type"))
-        .or_else(|| field("invokedBy").map(|by| format!("invoked by {by}")))
-        .unwrap_or_else(|| "unknown".to_owned())
+    fn malformed(&mut self, malformed: Malformed) {
+        self.malformed.push(malformed);
+    }
 }
 
 fn read() -> Vec<Record> {
-    let mut text = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(RECORDS).unwrap())
-        .read_to_end(&mut text)
-        .unwrap();
-    let file: Value = serde_json::from_slice(&text).unwrap();
-    let mut records = Vec::new();
-    {
-        for record in file["Records"].as_array().unwrap() {
-            let text = |name: &str| record.get(name).and_then(Value::as_str);
-            let Some(at) = text("eventTime").and_then(|t| Timestamp::parse_rfc3339(t).ok()) else {
-                continue;
-            };
-            records.push(Record {
-                at,
-                principal: principal(record),
-                service: text("eventSource")
-                    .unwrap_or("")
-                    .trim_end_matches(".amazonaws.com")
-                    .to_owned(),
-                operation: text("eventName").unwrap_or("").to_owned(),
-                resource: resource(record.get("requestParameters")),
-                outcome: outcome(text("errorCode")),
-                source: text("sourceIPAddress").and_then(|s| s.parse().ok()),
-                user_agent: text("userAgent").map(str::to_owned),
-            });
-        }
-    }
+    let file = flate2::read::GzDecoder::new(std::fs::File::open(RECORDS).unwrap());
+    let mut replay = Replay::default();
+    formats::read(Format::CloudTrail, BufReader::new(file), &mut replay).unwrap();
+    assert!(replay.malformed.is_empty(), "{:?}", replay.malformed);
+    let mut records = replay.records;
     // Stable: records of the same second keep the order of their files.
     records.sort_by_key(|record| record.at);
     records

@@ -9,6 +9,7 @@ mod baseline;
 mod checkpoint;
 mod cloudtrail_replay;
 mod decision;
+mod discovery;
 mod guardrails;
 mod jose;
 mod merkle;

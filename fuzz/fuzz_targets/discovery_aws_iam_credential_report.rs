@@ -1,0 +1,12 @@
+//! Reads arbitrary bytes as `Format::AwsIamCredentialReport`: nothing may panic, and records are numbered
+//! in file order.
+
+#![no_main]
+
+use custos_core::discovery::Format;
+use libfuzzer_sys::fuzz_target;
+
+#[path = "discovery_common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| common::check(Format::AwsIamCredentialReport, data));
