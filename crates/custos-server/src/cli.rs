@@ -755,8 +755,9 @@ enum FindingsCommand {
         /// The NHI's name; the identity's name on its platform if absent
         #[arg(long)]
         name: Option<String>,
+        /// production, staging, ...
         #[arg(long)]
-        environment: Option<String>,
+        environment: String,
         /// A grant of the scope ceiling (repeatable)
         #[arg(long = "scope")]
         scope_ceiling: Vec<String>,
@@ -2210,13 +2211,11 @@ async fn findings(client: &Client, command: FindingsCommand) -> anyhow::Result<(
                 "kind": kind,
                 "owner": owner,
                 "purpose": purpose,
+                "environment": environment,
                 "scope_ceiling": scope_ceiling,
             });
             if let Some(name) = name {
                 body["name"] = json!(name);
-            }
-            if let Some(environment) = environment {
-                body["environment"] = json!(environment);
             }
             let (_, adopted) = request(
                 client,

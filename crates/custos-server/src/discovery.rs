@@ -532,6 +532,9 @@ impl<'a> Import<'a> {
                     ShadowOutcome::Folded => {}
                     ShadowOutcome::Dismissed => report.dismissed_shadow += 1,
                 }
+            } else if identity.class == IdentityClass::Human && import.class == IdentityClass::Human
+            {
+                close_shadow_of_person(self.state, identity).await?;
             }
         }
         let uses: Vec<Use> = self
@@ -665,6 +668,49 @@ async fn open_shadow(
     )
 }
 
+/// An identity reported as a shadow NHI that later records show to be a person (a console
+/// sign-in, say): its finding is dismissed by the system, saying why. A person's own use of
+/// access keys is not an NHI of the inventory's.
+async fn close_shadow_of_person(state: &AppState, identity: &ObservedIdentity) -> ApiResult<()> {
+    let key = format!("{SHADOW_NHI}:{}:{}", identity.platform, identity.principal);
+    let open = state
+        .store
+        .list_findings(
+            &FindingFilter {
+                dedupe_key: Some(key),
+                unresolved_only: true,
+                ..Default::default()
+            },
+            &Page {
+                after: None,
+                limit: 1,
+            },
+        )
+        .await?;
+    for finding in open {
+        let reason = format!("the identity is a person ({})", identity.class_reason);
+        let event = state
+            .event(
+                EventKind::FindingDismissed,
+                custos_core::Actor::System,
+                format!("finding:{}", finding.id),
+            )
+            .with("reason", &reason);
+        state
+            .store
+            .resolve_finding(
+                &finding.id,
+                FindingState::Dismissed,
+                &custos_core::Actor::System.to_string(),
+                &reason,
+                state.now(),
+                &event,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// What became of a shadow NHI's finding in an import.
 enum ShadowOutcome {
     New,
@@ -777,13 +823,11 @@ pub async fn adopt(
         "platform": platform,
         "owner": input.owner,
         "purpose": input.purpose,
+        "environment": input.environment,
         "scope_ceiling": input.scope_ceiling,
         "tags": input.tags,
         "external_ids": {platform.clone(): principal.clone()},
     });
-    if let Some(environment) = &input.environment {
-        body["environment"] = json!(environment);
-    }
     body["tags"][ADOPTED_FROM_TAG] = json!(finding.id);
     let create: CreateNhi = crate::extract::parse_json(body.to_string().as_bytes())?;
     let owner = crate::service::owner(state, create.owner.clone()).await?;
@@ -856,7 +900,8 @@ pub struct AdoptShadow {
     #[schema(value_type = Object)]
     pub owner: Value,
     pub purpose: String,
-    pub environment: Option<String>,
+    /// `production`, `staging`, …, as `POST /v1/nhis` asks.
+    pub environment: String,
     #[serde(default)]
     pub scope_ceiling: Vec<String>,
     #[serde(default)]

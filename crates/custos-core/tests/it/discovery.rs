@@ -15,9 +15,10 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/discovery");
+/// The capture's 55 log files as CloudTrail delivers them (each gzipped), committed with it.
 const INVICTUS_RAW: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/cloudtrail-invictus/CloudTrail"
+    "/../../testdata/cloudtrail-invictus/raw"
 );
 const INVICTUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -520,7 +521,10 @@ fn discovery_cloudtrail_invictus_capture() {
     assert_eq!(files.len(), 55);
     let mut records = 0;
     for path in &files {
-        let bytes = std::fs::read(path).unwrap();
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+            .read_to_end(&mut bytes)
+            .unwrap();
         let file: Value = serde_json::from_slice(&bytes).unwrap();
         let expected: Vec<&Value> = file["Records"].as_array().unwrap().iter().collect();
         let (collected, result) = read_bytes(Format::CloudTrail, &bytes);

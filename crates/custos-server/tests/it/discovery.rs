@@ -19,6 +19,7 @@ both_backends!(
     discovery_bad_imports_are_refused_with_stable_codes,
     discovery_logical_agents_link_one_agent_across_platforms,
     discovery_import_cli_streams_files_and_prints_counts,
+    discovery_the_invictus_capture_reveals_its_attack_principals,
 );
 
 const ACCOUNT: &str = "111122223333";
@@ -155,11 +156,11 @@ async fn discovery_inventory_imports_register_by_the_api_rules_and_repeat_harmle
                "owner": {"team": "payments", "application": "billing", "contact": "ops@example.com"},
                "purpose": "reconciles invoices", "scope_ceiling": ["erp:read:invoices/*"],
                "external_ids": {"aws": arn("invoice-bot")}}),
-        json!({"name": "bad-kind", "kind": "robot", "platform": "aws",
+        json!({"name": "bad-kind", "kind": "robot", "platform": "aws", "environment": "dev",
                "owner": {"team": "payments"}, "purpose": "x"}),
-        json!({"name": "no-team", "kind": "workload", "platform": "aws",
+        json!({"name": "no-team", "kind": "workload", "platform": "aws", "environment": "dev",
                "owner": {"team": "nobody"}, "purpose": "x"}),
-        json!({"name": "nightly-etl", "kind": "workload", "platform": "kubernetes",
+        json!({"name": "nightly-etl", "kind": "workload", "platform": "kubernetes", "environment": "production",
                "owner": {"team": "payments"}, "purpose": "loads the warehouse",
                "expires_at": "2030-01-01T00:00:00Z", "tags": {"tier": "silver"}}),
     ];
@@ -363,6 +364,7 @@ async fn discovery_a_shadow_nhi_is_adopted_through_the_owner_inbox_or_refused(ba
         "kind": "automation",
         "owner": {"team": "payments", "contact": "ops@example.com"},
         "purpose": "deploys releases",
+        "environment": "production",
         "scope_ceiling": ["s3:PutObject:releases/*"],
     });
     // Only an admin adopts.
@@ -491,7 +493,7 @@ async fn discovery_a_shadow_nhi_is_adopted_through_the_owner_inbox_or_refused(ba
             Method::POST,
             &format!("/v1/findings/{finding}/adopt"),
             Some(
-                json!({"kind": "automation", "owner": {"team": "payments"}, "purpose": "backups?"}),
+                json!({"kind": "automation", "owner": {"team": "payments"}, "purpose": "backups?", "environment": "production"}),
             ),
             StatusCode::ACCEPTED,
         )
@@ -511,7 +513,17 @@ async fn discovery_a_shadow_nhi_is_adopted_through_the_owner_inbox_or_refused(ba
     let gone = server
         .decommissioned(adopted["nhi"]["id"].as_str().unwrap())
         .await;
-    assert_eq!(gone["status"], "decommissioned", "{gone}");
+    assert_eq!(gone["step"], "done", "{gone}");
+    assert_eq!(gone["trigger"], "review", "{gone}");
+    let tombstone = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{}", adopted["nhi"]["id"].as_str().unwrap()),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(tombstone["status"], "decommissioned", "{tombstone}");
     let finding = server
         .admin(
             Method::GET,
@@ -669,7 +681,7 @@ async fn discovery_bad_imports_are_refused_with_stable_codes(backend: Backend) {
             Method::POST,
             "/v1/findings/nope/adopt",
             Some(ADMIN_TOKEN),
-            Some(json!({"kind": "automation", "owner": {"team": "payments"}, "purpose": "x"})),
+            Some(json!({"kind": "automation", "owner": {"team": "payments"}, "purpose": "x", "environment": "dev"})),
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
@@ -847,5 +859,146 @@ async fn discovery_import_cli_streams_files_and_prints_counts(backend: Backend) 
     let missing = crate::support::custos(&server, &["import", "cloudtrail", "/no/such/file"]).await;
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open"));
+    server.stop().await;
+}
+
+/// The real capture (a Stratus Red Team run in one AWS account, 55 gzipped log files), each
+/// file imported as CloudTrail delivers it, against an inventory that knows one EC2
+/// instance's role session: every principal with an ARN is found; the console user is a
+/// person and no NHI; AWS's own services are no NHIs; every other machine principal is a
+/// shadow NHI with a finding; the registered session is matched.
+async fn discovery_the_invictus_capture_reveals_its_attack_principals(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.team("cloud").await;
+    let known = "arn:aws:sts::123837392027:assumed-role/stratus-red-team-ec2-steal-credentials-role/i-0dbc91f429e48eeed";
+    let mut body = crate::support::nhi_body("ec2-steal-credentials", "cloud");
+    body["platform"] = json!("aws");
+    body["external_ids"] = json!({"aws": known});
+    let registered = server
+        .admin(Method::POST, "/v1/nhis", Some(body), StatusCode::CREATED)
+        .await;
+
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/cloudtrail-invictus/raw"
+    );
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 55);
+    // What the files hold, read independently: every ARN, and who signed in to the console.
+    let mut arns = std::collections::BTreeSet::new();
+    let mut console = std::collections::BTreeSet::new();
+    let mut records = 0;
+    for path in &files {
+        let gz = std::fs::read(path).unwrap();
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).unwrap();
+        let file: Value = serde_json::from_slice(&plain).unwrap();
+        for record in file["Records"].as_array().unwrap() {
+            records += 1;
+            if let Some(arn) = record["userIdentity"]["arn"].as_str() {
+                arns.insert(arn.to_owned());
+                if record["eventName"] == "ConsoleLogin" {
+                    console.insert(arn.to_owned());
+                }
+            }
+        }
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let report = import(&server, "cloudtrail", name, gz).await;
+        assert_eq!(report["malformed"], 0, "{report}");
+        assert_eq!(report["complete"], true, "{report}");
+    }
+    assert_eq!(records, 2_900);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/discovery/identities?limit=100&cursor={cursor}"),
+            None => "/v1/discovery/identities?limit=100".to_owned(),
+        };
+        let page = server.admin(Method::GET, &path, None, StatusCode::OK).await;
+        seen.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let by_principal: std::collections::BTreeMap<&str, &Value> = seen
+        .iter()
+        .map(|identity| (identity["principal"].as_str().unwrap(), identity))
+        .collect();
+    for arn in &arns {
+        assert!(
+            by_principal.contains_key(arn.as_str()),
+            "{arn} was not found"
+        );
+    }
+    let total_events: i64 = seen.iter().map(|i| i["events"].as_i64().unwrap()).sum();
+    assert_eq!(total_events, 2_900, "every record is some identity's");
+    // The person browsing the console is a person, not a shadow NHI.
+    let benjamin = by_principal["arn:aws:iam::123837392027:user/benjamin"];
+    assert_eq!(benjamin["class"], "human", "{benjamin}");
+    assert!(!console.is_empty());
+    // AWS acting for itself is the platform's.
+    assert!(
+        seen.iter()
+            .any(|i| i["class"] == "platform" && i["principal"] == "cloudtrail.amazonaws.com")
+    );
+    // The registered session is matched and used; the other machines are shadow NHIs.
+    let matched = by_principal[known];
+    assert_eq!(matched["nhi_id"], registered["id"], "{matched}");
+    let nhi = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{}", registered["id"].as_str().unwrap()),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        nhi["last_used_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-07-10T"),
+        "{nhi}"
+    );
+    let findings = shadow_findings(&server).await;
+    let reported: std::collections::BTreeSet<&str> = findings
+        .iter()
+        .filter(|f| f["state"] == "open")
+        .map(|f| f["evidence"]["principal"].as_str().unwrap())
+        .collect();
+    // Bert-Jan ran the attack tool with his access keys before his console sign-in showed
+    // him to be a person: his finding was opened, then dismissed by the system.
+    let bert = findings
+        .iter()
+        .find(|f| f["evidence"]["principal"] == "arn:aws:iam::123837392027:user/bert-jan")
+        .unwrap();
+    assert_eq!(bert["state"], "dismissed", "{bert}");
+    assert!(
+        bert["resolution"].as_str().unwrap().contains("person"),
+        "{bert}"
+    );
+    let shadows: std::collections::BTreeSet<&str> = seen
+        .iter()
+        .filter(|i| i["class"] == "non_human" && i["nhi_id"].is_null())
+        .map(|i| i["principal"].as_str().unwrap())
+        .collect();
+    assert_eq!(reported, shadows);
+    assert!(!reported.contains(known));
+    assert!(!reported.contains("arn:aws:iam::123837392027:user/benjamin"));
+    for attack in [
+        "arn:aws:sts::123837392027:assumed-role/stratus-red-team-ec2-get-password-data-role/aws-go-sdk-1688990082523310002",
+        "arn:aws:sts::123837392027:assumed-role/stratus-red-team-leave-org-role/aws-go-sdk-1688990515440126480",
+    ] {
+        assert!(
+            reported.contains(attack),
+            "{attack} not reported: {reported:?}"
+        );
+    }
     server.stop().await;
 }
