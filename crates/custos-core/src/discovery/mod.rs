@@ -21,6 +21,7 @@ use crate::Timestamp;
 use crate::baseline::Outcome;
 
 pub mod formats;
+pub mod secrets;
 
 /// The formats `custos import` and `POST /v1/discovery/imports` read. The wire name is what
 /// users type.
