@@ -62,6 +62,8 @@ const SNIFF_BYTES: usize = 8000;
 const CHECK_BATCH: usize = 100;
 /// Secrets per report call: the server's limit.
 const REPORT_BATCH: usize = 500;
+/// Encoded bytes per report call, well under the server's 256 KiB body limit.
+const REPORT_BYTES: usize = 192 * 1024;
 /// Locations per reported secret: the server's limit.
 const REPORT_LOCATIONS: usize = 100;
 
@@ -430,8 +432,7 @@ async fn check(server: &Server, walk: &mut Walk) -> anyhow::Result<()> {
 /// are left to a human: revoking one may lock out the person running the scan.
 async fn revoke(server: &Server, matches: &mut [Match]) -> anyhow::Result<()> {
     let mut revoked: BTreeSet<String> = BTreeSet::new();
-    for i in 0..matches.len() {
-        let m = &matches[i];
+    for m in matches.iter_mut() {
         let (Some("live"), Some(id)) = (m.state.as_deref(), m.credential_id.clone()) else {
             continue;
         };
@@ -447,7 +448,7 @@ async fn revoke(server: &Server, matches: &mut [Match]) -> anyhow::Result<()> {
                 )
                 .await?;
         }
-        matches[i].action = Some("revoked".to_owned());
+        m.action = Some("revoked".to_owned());
     }
     Ok(())
 }
@@ -475,9 +476,21 @@ async fn report(server: &Server, matches: &[Match]) -> anyhow::Result<Value> {
             locations.push(json!({"path": m.path, "line": m.line, "service": m.service}));
         }
     }
-    let secrets: Vec<Value> = secrets.into_values().collect();
+    // Batches within the server's count limit and, by encoded size, its body limit.
+    let mut batches: Vec<Vec<Value>> = vec![Vec::new()];
+    let mut size = 0;
+    for secret in secrets.into_values() {
+        let len = secret.to_string().len();
+        let batch = batches.last_mut().expect("never empty");
+        if !batch.is_empty() && (batch.len() == REPORT_BATCH || size + len > REPORT_BYTES) {
+            batches.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        batches.last_mut().expect("never empty").push(secret);
+    }
     let mut findings = Vec::new();
-    for batch in secrets.chunks(REPORT_BATCH) {
+    for batch in batches.iter().filter(|b| !b.is_empty()) {
         let answer = server
             .post("/v1/discovery/secrets/report", &json!({"secrets": batch}))
             .await?;
