@@ -11,8 +11,8 @@ pub enum SecretKind {
     StaticKey,
 }
 
-const BODY_LEN: usize = 43; // ceil(256 / log2(62))
-const CHECKSUM_LEN: usize = 6; // 62^6 > 2^32
+pub(crate) const BODY_LEN: usize = 43; // ceil(256 / log2(62))
+pub(crate) const CHECKSUM_LEN: usize = 6; // 62^6 > 2^32
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 impl SecretKind {
@@ -37,7 +37,7 @@ pub enum SecretFormatError {
 }
 
 /// Encodes `bytes` as a fixed-width big-endian base62 number.
-fn base62_fixed(bytes: &[u8], width: usize) -> String {
+pub(crate) fn base62_fixed(bytes: &[u8], width: usize) -> String {
     let mut number = bytes.to_vec();
     let mut digits = vec![b'0'; width];
     for slot in digits.iter_mut().rev() {

@@ -124,6 +124,10 @@ enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// Find secrets in files: Custos keys (live or revoked, asked of the server when a token is
+    /// given) and provider keys; reuse across services. Exit status: 0 nothing found, 4 a live
+    /// Custos secret, 5 secrets none known to be live, 1 an error
+    Scan(crate::scan::ScanArgs),
     /// Feed events seen in a platform's own logs to the NHIs' baselines (admin): FILE holds
     /// `{"events": [...]}` or a JSON array of events, oldest first ("-" reads stdin); they are
     /// posted in order, in batches of at most 1,000 events within the server's body limit
@@ -839,6 +843,10 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<crate::scan::Found>().is_some() => ExitCode::from(
+            e.downcast_ref::<crate::scan::Found>()
+                .map_or(1, |found| found.0),
+        ),
         Err(e) if e.downcast_ref::<Refused>().is_some() => {
             eprintln!("custos: {e}");
             ExitCode::from(3)
@@ -863,6 +871,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decommissions { command, client } => decommissions(&client, command).await,
         Command::Lifecycle { command, client } => lifecycle(&client, command).await,
         Command::ResponsePolicies { command, client } => response_policies(&client, command).await,
+        Command::Scan(args) => crate::scan::run(args).await,
         Command::Observe { file, client } => observe(&client, &file).await,
         Command::Import {
             format,

@@ -1299,6 +1299,7 @@ pub async fn revoke_credential(
     state: &AppState,
     who: &Principal,
     id: &str,
+    reason: Option<String>,
 ) -> ApiResult<CredentialView> {
     who.require(&[Role::Admin, Role::Reviewer])?;
     let credential = state
@@ -1311,7 +1312,7 @@ pub async fn revoke_credential(
         .map_err(|_| ApiError::not_found("credential"))?;
     who.require_admin_or_reviewer_of(&nhi.owner.team_id)?;
     let now = state.now();
-    let event = state
+    let mut event = state
         .event(
             EventKind::CredentialRevoked,
             who.actor(),
@@ -1319,6 +1320,9 @@ pub async fn revoke_credential(
         )
         .with("credential", &credential.id)
         .with("fingerprint", &credential.fingerprint);
+    if let Some(reason) = &reason {
+        event = event.with("reason", reason);
+    }
     state
         .store
         .revoke_credentials(Revocation::Credential(id), now, &event)

@@ -13,6 +13,7 @@ mod discovery;
 mod guardrails;
 mod jose;
 mod merkle;
+mod secrets_scan;
 
 /// Generators of realistic grants, scopes and actions. Services and operations come from small
 /// alphabets and resource text from a handful of characters, so that collisions, containments

@@ -357,15 +357,21 @@ pub async fn list_credentials(
     ))
 }
 
-/// Revokes a credential at once (admin, or a reviewer of the owner team). Idempotent.
+/// Revokes a credential at once (admin, or a reviewer of the owner team), with an optional
+/// reason kept in the `credential.revoked` event. Idempotent.
 #[utoipa::path(post, path = "/v1/credentials/{id}/revoke", tag = "credentials", params(("id" = String, Path)),
+    request_body(content = Option<StatusChange>, content_type = "application/json"),
     responses((status = 200, body = CredentialView)))]
 pub async fn revoke_credential(
     State(state): State<AppState>,
     who: Principal,
     IdPath(id): IdPath,
+    OptionalJsonBody(change): OptionalJsonBody<StatusChange>,
 ) -> ApiResult<Json<CredentialView>> {
-    Ok(Json(service::revoke_credential(&state, &who, &id).await?))
+    let reason = reason(change)?;
+    Ok(Json(
+        service::revoke_credential(&state, &who, &id, reason).await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]

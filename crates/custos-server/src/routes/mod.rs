@@ -11,6 +11,7 @@ mod oauth;
 mod people;
 mod plumbing;
 mod policies;
+mod scan;
 mod tasks;
 
 use axum::Router;
@@ -117,6 +118,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(notifications::disable_channel))
         .routes(routes!(notifications::test_channel))
         .routes(routes!(notifications::list_deliveries))
+        .routes(routes!(scan::check_secrets))
+        .routes(routes!(scan::report_secrets))
         .with_state(state)
         .split_for_parts();
     let openapi = crate::openapi::finish(openapi, &limits);

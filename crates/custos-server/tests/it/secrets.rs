@@ -142,7 +142,7 @@ fn scan_data_dir(dir: &Path, secrets: &[Secret]) -> Vec<u8> {
 }
 
 /// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -449,7 +449,7 @@ async fn start_in_process(backend: Backend) -> (TestServer, Option<String>) {
 }
 
 /// Every row of every table in the URL's schema, as text (`bytea` shows as hex).
-async fn dump_postgres(url: &str) -> Vec<u8> {
+pub(crate) async fn dump_postgres(url: &str) -> Vec<u8> {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     let tables: Vec<(String,)> = sqlx::query_as(
         "SELECT table_name::text FROM information_schema.tables \
