@@ -21,6 +21,8 @@ use crate::Timestamp;
 use crate::baseline::Outcome;
 
 pub mod formats;
+pub mod posture;
+pub mod risk;
 
 /// The formats `custos import` and `POST /v1/discovery/imports` read. The wire name is what
 /// users type.
