@@ -8,4 +8,5 @@ mod behaviour;
 mod conformance;
 mod feed;
 mod lifecycle;
+mod reports;
 mod upgrade;
