@@ -10,6 +10,7 @@ mod oauth;
 mod people;
 mod plumbing;
 mod policies;
+mod reports;
 mod tasks;
 
 use axum::Router;
@@ -106,6 +107,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(notifications::disable_channel))
         .routes(routes!(notifications::test_channel))
         .routes(routes!(notifications::list_deliveries))
+        .routes(routes!(reports::risk_report))
+        .routes(routes!(reports::nhi_risk))
+        .routes(routes!(reports::blast_radius))
+        .routes(routes!(reports::posture))
         .with_state(state)
         .split_for_parts();
     let openapi = crate::openapi::finish(openapi, &limits);

@@ -20,6 +20,7 @@ mod notifications;
 mod oauth;
 mod policies;
 mod process;
+mod reports;
 mod secrets;
 mod tasks;
 mod web_ui;
