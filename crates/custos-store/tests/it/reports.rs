@@ -174,13 +174,13 @@ async fn blast_descendants_are_every_delegation_below_the_roots(store: &dyn Stor
             .unwrap();
     }
     let found = store
-        .credential_descendants(&[root.id.clone()], 100)
+        .credential_descendants(std::slice::from_ref(&root.id), 100)
         .await
         .unwrap();
     let ids: Vec<(&str, u32)> = found.iter().map(|c| (c.id.as_str(), c.depth)).collect();
     assert_eq!(ids, [(child.id.as_str(), 1), (grandchild.id.as_str(), 2)]);
     let limited = store
-        .credential_descendants(&[root.id.clone()], 1)
+        .credential_descendants(std::slice::from_ref(&root.id), 1)
         .await
         .unwrap();
     assert_eq!(limited.len(), 1);
@@ -193,7 +193,7 @@ async fn blast_descendants_are_every_delegation_below_the_roots(store: &dyn Stor
     );
     assert!(
         store
-            .credential_descendants(&[other.id.clone()], 10)
+            .credential_descendants(std::slice::from_ref(&other.id), 10)
             .await
             .unwrap()
             .is_empty()
