@@ -10,7 +10,10 @@
 //! - start-up: from spawning `custos serve` to the first 200 on `/readyz`;
 //! - `GET /v1/nhis` pages (`limit=50`) for a dozen realistic filters over one keep-alive HTTP
 //!   connection: latency of the first request, then median and p99 of the timed requests;
-//! - the server's resident memory (VmRSS, VmHWM) after those requests.
+//! - the server's resident memory (VmRSS, VmHWM) after those requests;
+//! - the posture report (`GET /v1/reports/posture`, JSON) over the whole inventory, after
+//!   giving every `CUSTOS_BENCH_KEY_EVERY`th NHI a static key (ages spread over 120 days, so
+//!   some are past the rotation age), and the risk report's top 20 (`GET /v1/reports/risk`).
 //!
 //! It prints one markdown table per backend, ready for `docs/benchmarks.md`.
 //!
@@ -35,6 +38,7 @@
 //! | `CUSTOS_BENCH_BUDGET_SECS` | `60` | time limit per filter; fewer requests are timed if it runs out |
 //! | `CUSTOS_BENCH_SINGLE` | `2000` | single-NHI `create_nhis` calls |
 //! | `CUSTOS_BENCH_DIR` | the system temp dir | where the SQLite data directory is made |
+//! | `CUSTOS_BENCH_KEY_EVERY` | `50` | one NHI in this many gets a static key before the reports |
 //! | `CUSTOS_BENCH_KEEP` | unset | `1` keeps the filled SQLite file and PostgreSQL schema (for EXPLAIN) |
 //! | `CUSTOS_ADMIN_TOKEN` | a fresh token | the admin token the server is bootstrapped with |
 //!
@@ -50,7 +54,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use custos_core::token::SecretKind;
 use custos_core::{
-    Actor, DomainEvent, EventKind, Nhi, NhiKind, NhiStatus, Owner, Scope, Team, Timestamp,
+    Actor, Credential, CredentialKind, DomainEvent, EventKind, Nhi, NhiKind, NhiStatus, Owner,
+    Scope, Team, Timestamp,
 };
 use custos_server::secrets::{self, Keys};
 use custos_server::service::{Clock, SystemClock, encode_cursor, new_id};
@@ -81,6 +86,7 @@ struct Config {
     requests: usize,
     budget: Duration,
     single: usize,
+    key_every: usize,
     dir: PathBuf,
     keep: bool,
     admin_token: String,
@@ -114,6 +120,7 @@ impl Config {
             requests: env_number("CUSTOS_BENCH_REQUESTS", 200)?.max(1),
             budget: Duration::from_secs(env_number("CUSTOS_BENCH_BUDGET_SECS", 60)? as u64),
             single: env_number("CUSTOS_BENCH_SINGLE", 2_000)?,
+            key_every: env_number("CUSTOS_BENCH_KEY_EVERY", 50)?.max(1),
             dir: non_empty("CUSTOS_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
             keep: non_empty("CUSTOS_BENCH_KEEP").is_some_and(|v| v != "0"),
             admin_token: non_empty("CUSTOS_ADMIN_TOKEN")
@@ -255,6 +262,7 @@ async fn measure(
 
     let fill = fill(cfg, backend, store.as_ref(), &mut generator).await?;
     let single = single_inserts(cfg, backend, store.as_ref(), &mut generator).await?;
+    let keys = static_keys(backend, store.as_ref(), &mut generator, &fill.keyed).await?;
     drop(store);
 
     let mut maintenance = None;
@@ -310,6 +318,7 @@ async fn measure(
     }
     let load = format!("{load_before} → {}", loadavg());
     let memory = server.memory()?;
+    let posture = reports(cfg, backend, &base, keys).await?;
     let startup = server.startup;
     server.stop().await?;
 
@@ -326,6 +335,7 @@ async fn measure(
         store_bytes,
         load,
         probes,
+        posture,
     })
 }
 
@@ -333,6 +343,8 @@ async fn measure(
 
 struct FillResult {
     elapsed: Duration,
+    /// The NHIs that get a static key before the reports.
+    keyed: Vec<Nhi>,
 }
 
 async fn fill(
@@ -355,9 +367,19 @@ async fn fill(
     let started = Instant::now();
     let mut next_report = cfg.nhis / 10;
     let mut serial = 0;
+    let mut keyed = Vec::new();
     while serial < cfg.nhis {
         let end = (serial + BATCH).min(cfg.nhis);
         let batch: Vec<_> = (serial..end).map(|i| generator.nhi(i)).collect();
+        keyed.extend(
+            batch
+                .iter()
+                .enumerate()
+                .filter(|(i, (nhi, _))| {
+                    (serial + i).is_multiple_of(cfg.key_every) && nhi.status == NhiStatus::Active
+                })
+                .map(|(_, (nhi, _))| nhi.clone()),
+        );
         store
             .create_nhis(&batch)
             .await
@@ -384,7 +406,107 @@ async fn fill(
         elapsed.as_secs_f64(),
         thousands(rate(cfg.nhis, elapsed))
     );
-    Ok(FillResult { elapsed })
+    Ok(FillResult { elapsed, keyed })
+}
+
+/// A static key for each of `nhis`, one durable `create_credential` each (as the API issues
+/// them), made between 0 and 120 days ago and living 90 days: with the default rotation age
+/// of 60 days, about a third are overdue and the rest long-lived (NHI7), and every one is a
+/// static secret (NHI4, and NHI6 in production). Returns how many were made.
+async fn static_keys(
+    backend: Backend,
+    store: &dyn Store,
+    generator: &mut Generator,
+    nhis: &[Nhi],
+) -> Result<usize> {
+    let started = Instant::now();
+    let now = SystemClock.now();
+    for nhi in nhis {
+        let made = now.plus_seconds(-(generator.rng.below(120 * 86_400) as i64));
+        let hash = generator.hex(64);
+        let credential = Credential {
+            id: new_id(),
+            nhi_id: nhi.id.clone(),
+            kind: CredentialKind::StaticKey,
+            secret_hash: hex::decode(&hash)?,
+            fingerprint: hash[..16].to_owned(),
+            created_at: made,
+            expires_at: Some(made.plus_seconds(90 * 86_400)),
+            revoked_at: None,
+            created_by: format!("operator:{}", generator.admin),
+            scope: None,
+            task_id: None,
+            parent_id: None,
+            depth: 0,
+            public_jwk: None,
+            last_used_at: None,
+        };
+        let event = DomainEvent::new(
+            new_id(),
+            EventKind::CredentialIssued,
+            Actor::System,
+            format!("credential:{}", credential.id),
+            now,
+        );
+        store.create_credential(&credential, &event).await?;
+    }
+    eprintln!(
+        "[{}] static keys: {} in {:.1} s",
+        backend.title(),
+        thousands(nhis.len() as u64),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(nhis.len())
+}
+
+struct PostureResult {
+    keys: usize,
+    elapsed: Duration,
+    bytes: usize,
+    nhis: u64,
+    affected: u64,
+    counts: Vec<(String, String, u64)>,
+    risk_elapsed: Duration,
+}
+
+/// The posture report over the whole inventory, once, then the risk report's top 20.
+async fn reports(cfg: &Config, backend: Backend, base: &str, keys: usize) -> Result<PostureResult> {
+    let slow = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()?;
+    let url = reqwest::Url::parse(&format!("{base}/v1/reports/posture"))?;
+    let (elapsed, body) = get_page(&slow, &url, &cfg.admin_token).await?;
+    let report: serde_json::Value = serde_json::from_slice(&body)?;
+    let counts = report["categories"]
+        .as_array()
+        .context("the posture report has no categories")?
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or_default().to_owned(),
+                c["title"].as_str().unwrap_or_default().to_owned(),
+                c["count"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let url = reqwest::Url::parse(&format!("{base}/v1/reports/risk?limit=20"))?;
+    let (risk_elapsed, _) = get_page(&slow, &url, &cfg.admin_token).await?;
+    eprintln!(
+        "[{}] posture report: {:.1} s ({} bytes); risk top 20: {:.1} s",
+        backend.title(),
+        elapsed.as_secs_f64(),
+        body.len(),
+        risk_elapsed.as_secs_f64()
+    );
+    Ok(PostureResult {
+        keys,
+        elapsed,
+        bytes: body.len(),
+        nhis: report["nhis"].as_u64().unwrap_or_default(),
+        affected: report["affected"].as_u64().unwrap_or_default(),
+        counts,
+        risk_elapsed,
+    })
 }
 
 struct SingleResult {
@@ -1037,6 +1159,7 @@ struct Report {
     /// The machine's load average before and after the pages (other work on the box).
     load: String,
     probes: Vec<ProbeResult>,
+    posture: PostureResult,
 }
 
 impl Report {
@@ -1147,6 +1270,23 @@ impl Report {
             cfg.requests,
             cfg.budget.as_secs()
         ));
+        let p = &self.posture;
+        out.push(format!(
+            "Posture report, `GET /v1/reports/posture` (JSON, at most 100 NHIs listed per category) over {} NHIs, {} of them with a static key: **{:.1} s** ({} NHIs/s, {} bytes); {} NHIs in at least one category. Risk report, top 20 (`GET /v1/reports/risk?limit=20`): **{:.1} s**.\n",
+            thousands(p.nhis),
+            thousands(p.keys as u64),
+            p.elapsed.as_secs_f64(),
+            thousands(rate(p.nhis as usize, p.elapsed)),
+            thousands(p.bytes as u64),
+            thousands(p.affected),
+            p.risk_elapsed.as_secs_f64()
+        ));
+        out.push("| category | title | affected NHIs |".to_owned());
+        out.push("| --- | --- | ---: |".to_owned());
+        for (id, title, count) in &p.counts {
+            out.push(format!("| {id} | {title} | {} |", thousands(*count)));
+        }
+        out.push(String::new());
         out.join("\n")
     }
 }

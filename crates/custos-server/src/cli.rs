@@ -214,6 +214,13 @@ enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// Reports: the OWASP NHI Top 10 posture, the riskiest NHIs
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Show who the token belongs to
     Whoami {
         #[command(flatten)]
@@ -378,6 +385,9 @@ enum NhiCommand {
         #[arg(long)]
         reason: String,
     },
+    /// What an NHI's live credentials and their delegated descendants can reach, and who
+    /// depends on it
+    BlastRadius { id: String },
 }
 
 #[derive(Subcommand)]
@@ -903,6 +913,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Notifications { command, client } => notifications(&client, command).await,
         Command::Task { command, client } => task(&client, command).await,
         Command::Audit { command, client } => audit(&client, command).await,
+        Command::Report { command, client } => report(&client, command).await,
         Command::Whoami { client } => {
             let me = get(&client, "/v1/whoami").await?;
             print_one(&client, &me, &["kind", "id", "name", "roles", "teams"])
@@ -1313,6 +1324,10 @@ async fn nhi(client: &Client, command: NhiCommand) -> anyhow::Result<()> {
                 }
             }
             print_decommission(client, &workflow)
+        }
+        NhiCommand::BlastRadius { id } => {
+            let blast = get(client, &format!("/v1/nhis/{}/blast-radius", enc(&id))).await?;
+            print_blast_radius(client, &blast)
         }
     }
 }
@@ -3032,4 +3047,117 @@ async fn agents(client: &Client, command: AgentsCommand) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+// ---- reports ----
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Json,
+    Csv,
+    Html,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The OWASP Non-Human Identities Top 10 (2025): each category's count, affected NHIs and
+    /// evidence, and the unmanaged identities. JSON lists at most 100 NHIs per category; CSV
+    /// lists every row; HTML is a standalone page with a chart
+    Posture {
+        #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+        format: ReportFormat,
+        /// Write the report to FILE instead of standard output
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The riskiest NHIs with their scores and the factors that make them
+    Risk {
+        /// How many NHIs (1 to 1000)
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+async fn report(client: &Client, command: ReportCommand) -> anyhow::Result<()> {
+    match command {
+        ReportCommand::Posture { format, out } => {
+            let name = match format {
+                ReportFormat::Json => "json",
+                ReportFormat::Csv => "csv",
+                ReportFormat::Html => "html",
+            };
+            let body = get(client, &format!("/v1/reports/posture?format={name}")).await?;
+            let text = match body {
+                Value::String(text) => text,
+                json => serde_json::to_string_pretty(&json)? + "\n",
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display())),
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            }
+        }
+        ReportCommand::Risk { limit } => {
+            let report = get(client, &format!("/v1/reports/risk?limit={limit}")).await?;
+            if client.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            let mut table = Table::new();
+            table.set_header(["SCORE", "LEVEL", "NHI", "NAME", "FACTORS"]);
+            for nhi in report["nhis"].as_array().into_iter().flatten() {
+                let factors: Vec<String> = nhi["factors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        format!(
+                            "+{} {}: {}",
+                            f["points"],
+                            cell(&f["name"]),
+                            cell(&f["reason"])
+                        )
+                    })
+                    .collect();
+                table.add_row(vec![
+                    cell(&nhi["score"]),
+                    cell(&nhi["level"]),
+                    cell(&nhi["nhi_id"]),
+                    cell(&nhi["name"]),
+                    factors.join("\n"),
+                ]);
+            }
+            println!("{table}");
+            println!("{} NHIs scored", cell(&report["scored"]));
+            Ok(())
+        }
+    }
+}
+
+/// A blast radius as a person reads it; `--output json` prints it whole.
+fn print_blast_radius(client: &Client, blast: &Value) -> anyhow::Result<()> {
+    if client.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(blast)?);
+        return Ok(());
+    }
+    let list = |key: &str| blast[key].as_array().cloned().unwrap_or_default();
+    println!("reach: {}", cell(&blast["reach"]));
+    println!("deepest delegation: {}", cell(&blast["max_depth"]));
+    println!("active tasks: {}", list("active_tasks").len());
+    let mut table = Table::new();
+    table.set_header(["CREDENTIAL", "KIND", "HOLDER", "DEPTH", "SCOPE"]);
+    for c in list("credentials").iter().chain(&list("descendants")) {
+        table.add_row(["credential_id", "kind", "nhi_id", "depth", "scope"].map(|f| cell(&c[f])));
+    }
+    println!("{table}");
+    let mut table = Table::new();
+    table.set_header(["DEPENDENT NHI", "NAME", "RELATION", "CREDENTIALS"]);
+    for d in list("dependents").iter().chain(&list("delegators")) {
+        table.add_row(["nhi_id", "name", "relation", "credential_ids"].map(|f| cell(&d[f])));
+    }
+    println!("{table}");
+    Ok(())
 }

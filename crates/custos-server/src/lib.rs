@@ -22,6 +22,7 @@ pub mod notify;
 pub mod oauth;
 pub mod openapi;
 pub mod policies;
+pub mod reports;
 pub mod reviews;
 pub mod routes;
 pub mod scan;

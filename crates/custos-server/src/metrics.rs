@@ -212,6 +212,9 @@ metered! {
     fn record_decommission_failure(&self, id: &str, error: &str, at: Timestamp) -> StoreResult<()>;
     fn get_decommission(&self, id: &str) -> StoreResult<Option<Decommission>>;
     fn list_decommissions(&self, filter: &DecommissionFilter, page: &Page) -> StoreResult<Vec<Decommission>>;
+    // Risk and posture reports: reads only.
+    fn nhi_facts(&self, nhis: Vec<Nhi>, now: Timestamp) -> StoreResult<Vec<custos_core::discovery::risk::NhiFacts>>;
+    fn credential_descendants(&self, roots: &[String], limit: u32) -> StoreResult<Vec<Credential>>;
 }
 
 /// Counts a notification attempt by channel kind and outcome (`delivered`, `retry`, `failed`).

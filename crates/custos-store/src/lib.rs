@@ -13,6 +13,7 @@ mod sql;
 use async_trait::async_trait;
 use custos_core::discovery::logical::{LogicalAgent, Member};
 use custos_core::discovery::observed::{ObservedFilter, ObservedIdentity};
+use custos_core::discovery::risk::NhiFacts;
 use custos_core::event::StoredEvent;
 use custos_core::finding::{Finding, FindingFilter, FindingState, ResponsePolicy};
 use custos_core::issuance::{
@@ -690,6 +691,18 @@ pub trait Store: Send + Sync + 'static {
         filter: &DecommissionFilter,
         page: &Page,
     ) -> Result<Vec<Decommission>>;
+
+    // ---- risk and posture reports ----
+
+    /// What the risk and posture of these NHIs (a page of `list_nhis`, say) are judged from:
+    /// their live credentials at `now` summarised, the live credentials delegated from theirs
+    /// counted, and their unresolved findings counted by kind and severity. Three grouped
+    /// queries over the NHIs' ids, however many NHIs there are (keep them to a page).
+    async fn nhi_facts(&self, nhis: Vec<Nhi>, now: Timestamp) -> Result<Vec<NhiFacts>>;
+    /// Every credential delegated, directly or further down, from the credentials `roots`
+    /// (revoked and expired ones too), by depth then id; at most `limit`.
+    async fn credential_descendants(&self, roots: &[String], limit: u32)
+    -> Result<Vec<Credential>>;
 }
 
 /// A deployment system allowed to report that an agent was shut down

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use custos_core::discovery::IdentityClass;
 use custos_core::discovery::logical::{LogicalAgent, Member};
 use custos_core::discovery::observed::{ObservedFilter, ObservedIdentity};
+use custos_core::discovery::risk::{CredentialSummary, FindingTally, NhiFacts};
 use custos_core::event::StoredEvent;
 use custos_core::finding::{
     Finding, FindingFilter, FindingState, ResponseAction, ResponsePolicy, ResponseTarget, Severity,
@@ -3590,6 +3591,126 @@ macro_rules! sql_store {
                 q.push(" ORDER BY started_at DESC, id DESC LIMIT ").push_bind(i64::from(page.limit));
                 let rows = q.build().fetch_all(self.reader()).await?;
                 rows.iter().map(Self::decommission_from_row).collect()
+            }
+
+            // ---- risk and posture reports ----
+
+            async fn nhi_facts(&self, nhis: Vec<Nhi>, now: Timestamp) -> Result<Vec<NhiFacts>> {
+                if nhis.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut facts: Vec<NhiFacts> = nhis
+                    .into_iter()
+                    .map(|nhi| NhiFacts { nhi, credentials: CredentialSummary::default(), findings: Vec::new() })
+                    .collect();
+                let index: std::collections::HashMap<String, usize> =
+                    facts.iter().enumerate().map(|(i, f)| (f.nhi.id.clone(), i)).collect();
+                let page_ids: Vec<String> = facts.iter().map(|f| f.nhi.id.clone()).collect();
+                let ids = |q: &mut QueryBuilder<$db>| {
+                    let mut list = q.separated(", ");
+                    for id in &page_ids {
+                        list.push_bind(id.clone());
+                    }
+                    q.push(")");
+                };
+                let now = now.unix_millis();
+                let live = |q: &mut QueryBuilder<$db>, alias: &str| {
+                    q.push(format!(" AND {alias}revoked_at IS NULL AND ({alias}expires_at IS NULL OR {alias}expires_at > "))
+                        .push_bind(now)
+                        .push(")");
+                };
+
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT nhi_id, COUNT(*) AS live, \
+                     COUNT(CASE WHEN kind = 'static_key' THEN 1 END) AS static_keys, \
+                     COUNT(CASE WHEN kind = 'static_key' AND expires_at IS NULL THEN 1 END) AS static_forever, \
+                     MIN(CASE WHEN kind = 'static_key' THEN created_at END) AS oldest_static, \
+                     COUNT(CASE WHEN kind = 'access_token' THEN 1 END) AS tokens, \
+                     COUNT(CASE WHEN kind = 'client_key' THEN 1 END) AS client_keys, \
+                     MAX(CASE WHEN kind = 'static_key' THEN expires_at - created_at END) AS longest_static, \
+                     MAX(CASE WHEN kind = 'access_token' THEN expires_at - created_at END) AS longest_token, \
+                     MAX(expires_at - created_at) AS longest \
+                     FROM credentials WHERE nhi_id IN (",
+                );
+                ids(&mut q);
+                live(&mut q, "");
+                q.push(" GROUP BY nhi_id");
+                for row in q.build().fetch_all(self.reader()).await? {
+                    let id: String = row.try_get("nhi_id")?;
+                    let Some(&i) = index.get(&id) else { continue };
+                    let count = |name: &str| -> Result<u32> {
+                        Ok(u32::try_from(row.try_get::<i64, _>(name)?).unwrap_or(u32::MAX))
+                    };
+                    let seconds = |name: &str| -> Result<Option<i64>> {
+                        Ok(row.try_get::<Option<i64>, _>(name)?.map(|ms| ms / 1000))
+                    };
+                    facts[i].credentials = CredentialSummary {
+                        live: count("live")?,
+                        static_keys: count("static_keys")?,
+                        static_keys_without_expiry: count("static_forever")?,
+                        oldest_static_key: opt_ts(row.try_get("oldest_static")?)?,
+                        access_tokens: count("tokens")?,
+                        client_keys: count("client_keys")?,
+                        longest_static_key_seconds: seconds("longest_static")?,
+                        longest_token_seconds: seconds("longest_token")?,
+                        longest_lifetime_seconds: seconds("longest")?,
+                        delegated: 0,
+                    };
+                }
+
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT p.nhi_id AS nhi_id, COUNT(*) AS delegated FROM credentials p \
+                     JOIN credentials c ON c.parent_id = p.id AND c.nhi_id <> p.nhi_id WHERE p.nhi_id IN (",
+                );
+                ids(&mut q);
+                live(&mut q, "c.");
+                q.push(" GROUP BY p.nhi_id");
+                for row in q.build().fetch_all(self.reader()).await? {
+                    let id: String = row.try_get("nhi_id")?;
+                    if let Some(&i) = index.get(&id) {
+                        facts[i].credentials.delegated =
+                            u32::try_from(row.try_get::<i64, _>("delegated")?).unwrap_or(u32::MAX);
+                    }
+                }
+
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT nhi_id, kind, severity, COUNT(*) AS n FROM findings \
+                     WHERE resolved_at IS NULL AND nhi_id IN (",
+                );
+                ids(&mut q);
+                q.push(" GROUP BY nhi_id, kind, severity ORDER BY nhi_id, kind, severity");
+                for row in q.build().fetch_all(self.reader()).await? {
+                    let id: String = row.try_get("nhi_id")?;
+                    if let Some(&i) = index.get(&id) {
+                        facts[i].findings.push(FindingTally {
+                            kind: row.try_get("kind")?,
+                            severity: parse_enum(Severity::parse, row.try_get("severity")?)?,
+                            count: u32::try_from(row.try_get::<i64, _>("n")?).unwrap_or(u32::MAX),
+                        });
+                    }
+                }
+                Ok(facts)
+            }
+
+            async fn credential_descendants(&self, roots: &[String], limit: u32) -> Result<Vec<Credential>> {
+                if roots.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = QueryBuilder::<$db>::new(
+                    "WITH RECURSIVE tree(id) AS (SELECT id FROM credentials WHERE parent_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for id in roots {
+                    list.push_bind(id.clone());
+                }
+                q.push(format!(
+                    ") UNION SELECT c.id FROM credentials c JOIN tree t ON c.parent_id = t.id) \
+                     SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id IN (SELECT id FROM tree) \
+                     ORDER BY depth, id LIMIT "
+                ));
+                q.push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(self.reader()).await?;
+                rows.iter().map(Self::credential_from_row).collect()
             }
         }
     };

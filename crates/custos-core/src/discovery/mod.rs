@@ -23,6 +23,8 @@ use crate::baseline::Outcome;
 pub mod formats;
 pub mod logical;
 pub mod observed;
+pub mod posture;
+pub mod risk;
 pub mod secrets;
 
 /// The formats `custos import` and `POST /v1/discovery/imports` read. The wire name is what

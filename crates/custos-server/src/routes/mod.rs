@@ -11,6 +11,7 @@ mod oauth;
 mod people;
 mod plumbing;
 mod policies;
+mod reports;
 mod scan;
 mod tasks;
 
@@ -120,6 +121,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(notifications::list_deliveries))
         .routes(routes!(scan::check_secrets))
         .routes(routes!(scan::report_secrets))
+        .routes(routes!(reports::risk_report))
+        .routes(routes!(reports::nhi_risk))
+        .routes(routes!(reports::blast_radius))
+        .routes(routes!(reports::posture))
         .with_state(state)
         .split_for_parts();
     let openapi = crate::openapi::finish(openapi, &limits);

@@ -21,6 +21,7 @@ mod notifications;
 mod oauth;
 mod policies;
 mod process;
+mod reports;
 mod scan;
 mod secrets;
 mod tasks;

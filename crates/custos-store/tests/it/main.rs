@@ -9,4 +9,5 @@ mod conformance;
 mod discovery;
 mod feed;
 mod lifecycle;
+mod reports;
 mod upgrade;
