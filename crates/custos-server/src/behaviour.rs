@@ -32,7 +32,7 @@ use crate::api::{
 };
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{AppState, encode_cursor, new_id};
+use crate::service::{AppState, new_id};
 
 /// How often changed profiles are written to the store.
 pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -717,13 +717,7 @@ pub async fn list_findings(
             },
         )
         .await?;
-    let more = found.len() > limit as usize;
-    let items: Vec<Finding> = found.into_iter().take(limit as usize).collect();
-    let next_cursor = if more {
-        items.last().map(|f| encode_cursor(&f.id))
-    } else {
-        None
-    };
+    let (items, next_cursor) = crate::service::page_of(found, limit, |f| f.id.clone());
     Ok(FindingList { items, next_cursor })
 }
 

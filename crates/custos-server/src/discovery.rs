@@ -38,7 +38,7 @@ use utoipa::ToSchema;
 use crate::api::CreateNhi;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{AppState, encode_cursor, new_id};
+use crate::service::{AppState, new_id, page_of};
 
 /// Records handed from the reader to the writer at a time.
 const BATCH: usize = 512;
@@ -740,15 +740,7 @@ pub async fn list_observed(
             },
         )
         .await?;
-    let more = found.len() > limit as usize;
-    let items: Vec<ObservedIdentity> = found.into_iter().take(limit as usize).collect();
-    let next_cursor = if more {
-        items
-            .last()
-            .map(|i| encode_cursor(&format!("{}:{}", i.platform, i.principal)))
-    } else {
-        None
-    };
+    let (items, next_cursor) = page_of(found, limit, |i| format!("{}:{}", i.platform, i.principal));
     Ok(ObservedList { items, next_cursor })
 }
 
@@ -1092,20 +1084,14 @@ pub async fn list_logical_agents(
 ) -> ApiResult<LogicalAgentList> {
     let teams = who.visible_teams()?;
     let limit = page.limit;
-    let mut found = state
+    let found = state
         .store
         .list_logical_agents(&Page {
             after: page.after,
             limit: limit + 1,
         })
         .await?;
-    let more = found.len() > limit as usize;
-    found.truncate(limit as usize);
-    let next_cursor = if more {
-        found.last().map(|a| encode_cursor(&a.id))
-    } else {
-        None
-    };
+    let (mut found, next_cursor) = page_of(found, limit, |a| a.id.clone());
     if let Some(teams) = teams {
         found.retain(|agent| teams.contains(&agent.team_id));
     }

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::api::DecommissionList;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{AppState, encode_cursor, new_id};
+use crate::service::{AppState, new_id};
 
 /// The longest wait between two attempts at a step that keeps failing.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
@@ -706,13 +706,7 @@ pub async fn list(
             },
         )
         .await?;
-    let more = found.len() > limit as usize;
-    let items: Vec<Decommission> = found.into_iter().take(limit as usize).collect();
-    let next_cursor = if more {
-        items.last().map(|w| encode_cursor(&w.id))
-    } else {
-        None
-    };
+    let (items, next_cursor) = crate::service::page_of(found, limit, |w| w.id.clone());
     Ok(DecommissionList { items, next_cursor })
 }
 

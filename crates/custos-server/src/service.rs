@@ -125,6 +125,23 @@ impl AppState {
     }
 }
 
+/// One page out of `found`, which was read with one more than `limit` to learn whether more
+/// follow: the page, and the cursor of its last item if they do.
+pub fn page_of<T>(
+    mut found: Vec<T>,
+    limit: u32,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let more = found.len() > limit as usize;
+    found.truncate(limit as usize);
+    let next_cursor = if more {
+        found.last().map(|last| encode_cursor(&cursor_of(last)))
+    } else {
+        None
+    };
+    (found, next_cursor)
+}
+
 pub fn encode_cursor(last_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(last_id)
 }

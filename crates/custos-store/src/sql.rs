@@ -1660,50 +1660,34 @@ macro_rules! sql_store {
                     let merged = match existing.as_ref().map(Self::observed_from_row).transpose()? {
                         Some(mut earlier) => {
                             earlier.merge(identity);
-                            sqlx::query(
-                                "UPDATE observed_identities SET display_name = $1, class = $2, class_reason = $3, \
-                                 nhi_id = $4, first_seen = $5, last_seen = $6, events = $7, evidence = $8, \
-                                 first_imported_at = $9, updated_at = $10 WHERE platform = $11 AND principal = $12",
-                            )
-                            .bind(&earlier.display_name)
-                            .bind(earlier.class.as_str())
-                            .bind(&earlier.class_reason)
-                            .bind(&earlier.nhi_id)
-                            .bind(earlier.first_seen.map(Timestamp::unix_millis))
-                            .bind(earlier.last_seen.map(Timestamp::unix_millis))
-                            .bind(earlier.events)
-                            .bind(to_json(&earlier.evidence))
-                            .bind(earlier.first_imported_at.unix_millis())
-                            .bind(earlier.updated_at.unix_millis())
-                            .bind(&earlier.platform)
-                            .bind(&earlier.principal)
-                            .execute(&mut *tx)
-                            .await?;
                             earlier
                         }
-                        None => {
-                            sqlx::query(
-                                "INSERT INTO observed_identities (display_name, class, class_reason, nhi_id, \
-                                 first_seen, last_seen, events, evidence, first_imported_at, updated_at, \
-                                 platform, principal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                            )
-                            .bind(&identity.display_name)
-                            .bind(identity.class.as_str())
-                            .bind(&identity.class_reason)
-                            .bind(&identity.nhi_id)
-                            .bind(identity.first_seen.map(Timestamp::unix_millis))
-                            .bind(identity.last_seen.map(Timestamp::unix_millis))
-                            .bind(identity.events)
-                            .bind(to_json(&identity.evidence))
-                            .bind(identity.first_imported_at.unix_millis())
-                            .bind(identity.updated_at.unix_millis())
-                            .bind(&identity.platform)
-                            .bind(&identity.principal)
-                            .execute(&mut *tx)
-                            .await?;
-                            identity.clone()
-                        }
+                        None => identity.clone(),
                     };
+                    sqlx::query(
+                        "INSERT INTO observed_identities (display_name, class, class_reason, nhi_id, \
+                         first_seen, last_seen, events, evidence, first_imported_at, updated_at, \
+                         platform, principal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                         ON CONFLICT (platform, principal) DO UPDATE SET display_name = excluded.display_name, \
+                         class = excluded.class, class_reason = excluded.class_reason, nhi_id = excluded.nhi_id, \
+                         first_seen = excluded.first_seen, last_seen = excluded.last_seen, \
+                         events = excluded.events, evidence = excluded.evidence, \
+                         first_imported_at = excluded.first_imported_at, updated_at = excluded.updated_at",
+                    )
+                    .bind(&merged.display_name)
+                    .bind(merged.class.as_str())
+                    .bind(&merged.class_reason)
+                    .bind(&merged.nhi_id)
+                    .bind(merged.first_seen.map(Timestamp::unix_millis))
+                    .bind(merged.last_seen.map(Timestamp::unix_millis))
+                    .bind(merged.events)
+                    .bind(to_json(&merged.evidence))
+                    .bind(merged.first_imported_at.unix_millis())
+                    .bind(merged.updated_at.unix_millis())
+                    .bind(&merged.platform)
+                    .bind(&merged.principal)
+                    .execute(&mut *tx)
+                    .await?;
                     stored.push(merged);
                 }
                 Self::append_event(&mut *tx, event).await?;

@@ -391,45 +391,10 @@ impl Tallies {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
+    use crate::discovery::risk::tests::{at, facts_of as facts};
     use crate::discovery::risk::{CredentialSummary, FindingTally};
     use crate::finding::Severity;
-    use crate::{Nhi, Owner, Scope};
-
-    fn at(days: i64) -> Timestamp {
-        Timestamp::from_unix_millis(days * 86_400_000).unwrap()
-    }
-
-    fn facts(kind: NhiKind, ceiling: &[&str]) -> NhiFacts {
-        NhiFacts {
-            nhi: Nhi {
-                id: "n1".into(),
-                name: "bot".into(),
-                kind,
-                platform: "k8s".into(),
-                environment: "staging".into(),
-                status: NhiStatus::Active,
-                owner: Owner {
-                    team_id: "t1".into(),
-                    application: None,
-                    contact: None,
-                },
-                purpose: "p".into(),
-                scope_ceiling: Scope::parse(ceiling).unwrap(),
-                tags: BTreeMap::new(),
-                external_ids: BTreeMap::new(),
-                created_at: at(0),
-                updated_at: at(0),
-                expires_at: None,
-                last_used_at: Some(at(99)),
-                version: 1,
-            },
-            credentials: CredentialSummary::default(),
-            findings: Vec::new(),
-        }
-    }
 
     fn settings() -> RiskSettings {
         RiskSettings {

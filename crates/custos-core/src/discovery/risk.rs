@@ -353,22 +353,28 @@ pub fn score(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
     use crate::{NhiKind, Owner};
 
-    fn at(days: i64) -> Timestamp {
+    pub(crate) fn at(days: i64) -> Timestamp {
         Timestamp::from_unix_millis(days * 86_400_000).unwrap()
     }
 
     fn facts(ceiling: &[&str]) -> NhiFacts {
+        facts_of(NhiKind::AiAgent, ceiling)
+    }
+
+    /// An active staging NHI of `kind` on team `t1`, registered at day 0 and last used on day
+    /// 99, with nothing else: the base the risk and posture tests change one thing of.
+    pub(crate) fn facts_of(kind: NhiKind, ceiling: &[&str]) -> NhiFacts {
         NhiFacts {
             nhi: Nhi {
                 id: "n1".into(),
                 name: "bot".into(),
-                kind: NhiKind::AiAgent,
+                kind,
                 platform: "openai".into(),
                 environment: "staging".into(),
                 status: NhiStatus::Active,
