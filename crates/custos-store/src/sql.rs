@@ -1610,18 +1610,24 @@ macro_rules! sql_store {
             }
 
             async fn registered_names(&self, names: &[(String, String)]) -> Result<Vec<(String, String)>> {
+                // By platform, so that the (platform, name) unique index answers each query;
+                // a name alone is not indexed for equality.
+                let mut by_platform: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+                for (platform, name) in names {
+                    by_platform.entry(platform.as_str()).or_default().push(name.as_str());
+                }
                 let mut found = Vec::new();
-                for chunk in names.chunks(500) {
-                    let mut q = QueryBuilder::<$db>::new("SELECT platform, name FROM nhis WHERE name IN (");
-                    let mut list = q.separated(", ");
-                    for (_, name) in chunk {
-                        list.push_bind(name.clone());
-                    }
-                    q.push(")");
-                    for row in q.build().fetch_all(self.reader()).await? {
-                        let pair: (String, String) = (row.try_get("platform")?, row.try_get("name")?);
-                        if chunk.contains(&pair) {
-                            found.push(pair);
+                for (platform, names) in by_platform {
+                    for chunk in names.chunks(500) {
+                        let mut q = QueryBuilder::<$db>::new("SELECT name FROM nhis WHERE platform = ");
+                        q.push_bind(platform.to_owned()).push(" AND name IN (");
+                        let mut list = q.separated(", ");
+                        for name in chunk {
+                            list.push_bind((*name).to_owned());
+                        }
+                        q.push(")");
+                        for row in q.build().fetch_all(self.reader()).await? {
+                            found.push((platform.to_owned(), row.try_get("name")?));
                         }
                     }
                 }
