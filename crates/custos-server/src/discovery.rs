@@ -188,10 +188,14 @@ pub async fn import(
         )
     })?;
     let source = match source {
-        Some(source) if source.trim().is_empty() || source.len() > 256 => {
+        Some(source)
+            if source.trim().is_empty()
+                || source.len() > 256
+                || source.chars().any(char::is_control) =>
+        {
             return Err(ApiError::unprocessable(
                 "validation_failed",
-                "source must be 1 to 256 bytes",
+                "source must be 1 to 256 bytes without control characters",
             ));
         }
         Some(source) => source,
@@ -335,13 +339,27 @@ impl<'a> Import<'a> {
         for (position, record) in records {
             self.report.records += 1;
             match record {
+                Record::Inventory(row)
+                    if [&row.name, &row.platform, &row.owner.team]
+                        .iter()
+                        .any(|text| text.contains('\0')) =>
+                {
+                    self.report.records -= 1;
+                    self.malformed(Malformed {
+                        position,
+                        reason: "the row holds a nul character".to_owned(),
+                    });
+                }
                 Record::Inventory(row) => {
                     self.rows.push((position, *row));
                     if self.rows.len() >= REGISTER_BATCH {
                         self.register().await?;
                     }
                 }
-                Record::Sighting(sighting) => self.sighting(*sighting).await?,
+                Record::Sighting(mut sighting) => {
+                    sighting.scrub();
+                    self.sighting(*sighting).await?
+                }
             }
         }
         Ok(())

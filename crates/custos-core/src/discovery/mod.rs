@@ -150,6 +150,42 @@ pub struct Sighting {
     pub facts: BTreeMap<String, String>,
 }
 
+impl Sighting {
+    /// Replaces NUL characters, which a JSON log may carry (`\u0000`) but no store keeps as
+    /// text (PostgreSQL refuses them), with U+FFFD, in every string the server stores.
+    pub fn scrub(&mut self) {
+        fn clean(text: &mut String) {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\u{FFFD}");
+            }
+        }
+        clean(&mut self.principal);
+        clean(&mut self.display_name);
+        if let Some(activity) = &mut self.activity {
+            clean(&mut activity.service);
+            clean(&mut activity.operation);
+            clean(&mut activity.resource);
+            if let Some(agent) = &mut activity.user_agent {
+                clean(agent);
+            }
+        }
+        if self
+            .facts
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            self.facts = std::mem::take(&mut self.facts)
+                .into_iter()
+                .map(|(mut k, mut v)| {
+                    clean(&mut k);
+                    clean(&mut v);
+                    (k, v)
+                })
+                .collect();
+        }
+    }
+}
+
 /// What an identity did in one log event, in the baselining engine's terms.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Activity {

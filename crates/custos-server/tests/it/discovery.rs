@@ -675,6 +675,38 @@ async fn discovery_bad_imports_are_refused_with_stable_codes(backend: Backend) {
     );
     assert!(report["records"].as_u64().unwrap() >= 1, "{report}");
 
+    // NUL characters (valid JSON, refused by PostgreSQL as text) are no 5xx: a log's are
+    // replaced, a row holding one is malformed, a source name with one is refused.
+    let mut poisoned = trail();
+    poisoned["Records"][0]["userIdentity"]["arn"] = json!("arn:aws:iam::1:user/nul\u{0}bot");
+    poisoned["Records"][0]["userAgent"] = json!("agent\u{0}");
+    let report = import(
+        &server,
+        "cloudtrail",
+        "nul.json",
+        serde_json::to_vec(&poisoned).unwrap(),
+    )
+    .await;
+    assert_eq!(report["malformed"], 0, "{report}");
+    let row = json!({"name": "nul\u{0}row", "kind": "workload", "platform": "aws",
+        "environment": "dev", "owner": {"team": "payments"}, "purpose": "x"});
+    let report = import(
+        &server,
+        "inventory-json",
+        "nul.jsonl",
+        format!("{row}\n").into_bytes(),
+    )
+    .await;
+    assert_eq!(report["malformed"], 1, "{report}");
+    let (status, problem) = server
+        .upload(
+            "/v1/discovery/imports?format=cloudtrail&source=a%00b",
+            ADMIN_TOKEN,
+            b"[]".to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+
     // Adopting what is not a shadow NHI.
     let (status, problem) = server
         .call(
