@@ -30,8 +30,8 @@ use crate::service::{AppState, new_id};
 /// The most secrets one check may ask about.
 pub const MAX_CHECK: usize = 100;
 /// The most distinct secrets one report may carry, and locations per secret.
-pub const MAX_REPORTED: usize = 500;
-pub const MAX_LOCATIONS: usize = 100;
+pub const MAX_REPORTED: usize = 100;
+pub const MAX_LOCATIONS: usize = 20;
 
 /// The finding kind of one secret found under several services or NHIs (OWASP NHI9).
 pub const REUSED_SECRET: &str = "reused_secret";
@@ -169,8 +169,9 @@ fn credential_state(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
-    /// Each distinct secret the scan found, with everywhere it was found; at most 500.
-    #[schema(max_items = 500)]
+    /// Each distinct secret the scan found, with where it was found; at most 100. Small
+    /// enough that a list one too long still fits the body limit and is refused as such (422).
+    #[schema(max_items = 100)]
     pub secrets: Vec<ReportedSecret>,
 }
 
@@ -185,8 +186,8 @@ pub struct ReportedSecret {
     pub secret_sha256: String,
     /// For a Custos static key: the credential id the check answered.
     pub credential_id: Option<String>,
-    /// Where it was found, at most 100 places.
-    #[schema(max_items = 100)]
+    /// Where it was found, at most 20 places (the first ones the scan met).
+    #[schema(max_items = 20)]
     pub locations: Vec<ReportedLocation>,
 }
 

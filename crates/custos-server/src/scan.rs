@@ -61,11 +61,11 @@ const SNIFF_BYTES: usize = 8000;
 /// Secrets per check call: the server's limit.
 const CHECK_BATCH: usize = 100;
 /// Secrets per report call: the server's limit.
-const REPORT_BATCH: usize = 500;
+const REPORT_BATCH: usize = crate::leaks::MAX_REPORTED;
 /// Encoded bytes per report call, well under the server's 256 KiB body limit.
 const REPORT_BYTES: usize = 192 * 1024;
 /// Locations per reported secret: the server's limit.
-const REPORT_LOCATIONS: usize = 100;
+const REPORT_LOCATIONS: usize = crate::leaks::MAX_LOCATIONS;
 
 #[derive(Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScanOutput {

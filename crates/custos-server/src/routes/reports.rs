@@ -101,9 +101,8 @@ pub struct PostureParams {
 /// identities (unresolved `shadow_nhi` findings). Admins and auditors see every NHI,
 /// reviewers their teams'.
 #[utoipa::path(get, path = "/v1/reports/posture", tag = "reports", params(PostureParams),
-    responses((status = 200, body = Object, content_type = "application/json"),
-              (status = 200, description = "format=csv", body = String, content_type = "text/csv"),
-              (status = 200, description = "format=html", body = String, content_type = "text/html"),
+    responses((status = 200, description = "the report: JSON, or CSV or HTML as `format` asks",
+                  content((Object = "application/json"), (String = "text/csv"), (String = "text/html"))),
               (status = 400, description = "an unknown parameter or format", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 403, body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn posture(
