@@ -327,8 +327,14 @@ impl<'a> Import<'a> {
         }
     }
 
+    /// A record the reader could not read: counted as read, and refused.
     fn malformed(&mut self, malformed: Malformed) {
         self.report.records += 1;
+        self.refuse(malformed);
+    }
+
+    /// A record read but refused (by the reader, or by the rules applied after it).
+    fn refuse(&mut self, malformed: Malformed) {
         self.report.malformed += 1;
         if self.report.malformed_records.len() < MALFORMED_SHOWN {
             self.report.malformed_records.push(malformed);
@@ -344,8 +350,7 @@ impl<'a> Import<'a> {
                         .iter()
                         .any(|text| text.contains('\0')) =>
                 {
-                    self.report.records -= 1;
-                    self.malformed(Malformed {
+                    self.refuse(Malformed {
                         position,
                         reason: "the row holds a nul character".to_owned(),
                     });
@@ -433,14 +438,7 @@ impl<'a> Import<'a> {
             }
             match self.prepare(row).await {
                 Ok(prepared) => batch.push(prepared),
-                Err(reason) => {
-                    self.report.malformed += 1;
-                    if self.report.malformed_records.len() < MALFORMED_SHOWN {
-                        self.report
-                            .malformed_records
-                            .push(Malformed { position, reason });
-                    }
-                }
+                Err(reason) => self.refuse(Malformed { position, reason }),
             }
         }
         if batch.is_empty() {
