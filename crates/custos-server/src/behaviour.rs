@@ -772,35 +772,27 @@ pub async fn resolve_finding(
     }
     errors.into_result()?;
     let reason = input.reason.unwrap_or_default();
-    let kind = match to {
-        FindingState::Acknowledged => EventKind::FindingAcknowledged,
-        FindingState::Dismissed => EventKind::FindingDismissed,
-        FindingState::Accepted => EventKind::FindingAccepted,
-        FindingState::Open => {
-            return Err(ApiError::bad_request(
-                "invalid_transition",
-                "a finding cannot be reopened",
-            ));
-        }
-    };
-    let by = who.actor().to_string();
-    let event = state
-        .event(kind, who.actor(), format!("finding:{}", finding.id))
-        .with("reason", &reason);
-    let event = match &finding.nhi_id {
-        Some(nhi) => event.with("nhi", nhi),
-        None => event,
-    };
-    let resolved = state
-        .store
-        .resolve_finding(&finding.id, to, &by, &reason, state.now(), &event)
-        .await?
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "finding_not_open",
-                format!("the finding is {}, and cannot become {to}", finding.state),
-            )
-        })?;
+    if to == FindingState::Open {
+        return Err(ApiError::bad_request(
+            "invalid_transition",
+            "a finding cannot be reopened",
+        ));
+    }
+    let resolved = settle_finding(
+        state,
+        &finding.id,
+        to,
+        who.actor(),
+        &reason,
+        finding.nhi_id.as_deref(),
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::conflict(
+            "finding_not_open",
+            format!("the finding is {}, and cannot become {to}", finding.state),
+        )
+    })?;
     state.behaviour.forget_recent(&resolved.dedupe_key);
     if to == FindingState::Accepted {
         fold_finding(state, &resolved).await?;
@@ -1060,6 +1052,35 @@ pub async fn revoke_response_policy(
 /// The most events one observations request carries.
 /// (The request body limit, 256 KiB, holds about that many events of usual size.)
 pub const MAX_OBSERVATIONS: usize = 1_000;
+
+/// Moves a finding on to `to` (acknowledged, dismissed or accepted) as `actor`, with its
+/// event: the one write behind every way a finding is settled, by a person or by a decision
+/// or a later import. `None`, writing nothing, if it was no longer in a state it could move
+/// on from. Rights are the caller's to check.
+pub async fn settle_finding(
+    state: &AppState,
+    finding_id: &str,
+    to: FindingState,
+    actor: Actor,
+    reason: &str,
+    nhi_id: Option<&str>,
+) -> ApiResult<Option<Finding>> {
+    let kind = match to {
+        FindingState::Acknowledged => EventKind::FindingAcknowledged,
+        FindingState::Dismissed => EventKind::FindingDismissed,
+        FindingState::Accepted => EventKind::FindingAccepted,
+        FindingState::Open => return Ok(None),
+    };
+    let by = actor.to_string();
+    let event = state
+        .event(kind, actor, format!("finding:{finding_id}"))
+        .with("reason", reason)
+        .with_some("nhi", nhi_id);
+    Ok(state
+        .store
+        .resolve_finding(finding_id, to, &by, reason, state.now(), &event)
+        .await?)
+}
 
 /// `POST /v1/observations` (admin): events seen in a platform's logs for registered NHIs,
 /// fed to their baselines in order. Departures become findings (recorded and alerted, never

@@ -705,24 +705,15 @@ async fn close_shadow_of_person(state: &AppState, identity: &ObservedIdentity) -
         .await?;
     for finding in open {
         let reason = format!("the identity is a person ({})", identity.class_reason);
-        let event = state
-            .event(
-                EventKind::FindingDismissed,
-                custos_core::Actor::System,
-                format!("finding:{}", finding.id),
-            )
-            .with("reason", &reason);
-        state
-            .store
-            .resolve_finding(
-                &finding.id,
-                FindingState::Dismissed,
-                &custos_core::Actor::System.to_string(),
-                &reason,
-                state.now(),
-                &event,
-            )
-            .await?;
+        crate::behaviour::settle_finding(
+            state,
+            &finding.id,
+            FindingState::Dismissed,
+            custos_core::Actor::System,
+            &reason,
+            None,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -855,25 +846,15 @@ pub async fn adopt(
         })?;
     if finding.state == FindingState::Open {
         let reason = format!("adoption requested as nhi {}", nhi.id);
-        let event = state
-            .event(
-                EventKind::FindingAcknowledged,
-                who.actor(),
-                format!("finding:{}", finding.id),
-            )
-            .with("reason", &reason)
-            .with("nhi", &nhi.id);
-        state
-            .store
-            .resolve_finding(
-                &finding.id,
-                FindingState::Acknowledged,
-                &who.actor().to_string(),
-                &reason,
-                state.now(),
-                &event,
-            )
-            .await?;
+        crate::behaviour::settle_finding(
+            state,
+            &finding.id,
+            FindingState::Acknowledged,
+            who.actor(),
+            &reason,
+            Some(&nhi.id),
+        )
+        .await?;
     }
     let reasons = vec![
         format!("{principal} was seen on {platform} and is not in the inventory"),
@@ -944,26 +925,16 @@ pub async fn adoption_approved(
         return Ok(());
     };
     let reason = format!("adopted as nhi {} (approval {})", nhi.id, decided.id);
-    let event = state
-        .event(
-            EventKind::FindingAccepted,
-            who.actor(),
-            format!("finding:{finding_id}"),
-        )
-        .with("reason", &reason)
-        .with("nhi", &nhi.id);
     // A finding someone settled meanwhile stays as they left it.
-    state
-        .store
-        .resolve_finding(
-            finding_id,
-            FindingState::Accepted,
-            &who.actor().to_string(),
-            &reason,
-            state.now(),
-            &event,
-        )
-        .await?;
+    crate::behaviour::settle_finding(
+        state,
+        finding_id,
+        FindingState::Accepted,
+        who.actor(),
+        &reason,
+        Some(&nhi.id),
+    )
+    .await?;
     Ok(())
 }
 

@@ -187,7 +187,6 @@ pub async fn owner_attested(
     decided: &Approval,
     who: &Principal,
 ) -> ApiResult<()> {
-    let now = state.now();
     let event = state
         .event(
             EventKind::NhiOwnerAttested,
@@ -214,28 +213,15 @@ pub async fn owner_attested(
         )
         .await?;
     for finding in orphaned {
-        let settled = state
-            .event(
-                EventKind::FindingAccepted,
-                who.actor(),
-                format!("finding:{}", finding.id),
-            )
-            .with("nhi", &nhi.id)
-            .with(
-                "reason",
-                format!("owner attested by approval {}", decided.id),
-            );
-        state
-            .store
-            .resolve_finding(
-                &finding.id,
-                FindingState::Accepted,
-                &who.actor().to_string(),
-                &format!("owner attested by approval {}", decided.id),
-                now,
-                &settled,
-            )
-            .await?;
+        crate::behaviour::settle_finding(
+            state,
+            &finding.id,
+            FindingState::Accepted,
+            who.actor(),
+            &format!("owner attested by approval {}", decided.id),
+            Some(&nhi.id),
+        )
+        .await?;
     }
     Ok(())
 }
