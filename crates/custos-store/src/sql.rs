@@ -323,6 +323,11 @@ fn detail_pattern(key: &str, value: &str) -> String {
 /// back to searching them all.
 const SEARCH_WINDOW: i64 = 2000;
 
+/// Bound parameters per multi-row `INSERT` (rows = this / columns): well under both
+/// databases' limits (32,766 in SQLite, 65,535 in PostgreSQL), and a statement big enough that
+/// a batch of a few hundred rows takes one round trip.
+const BINDS_PER_INSERT: usize = 8_000;
+
 const NHI_COLUMNS: &str = "id, name, kind, platform, environment, status, owner_team_id, \
     owner_application, owner_contact, purpose, scope_ceiling, tags, external_ids, created_at, \
     updated_at, expires_at, last_used_at, version";
@@ -968,23 +973,34 @@ macro_rules! sql_store {
                 rows.iter().map(Self::event_from_row).collect()
             }
 
+            /// Appends events and announces them, in multi-row inserts: one statement per few
+            /// hundred events, not one per event.
+            async fn insert_events(
+                tx: &mut <$db as sqlx::Database>::Connection,
+                events: &[DomainEvent],
+            ) -> Result<()> {
+                for chunk in events.chunks(BINDS_PER_INSERT / 6) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO events (id, kind, actor, subject, occurred_at, details) ",
+                    );
+                    q.push_values(chunk, |mut row, event| {
+                        row.push_bind(event.id.clone())
+                            .push_bind(event.kind.as_str())
+                            .push_bind(event.actor.to_string())
+                            .push_bind(event.subject.clone())
+                            .push_bind(event.occurred_at.unix_millis())
+                            .push_bind(to_json(&event.details));
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                Self::announce(&mut *tx, events).await
+            }
+
             async fn append_event(
                 tx: &mut <$db as sqlx::Database>::Connection,
                 event: &DomainEvent,
             ) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO events (id, kind, actor, subject, occurred_at, details) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&event.id)
-                .bind(event.kind.as_str())
-                .bind(event.actor.to_string())
-                .bind(&event.subject)
-                .bind(event.occurred_at.unix_millis())
-                .bind(to_json(&event.details))
-                .execute(&mut *tx)
-                .await?;
-                Self::announce(&mut *tx, std::slice::from_ref(event)).await
+                Self::insert_events(tx, std::slice::from_ref(event)).await
             }
 
             async fn insert_operator(
@@ -1501,21 +1517,67 @@ macro_rules! sql_store {
             async fn create_nhis(&self, nhis: &[(Nhi, DomainEvent)]) -> Result<()> {
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
-                for (nhi, event) in nhis {
-                    let insert = sqlx::query(
+                // Multi-row inserts, a few hundred rows a statement: an import registers NHIs a
+                // thousand at a time, and one statement per row, tag and id was most of its cost.
+                for chunk in nhis.chunks(BINDS_PER_INSERT / 18) {
+                    let mut q = QueryBuilder::<$db>::new(
                         "INSERT INTO nhis (name, kind, platform, environment, status, owner_team_id, \
                          owner_application, owner_contact, purpose, scope_ceiling, tags, external_ids, \
-                         updated_at, expires_at, last_used_at, version, id, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                         updated_at, expires_at, last_used_at, version, id, created_at) ",
                     );
-                    Self::bind_nhi(insert, nhi)
-                        .bind(&nhi.id)
-                        .bind(nhi.created_at.unix_millis())
-                        .execute(&mut *tx)
-                        .await?;
-                    Self::write_tags(&mut *tx, nhi).await?;
-                    Self::append_event(&mut *tx, event).await?;
+                    q.push_values(chunk, |mut row, (nhi, _)| {
+                        row.push_bind(nhi.name.clone())
+                            .push_bind(nhi.kind.as_str())
+                            .push_bind(nhi.platform.clone())
+                            .push_bind(nhi.environment.clone())
+                            .push_bind(nhi.status.as_str())
+                            .push_bind(nhi.owner.team_id.clone())
+                            .push_bind(nhi.owner.application.clone())
+                            .push_bind(nhi.owner.contact.clone())
+                            .push_bind(nhi.purpose.clone())
+                            .push_bind(to_json(&nhi.scope_ceiling))
+                            .push_bind(to_json(&nhi.tags))
+                            .push_bind(to_json(&nhi.external_ids))
+                            .push_bind(nhi.updated_at.unix_millis())
+                            .push_bind(nhi.expires_at.map(Timestamp::unix_millis))
+                            .push_bind(nhi.last_used_at.map(Timestamp::unix_millis))
+                            .push_bind(nhi.version)
+                            .push_bind(nhi.id.clone())
+                            .push_bind(nhi.created_at.unix_millis());
+                    });
+                    q.build().execute(&mut *tx).await?;
                 }
+                // A new NHI has no index rows yet, so unlike an update nothing is deleted first.
+                let tags: Vec<(&str, &str, &str)> = nhis
+                    .iter()
+                    .flat_map(|(nhi, _)| nhi.tags.iter().map(|(k, v)| (nhi.id.as_str(), k.as_str(), v.as_str())))
+                    .collect();
+                for chunk in tags.chunks(BINDS_PER_INSERT / 3) {
+                    let mut q = QueryBuilder::<$db>::new("INSERT INTO nhi_tags (nhi_id, key, value) ");
+                    q.push_values(chunk, |mut row, (id, key, value)| {
+                        row.push_bind(id.to_string()).push_bind(key.to_string()).push_bind(value.to_string());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                let external_ids: Vec<(&str, &str, &str)> = nhis
+                    .iter()
+                    .flat_map(|(nhi, _)| {
+                        nhi.external_ids.iter().map(|(p, e)| (p.as_str(), e.as_str(), nhi.id.as_str()))
+                    })
+                    .collect();
+                for chunk in external_ids.chunks(BINDS_PER_INSERT / 3) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO nhi_external_ids (platform, external_id, nhi_id) ",
+                    );
+                    q.push_values(chunk, |mut row, (platform, external_id, id)| {
+                        row.push_bind(platform.to_string())
+                            .push_bind(external_id.to_string())
+                            .push_bind(id.to_string());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                let events: Vec<DomainEvent> = nhis.iter().map(|(_, event)| event.clone()).collect();
+                Self::insert_events(&mut *tx, &events).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())
@@ -2611,22 +2673,7 @@ macro_rules! sql_store {
                 }
                 let mut slot = self.begin_write().await?;
                 let mut tx = slot.begin().await?;
-                // Multi-row inserts: one statement per few hundred events, not one per event.
-                for chunk in events.chunks(500) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO events (id, kind, actor, subject, occurred_at, details) ",
-                    );
-                    q.push_values(chunk, |mut row, event| {
-                        row.push_bind(event.id.clone())
-                            .push_bind(event.kind.as_str())
-                            .push_bind(event.actor.to_string())
-                            .push_bind(event.subject.clone())
-                            .push_bind(event.occurred_at.unix_millis())
-                            .push_bind(to_json(&event.details));
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                Self::announce(&mut *tx, events).await?;
+                Self::insert_events(&mut *tx, events).await?;
                 tx.commit().await?;
                 slot.finish().await?;
                 Ok(())

@@ -25,6 +25,7 @@ conformance!(
     the_last_admin_cannot_be_revoked,
     nhis_round_trip_every_field,
     nhi_batches_are_all_or_nothing,
+    big_nhi_batches_keep_every_tag_and_external_id,
     nhi_names_are_unique_per_platform,
     nhis_need_an_existing_team,
     updates_are_optimistic,
@@ -274,6 +275,56 @@ async fn nhi_batches_are_all_or_nothing(store: &dyn Store) {
         1,
         "only the first registration's event survives"
     );
+}
+
+/// A batch bigger than one multi-row statement of NHIs, of tags and of external ids (an
+/// import registers a thousand at a time) keeps every row, findable by tag and by id.
+async fn big_nhi_batches_keep_every_tag_and_external_id(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    let batch: Vec<_> = (0..1_200)
+        .map(|i| {
+            let mut n = nhi(&format!("bulk-{i:04}"), &owners);
+            n.tags.insert("serial".into(), i.to_string());
+            n.tags.insert("parity".into(), (i % 2).to_string());
+            n.external_ids
+                .insert("aws_arn".into(), format!("arn:aws:iam::1:role/bulk-{i}"));
+            n.external_ids.insert(
+                "k8s_sa".into(),
+                format!("system:serviceaccount:ns:bulk-{i}"),
+            );
+            (n, event(EventKind::NhiRegistered, &format!("nhi:{i}")))
+        })
+        .collect();
+    store.create_nhis(&batch).await.unwrap();
+    for (n, _) in [&batch[0], &batch[457], &batch[1_199]] {
+        assert_eq!(store.get_nhi(&n.id).await.unwrap().as_ref(), Some(n));
+        let arn = &n.external_ids["aws_arn"];
+        let found = store.find_nhi_by_external_id("aws_arn", arn).await.unwrap();
+        assert_eq!(found.map(|f| f.id), Some(n.id.clone()));
+    }
+    let odd = store
+        .list_nhis(
+            &NhiFilter {
+                tags: vec![("parity".into(), Some("1".into()))],
+                ..Default::default()
+            },
+            &Page {
+                after: None,
+                limit: 1_000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.len(), 600);
+    let events = store
+        .list_events(&EventQuery {
+            limit: 2_000,
+            kind: Some("nhi.registered".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1_200);
 }
 
 async fn nhi_names_are_unique_per_platform(store: &dyn Store) {
