@@ -16,6 +16,7 @@ use custos_core::finding::FindingFilter;
 use custos_core::guardrails::Catalogue;
 use custos_core::issuance::TaskState;
 use custos_core::{Credential, Grant, Nhi, NhiFilter, NhiStatus, Page, Timestamp};
+use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
 
 use crate::auth::Principal;
@@ -114,31 +115,43 @@ impl Context {
     }
 }
 
-/// Calls `each` with every visible NHI's facts, a page at a time, in id order.
-async fn each_page(
-    state: &AppState,
-    who: &Principal,
+/// Every visible NHI's facts, a page at a time, in id order. It owns what it reads from, so
+/// that a streamed report can hold it across the writes of its body.
+struct FactPages {
+    state: AppState,
+    filter: NhiFilter,
     now: Timestamp,
-    mut each: impl FnMut(&NhiFacts),
-) -> ApiResult<()> {
-    let filter = NhiFilter {
-        owner_teams: who.visible_teams()?,
-        ..Default::default()
-    };
-    let mut after = None;
-    loop {
-        let nhis = state
-            .store
-            .list_nhis(&filter, &Page { after, limit: PAGE })
-            .await?;
-        let full = nhis.len() == PAGE as usize;
-        after = nhis.last().map(|n| n.id.clone());
-        for facts in state.store.nhi_facts(nhis, now).await? {
-            each(&facts);
+    after: Option<String>,
+    done: bool,
+}
+
+impl FactPages {
+    fn new(state: &AppState, who: &Principal, now: Timestamp) -> ApiResult<Self> {
+        Ok(FactPages {
+            state: state.clone(),
+            filter: NhiFilter {
+                owner_teams: who.visible_teams()?,
+                ..Default::default()
+            },
+            now,
+            after: None,
+            done: false,
+        })
+    }
+
+    /// The next page, or `None` after the last.
+    async fn next(&mut self) -> ApiResult<Option<Vec<NhiFacts>>> {
+        if self.done {
+            return Ok(None);
         }
-        if !full {
-            return Ok(());
-        }
+        let page = Page {
+            after: self.after.take(),
+            limit: PAGE,
+        };
+        let nhis = self.state.store.list_nhis(&self.filter, &page).await?;
+        self.done = nhis.len() < PAGE as usize;
+        self.after = nhis.last().map(|n| n.id.clone());
+        Ok(Some(self.state.store.nhi_facts(nhis, self.now).await?))
     }
 }
 
@@ -193,21 +206,22 @@ pub async fn risk_report(state: &AppState, who: &Principal, limit: u32) -> ApiRe
             .cmp(&a.risk.score)
             .then_with(|| a.nhi_id.cmp(&b.nhi_id))
     };
-    each_page(state, who, now, |facts| {
-        if facts.nhi.status == NhiStatus::Decommissioned {
-            return;
+    let mut pages = FactPages::new(state, who, now)?;
+    while let Some(page) = pages.next().await? {
+        for facts in page
+            .iter()
+            .filter(|f| f.nhi.status != NhiStatus::Decommissioned)
+        {
+            scored += 1;
+            // Keep at most twice the limit, cut back to the limit when full: the top N
+            // without holding every score.
+            top.push(nhi_risk(facts, &context, now));
+            if top.len() > 2 * limit {
+                top.sort_by(order);
+                top.truncate(limit);
+            }
         }
-        scored += 1;
-        let risk = nhi_risk(facts, &context, now);
-        // Keep at most twice the limit, cut back to the limit when full: the top N without
-        // holding every score.
-        top.push(risk);
-        if top.len() > 2 * limit {
-            top.sort_by(order);
-            top.truncate(limit);
-        }
-    })
-    .await?;
+    }
     top.sort_by(order);
     top.truncate(limit);
     Ok(RiskReport {
@@ -261,24 +275,18 @@ pub struct PostureReport {
 }
 
 /// `GET /v1/reports/posture`: classifies every visible NHI, listing at most `cap` per
-/// category, and hands every NHI's hits to `each_hit` as well (the CSV lists them all).
-pub async fn posture(
-    state: &AppState,
-    who: &Principal,
-    cap: usize,
-    mut each_hit: impl FnMut(&Nhi, &Hit),
-) -> ApiResult<PostureReport> {
+/// category.
+pub async fn posture(state: &AppState, who: &Principal, cap: usize) -> ApiResult<PostureReport> {
     let now = state.now();
     let context = Context::load(state).await?;
     let mut tallies = Tallies::new(cap);
-    each_page(state, who, now, |facts| {
-        let hits = posture::classify(facts, &context.owner(&facts.nhi), &context.settings, now);
-        for hit in &hits {
-            each_hit(&facts.nhi, hit);
+    let mut pages = FactPages::new(state, who, now)?;
+    while let Some(page) = pages.next().await? {
+        for facts in &page {
+            let hits = classify(facts, &context, now);
+            tallies.add(&facts.nhi.id, &facts.nhi.name, &hits);
         }
-        tallies.add(&facts.nhi.id, &facts.nhi.name, &hits);
-    })
-    .await?;
+    }
     let unmanaged = unmanaged(state, who, cap).await?;
     Ok(PostureReport {
         generated_at: now,
@@ -544,32 +552,51 @@ pub fn csv_row(out: &mut String, category: &str, nhi_id: &str, name: &str, evide
     out.push_str("\r\n");
 }
 
+fn classify(facts: &NhiFacts, context: &Context, now: Timestamp) -> Vec<Hit> {
+    posture::classify(facts, &context.owner(&facts.nhi), &context.settings, now)
+}
+
 /// The posture report as CSV: a header, then a row per NHI and category it falls into (every
-/// one, uncapped), then a row per unmanaged identity listed (category `unmanaged`).
-pub async fn posture_csv(state: &AppState, who: &Principal) -> ApiResult<String> {
-    let mut out = String::from("category,nhi_id,name,evidence\r\n");
-    posture(state, who, 0, |nhi, hit| {
-        csv_row(
-            &mut out,
-            hit.category.id(),
-            &nhi.id,
-            &nhi.name,
-            &hit.evidence.join("; "),
-        );
-    })
-    .await?;
-    // The report listed none (a cap of 0); the CSV lists every one.
-    let unmanaged = unmanaged(state, who, usize::MAX).await?;
-    for identity in &unmanaged.identities {
-        csv_row(
-            &mut out,
-            "unmanaged",
-            "",
-            &identity.summary,
-            &format!("finding {}", identity.finding_id),
-        );
-    }
-    Ok(out)
+/// one, uncapped), then a row per unmanaged identity (category `unmanaged`). Streamed a page
+/// of NHIs at a time, so a report over a million NHIs never sits whole in memory; what can be
+/// refused (the caller's role, the settings) is refused before the first byte.
+pub async fn posture_csv(
+    state: &AppState,
+    who: &Principal,
+) -> ApiResult<impl Stream<Item = ApiResult<String>> + Send + 'static> {
+    let now = state.now();
+    let context = Context::load(state).await?;
+    let pages = FactPages::new(state, who, now)?;
+    let header = stream::once(async { Ok("category,nhi_id,name,evidence\r\n".to_owned()) });
+    let nhis = stream::try_unfold((pages, context), move |(mut pages, context)| async move {
+        let Some(page) = pages.next().await? else {
+            return Ok(None);
+        };
+        let mut out = String::new();
+        for facts in &page {
+            for hit in classify(facts, &context, now) {
+                let evidence = hit.evidence.join("; ");
+                csv_row(
+                    &mut out,
+                    hit.category.id(),
+                    &facts.nhi.id,
+                    &facts.nhi.name,
+                    &evidence,
+                );
+            }
+        }
+        Ok(Some((out, (pages, context))))
+    });
+    let (state, who) = (state.clone(), who.clone());
+    let unmanaged = stream::once(async move {
+        let mut out = String::new();
+        for identity in unmanaged(&state, &who, usize::MAX).await?.identities {
+            let evidence = format!("finding {}", identity.finding_id);
+            csv_row(&mut out, "unmanaged", "", &identity.summary, &evidence);
+        }
+        Ok(out)
+    });
+    Ok(header.chain(nhis).chain(unmanaged))
 }
 
 /// The posture report as a standalone HTML page: inline CSS and an inline SVG bar chart, no

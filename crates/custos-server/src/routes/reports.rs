@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use utoipa::IntoParams;
 
 use super::inventory::invalid;
@@ -112,18 +113,26 @@ pub async fn posture(
 ) -> ApiResult<Response> {
     query.only(&["format"])?;
     match query.one("format")?.unwrap_or("json") {
-        "json" => Ok(Json(
-            reports::posture(&state, &who, reports::POSTURE_LIST_CAP, |_, _| {}).await?,
-        )
-        .into_response()),
-        "csv" => Ok((
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            reports::posture_csv(&state, &who).await?,
-        )
-            .into_response()),
+        "json" => Ok(
+            Json(reports::posture(&state, &who, reports::POSTURE_LIST_CAP).await?).into_response(),
+        ),
+        "csv" => {
+            let rows = reports::posture_csv(&state, &who).await?.map(|chunk| {
+                chunk.map_err(|e| {
+                    // The status line has gone: all that is left is to end the body short,
+                    // which the client sees as a broken transfer, and to say why here.
+                    tracing::error!(error = %e.detail, "the posture csv stopped part way");
+                    std::io::Error::other(e.detail)
+                })
+            });
+            Ok((
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                axum::body::Body::from_stream(rows),
+            )
+                .into_response())
+        }
         "html" => {
-            let report =
-                reports::posture(&state, &who, reports::POSTURE_LIST_CAP, |_, _| {}).await?;
+            let report = reports::posture(&state, &who, reports::POSTURE_LIST_CAP).await?;
             Ok((
                 [
                     (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -121,7 +121,17 @@ async fn every_route_checks_every_caller(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    // {team}, {operator}, {nhi}: fixtures that stay; {fresh_*}: made anew for each call, so
+    // A logical agent of alpha's, the matrix's agent among its members.
+    let logical = server
+        .admin(
+            M::POST,
+            "/v1/logical-agents",
+            Some(json!({"name": "matrix-logical", "team": "alpha", "nhis": [agent_id]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let logical_id = logical["id"].as_str().unwrap().to_owned();
+    // {team}, {operator}, {nhi}, {logical}: fixtures that stay; {fresh_*}: made anew for each call, so
     // one caller's success cannot change what the next caller meets.
     let matrix = [
         row(M::GET, "/healthz", None, [200; 6]),
@@ -458,6 +468,105 @@ async fn every_route_checks_every_caller(backend: Backend) {
             None,
             [401, 200, 403, 200, 401, 403],
         ),
+        // Discovery, secrets and reports (issue 9).
+        row(
+            M::POST,
+            "/v1/discovery/imports?format=cloudtrail",
+            Some(|_| json!({"Records": []})),
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/discovery/identities",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/findings/no-such-finding/adopt",
+            Some(|_| {
+                json!({"kind": "automation", "owner": {"team": "alpha"}, "purpose": "adopted",
+                       "environment": "production", "scope_ceiling": ["mail:send"]})
+            }),
+            [401, 404, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/logical-agents",
+            Some(
+                |i| json!({"name": format!("logical-{i}"), "team": "alpha", "nhis": ["{fresh_nhi}"]}),
+            ),
+            [401, 201, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/logical-agents",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/logical-agents/suggestions",
+            None,
+            [401, 200, 403, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/logical-agents/{logical}",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::PUT,
+            "/v1/logical-agents/{logical}/members/{fresh_nhi}",
+            None,
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::DELETE,
+            "/v1/logical-agents/{logical}/members/{nhi}",
+            None,
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/discovery/secrets/check",
+            Some(|_| json!({"secrets": ["{nhi_key}"]})),
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::POST,
+            "/v1/discovery/secrets/report",
+            Some(|_| {
+                json!({"secrets": [{"kind": "aws_access_key_id", "secret_sha256": "0".repeat(32),
+                                    "locations": [{"path": "a/.env", "line": 1, "service": "a"}]}]})
+            }),
+            [401, 200, 403, 403, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/reports/risk",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/nhis/{nhi}/risk",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/nhis/{nhi}/blast-radius",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
+        row(
+            M::GET,
+            "/v1/reports/posture?format=csv",
+            None,
+            [401, 200, 200, 200, 401, 403],
+        ),
         row(M::GET, "/.well-known/authzen-configuration", None, [200; 6]),
         // Operator tokens are not agent credentials; the agent lacks custos:evaluate.
         row(
@@ -485,7 +594,8 @@ async fn every_route_checks_every_caller(backend: Backend) {
                 .replace("{operator}", &auditor_id)
                 .replace("{nhi}", &agent_id)
                 .replace("{task}", &task_id)
-                .replace("{approval}", &approval_id);
+                .replace("{approval}", &approval_id)
+                .replace("{logical}", &logical_id);
             if path.contains("{fresh_task}") {
                 let task = new_task("mail:send").await;
                 path = path.replace("{fresh_task}", task["id"].as_str().unwrap());
@@ -524,10 +634,17 @@ async fn every_route_checks_every_caller(backend: Backend) {
                     .replace("{fresh_nhi}", &id)
                     .replace("{fresh_suspended_nhi}", &id);
             }
-            let body = row.body.map(|make| {
-                let text = make(serial).to_string().replace("{nhi}", &agent_id);
-                serde_json::from_str::<Value>(&text).unwrap()
+            let mut body_text = row.body.map(|make| {
+                make(serial)
+                    .to_string()
+                    .replace("{nhi}", &agent_id)
+                    .replace("{nhi_key}", &nhi_key)
             });
+            if let Some(text) = body_text.as_mut().filter(|t| t.contains("{fresh_nhi}")) {
+                let fresh = server.nhi(&format!("fresh-body-{serial}"), "alpha").await;
+                *text = text.replace("{fresh_nhi}", fresh["id"].as_str().unwrap());
+            }
+            let body = body_text.map(|text| serde_json::from_str::<Value>(&text).unwrap());
             let (status, value) = server.call(row.method.clone(), &path, *token, body).await;
             if status.as_u16() != row.expect[caller] {
                 failures.push(format!(

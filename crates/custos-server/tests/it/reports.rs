@@ -417,6 +417,65 @@ fn csv_expected() -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The CSV is streamed a page of NHIs at a time: over several pages it still lists every
+/// NHI once per category it falls into, in id order, as the JSON report counts them.
+async fn posture_csv_spans_pages(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.team("bulk").await;
+    let mut inventory =
+        String::from("name,kind,platform,environment,owner_team,purpose,scope_ceiling\n");
+    for i in 0..1_203 {
+        // Service-wide grants: every row is an overprivileged NHI (NHI5).
+        inventory.push_str(&format!(
+            "bulk-{i:04},workload,k8s,staging,bulk,batch,crm:read\n"
+        ));
+    }
+    let (status, imported) = server
+        .upload(
+            "/v1/discovery/imports?format=inventory-csv",
+            ADMIN_TOKEN,
+            inventory.into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (status, imported["registered"].as_u64()),
+        (StatusCode::OK, Some(1_203)),
+        "{imported}"
+    );
+    let report = server
+        .admin(Method::GET, "/v1/reports/posture", None, StatusCode::OK)
+        .await;
+    let csv = server
+        .http
+        .get(format!("{}/v1/reports/posture?format=csv", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let from_csv = csv_counts(&csv);
+    for (category, count) in counts(&report) {
+        assert_eq!(
+            from_csv.get(&category).copied().unwrap_or(0),
+            count,
+            "{category}"
+        );
+    }
+    assert_eq!(from_csv.get("NHI5"), Some(&1_203));
+    let ids: Vec<&str> = csv
+        .split("\r\n")
+        .filter(|line| line.starts_with("NHI5,"))
+        .map(|line| line.split(',').nth(1).unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "each NHI once, in id order");
+    server.stop().await;
+}
+
 async fn risk_ranks_the_top_n_with_their_factors(backend: Backend) {
     let server = TestServer::start(backend).await;
     let inv = inventory(&server).await;
@@ -722,6 +781,7 @@ async fn posture_and_risk_through_the_cli(backend: Backend) {
 }
 
 both_backends!(
+    posture_csv_spans_pages,
     posture_classifies_every_rule_with_evidence,
     risk_ranks_the_top_n_with_their_factors,
     risk_and_posture_refuse_bad_parameters_and_nhis,
