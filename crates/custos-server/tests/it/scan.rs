@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::both_backends;
-use crate::support::{ADMIN_TOKEN, Backend, TestServer, client, text};
+use crate::support::{ADMIN_TOKEN, Backend, DebugBinary, TestServer, client, text};
 
 both_backends!(
     scan_finds_checks_reports_and_revokes_planted_secrets,
@@ -555,6 +555,71 @@ async fn scan_finds_checks_reports_and_revokes_planted_secrets(backend: Backend)
         store.windows(32).any(|w| w == sha(AWS_ID).as_bytes()),
         "the search reads the findings"
     );
+}
+
+/// `custos scan --revoke --report` against the real binary with its logs at debug: the check
+/// sends the Custos keys themselves and the report fingerprints of the rest, and none of the
+/// planted secrets, whole or a distinctive middle part, reaches the server's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_planted_secret_reaches_the_servers_debug_logs() {
+    let binary = DebugBinary::start().await;
+    let server = &binary.server;
+    let (_, live) = client(server, "svc-a-agent", &["crm:read:customers/*"]).await;
+    let (revoked_nhi, revoked) = client(server, "svc-b-agent", &["crm:read:customers/*"]).await;
+    let page = server
+        .admin(
+            Method::GET,
+            &format!("/v1/credentials?nhi_id={revoked_nhi}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let revoked_id = page["items"][0]["id"].as_str().unwrap();
+    server
+        .admin(
+            Method::POST,
+            &format!("/v1/credentials/{revoked_id}/revoke"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let tree = plant(&live, &revoked);
+    let (_, out, all) = scan(&tree, Some(server), &["--revoke", "--report"]).await;
+    assert!(
+        out["matches"].as_array().is_some_and(|m| !m.is_empty()),
+        "{all}"
+    );
+    assert_eq!(
+        tasks_status(server, &live).await,
+        StatusCode::UNAUTHORIZED,
+        "--revoke revoked it"
+    );
+    let (_, logs) = binary.stop().await;
+    let logs = String::from_utf8_lossy(&logs);
+    for route in [
+        "/v1/discovery/secrets/check",
+        "/v1/discovery/secrets/report",
+        "DEBUG",
+    ] {
+        assert!(
+            logs.contains(route),
+            "{route} in the logs: the search reads what was logged"
+        );
+    }
+    for secret in &tree.planted {
+        let chars: Vec<char> = secret.chars().collect();
+        let middle: String = chars[chars.len() / 4..chars.len() / 4 + chars.len() / 2]
+            .iter()
+            .collect();
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{secret} in the server's logs"
+        );
+        assert!(
+            !logs.contains(&middle),
+            "{middle} (part of {secret}) in the server's logs"
+        );
+    }
 }
 
 /// Every byte of the store: SQLite's files after a clean stop, or every row of the schema.

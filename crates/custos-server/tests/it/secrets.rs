@@ -6,9 +6,7 @@
 //! them; nor the private half of the token-signing key or of a client key. The one exception
 //! is by design: `DATA_DIR/admin-token` hands the first admin's token over.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -19,7 +17,9 @@ use serde_json::json;
 use sqlx::Connection;
 
 use crate::both_backends;
-use crate::support::{ADMIN_TOKEN, Backend, TestServer, client, postgres_schema_url, test_config};
+use crate::support::{
+    ADMIN_TOKEN, Backend, DebugBinary, TestServer, client, postgres_schema_url, test_config,
+};
 
 both_backends!(no_secret_is_stored_in_the_clear);
 
@@ -515,86 +515,11 @@ async fn no_secret_is_stored_in_the_clear(backend: Backend) {
     );
 }
 
-/// A port free at the time of asking.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Reads a pipe to its end on a thread, so the server never blocks on a full pipe.
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut out = Vec::new();
-        pipe.read_to_end(&mut out).unwrap();
-        out
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_debug_logs_of_the_binary() {
-    let data_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_custos"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("CUSTOS_") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .env("CUSTOS_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("CUSTOS_LOG_LEVEL", "debug")
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data_dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http.get(format!("{base}/readyz")).send().await;
-        if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the server never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let server = TestServer {
-        server: None,
-        base,
-        http,
-        _data_dir: data_dir,
-        database_url: None,
-    };
-    let Issued { secrets, .. } = issue_every_kind_of_secret(&server).await;
-
-    // SIGTERM: a clean stop, then everything it wrote is read.
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "{status:?}");
-    let logs = [stdout.join().unwrap(), stderr.join().unwrap()].concat();
+    let binary = DebugBinary::start().await;
+    let Issued { secrets, .. } = issue_every_kind_of_secret(&binary.server).await;
+    let (server, logs) = binary.stop().await;
     assert_none_in("the server's output", &logs, &secrets);
     // The logs are at debug and hold the request log: the search reads what was logged.
     let text = String::from_utf8_lossy(&logs);

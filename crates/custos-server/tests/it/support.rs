@@ -491,3 +491,99 @@ impl Clock for TestClock {
         Timestamp::from_unix_millis(self.0.load(Ordering::SeqCst)).unwrap()
     }
 }
+
+/// The real `custos` binary serving on SQLite with its logs at debug, for the searches that no
+/// secret reaches them. The output is read on threads, so the server never blocks on a pipe.
+pub struct DebugBinary {
+    pub server: TestServer,
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl DebugBinary {
+    pub async fn start() -> Self {
+        use std::process::{Command, Stdio};
+        let data_dir = tempfile::tempdir().unwrap();
+        let port = crate::process::free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_custos"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("CUSTOS_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
+            .env("CUSTOS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CUSTOS_LOG_LEVEL", "debug")
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data_dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                pipe.read_to_end(&mut out).unwrap();
+                out
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never became ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let server = TestServer {
+            server: None,
+            base,
+            http,
+            _data_dir: data_dir,
+            database_url: None,
+        };
+        DebugBinary {
+            server,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// SIGTERM, a clean exit, and everything the binary wrote to stdout and stderr.
+    pub async fn stop(mut self) -> (TestServer, Vec<u8>) {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit within 10 s of SIGTERM"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "{status:?}");
+        let logs = [self.stdout.join().unwrap(), self.stderr.join().unwrap()].concat();
+        (self.server, logs)
+    }
+}
