@@ -318,7 +318,8 @@ async fn measure(
     }
     let load = format!("{load_before} → {}", loadavg());
     let memory = server.memory()?;
-    let posture = reports(cfg, backend, &base, keys).await?;
+    let mut posture = reports(cfg, backend, &base, keys).await?;
+    posture.memory_after = Some(server.memory()?);
     let startup = server.startup;
     server.stop().await?;
 
@@ -467,6 +468,11 @@ struct PostureResult {
     affected: u64,
     counts: Vec<(String, String, u64)>,
     risk_elapsed: Duration,
+    csv_elapsed: Duration,
+    csv_bytes: u64,
+    csv_rows: u64,
+    /// The server's memory after the reports: its peak shows what the CSV's streaming held.
+    memory_after: Option<Memory>,
 }
 
 /// The posture report over the whole inventory, once, then the risk report's top 20.
@@ -491,12 +497,29 @@ async fn reports(cfg: &Config, backend: Backend, base: &str, keys: usize) -> Res
         .collect();
     let url = reqwest::Url::parse(&format!("{base}/v1/reports/risk?limit=20"))?;
     let (risk_elapsed, _) = get_page(&slow, &url, &cfg.admin_token).await?;
+    // The CSV lists every hit: read as it streams, counted, never held.
+    let started = Instant::now();
+    let mut response = slow
+        .get(format!("{base}/v1/reports/posture?format=csv"))
+        .bearer_auth(&cfg.admin_token)
+        .send()
+        .await?
+        .error_for_status()?;
+    let (mut csv_bytes, mut csv_rows) = (0u64, 0u64);
+    while let Some(chunk) = response.chunk().await? {
+        csv_bytes += chunk.len() as u64;
+        csv_rows += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    let csv_elapsed = started.elapsed();
     eprintln!(
-        "[{}] posture report: {:.1} s ({} bytes); risk top 20: {:.1} s",
+        "[{}] posture report: {:.1} s ({} bytes); risk top 20: {:.1} s; csv: {:.1} s ({} rows, {} bytes)",
         backend.title(),
         elapsed.as_secs_f64(),
         body.len(),
-        risk_elapsed.as_secs_f64()
+        risk_elapsed.as_secs_f64(),
+        csv_elapsed.as_secs_f64(),
+        csv_rows,
+        csv_bytes
     );
     Ok(PostureResult {
         keys,
@@ -506,6 +529,10 @@ async fn reports(cfg: &Config, backend: Backend, base: &str, keys: usize) -> Res
         affected: report["affected"].as_u64().unwrap_or_default(),
         counts,
         risk_elapsed,
+        csv_elapsed,
+        csv_bytes,
+        csv_rows: csv_rows.saturating_sub(1),
+        memory_after: None,
     })
 }
 
@@ -1280,6 +1307,17 @@ impl Report {
             thousands(p.bytes as u64),
             thousands(p.affected),
             p.risk_elapsed.as_secs_f64()
+        ));
+        out.push(format!(
+            "Posture CSV, every hit (`?format=csv`, streamed): **{:.1} s**, {} rows, {} bytes.{}\n",
+            p.csv_elapsed.as_secs_f64(),
+            thousands(p.csv_rows),
+            thousands(p.csv_bytes),
+            p.memory_after.as_ref().map_or(String::new(), |m| format!(
+                " Server memory after the reports: VmRSS {:.1} MiB, peak VmHWM {:.1} MiB.",
+                m.rss_kib as f64 / 1024.0,
+                m.hwm_kib as f64 / 1024.0
+            ))
         ));
         out.push("| category | title | affected NHIs |".to_owned());
         out.push("| --- | --- | ---: |".to_owned());
