@@ -76,7 +76,7 @@ fn ordinary(size: usize) -> Vec<u8> {
     while file.len() < size {
         let byte = match rng.next() % 8 {
             0 => b' ',
-            1 if rng.next() % 8 == 0 => b'\n',
+            1 if rng.next().is_multiple_of(8) => b'\n',
             _ => b'a' + (rng.next() % 26) as u8,
         };
         file.push(byte);
