@@ -210,16 +210,25 @@ impl Detector {
         }
         found.sort_by_key(|(kind, range)| (range.start, range.end, *kind));
         found.dedup();
+        // A private key is dropped when some service account starts at or before it and ends
+        // at or after it. Both come sorted by start, so one walk over the accounts, keeping the
+        // furthest end of those started so far, answers every key (not every pair).
         let accounts: Vec<Range<usize>> = found
             .iter()
             .filter(|(kind, _)| *kind == SecretType::GoogleServiceAccount)
             .map(|(_, range)| range.clone())
             .collect();
+        let mut started = 0;
+        let mut reach: Option<usize> = None;
         found.retain(|(kind, range)| {
-            *kind != SecretType::PrivateKey
-                || !accounts
-                    .iter()
-                    .any(|outer| outer.start <= range.start && range.end <= outer.end)
+            if *kind != SecretType::PrivateKey {
+                return true;
+            }
+            while let Some(outer) = accounts.get(started).filter(|o| o.start <= range.start) {
+                reach = reach.max(Some(outer.end));
+                started += 1;
+            }
+            reach.is_none_or(|end| range.end > end)
         });
 
         let mut lines = LineCounter::default();
