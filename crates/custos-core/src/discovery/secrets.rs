@@ -796,13 +796,14 @@ struct Memo<'a> {
     counts: RangeCounts,
 }
 
-/// The last occurrence of a byte in a range, for ranges whose ends only move forward (the
-/// answer is right for any range; only its cost depends on that).
+/// The last occurrence of a byte (always the same one) in a range. Each byte of the file is
+/// searched once while the ranges' ends only move forward; a range that moves back starts the
+/// search over, so the answer is right for any range.
 #[derive(Default)]
 struct LastByte {
     /// Searched up to here (exclusive).
     searched: usize,
-    /// No range started below this, so the search skips what lies below it.
+    /// The start of the last range: what lies below it was not necessarily searched.
     floor: usize,
     /// The last occurrence before `searched`, except that none below `floor` is remembered.
     last: Option<usize>,
@@ -823,8 +824,9 @@ impl LastByte {
     }
 }
 
-/// The first occurrence of a byte in a range, for ranges whose ends only move forward (the
-/// answer is right for any range; only its cost depends on that).
+/// The first occurrence of a byte (always the same one) in a range. Each byte of the file is
+/// searched once while the ranges' ends only move forward; a range that moves back starts the
+/// search over, so the answer is right for any range.
 #[derive(Default)]
 struct FirstByte {
     /// The start of the last range asked about.
