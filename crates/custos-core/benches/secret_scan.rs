@@ -2,8 +2,13 @@
 //! config and `.env`s with a planted key every few files), held in memory so that only
 //! `Detector::scan` is timed. The median of several runs is reported.
 //!
+//! Then single 1 MiB files, each timed the same way: ordinary text, and files built to be
+//! expensive, which repeat an anchor whose check reads a large window (`custos scan` reads files
+//! an attacker can plant in a repository, so their cost must stay linear in their size).
+//!
 //! `cargo bench -p custos-core --bench secret_scan`; `CUSTOS_BENCH_QUICK=1` for a tiny run
-//! (CI), `CUSTOS_BENCH_MB` and `CUSTOS_BENCH_RUNS` to change the size.
+//! (CI; the single files are then 64 KiB), `CUSTOS_BENCH_MB` and `CUSTOS_BENCH_RUNS` to change
+//! the size.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -59,6 +64,60 @@ fn corpus(megabytes: usize) -> Vec<Vec<u8>> {
     files
 }
 
+/// `unit` repeated, cut at `size` bytes.
+fn repeated(unit: &[u8], size: usize) -> Vec<u8> {
+    unit.iter().copied().cycle().take(size).collect()
+}
+
+/// Random lower-case words and newlines: what an ordinary file costs.
+fn ordinary(size: usize) -> Vec<u8> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut file = Vec::with_capacity(size);
+    while file.len() < size {
+        let byte = match rng.next() % 8 {
+            0 => b' ',
+            1 if rng.next().is_multiple_of(8) => b'\n',
+            _ => b'a' + (rng.next() % 26) as u8,
+        };
+        file.push(byte);
+    }
+    file
+}
+
+/// PEM blocks that open inside one another: a `-----BEGIN PRIVATE KEY-----` line and a line of
+/// random base64, repeated, with an end marker every 48 KiB, so that every begin line has a
+/// body of up to 48 KiB that passes the checks and is reported.
+fn nested_pem(size: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = Rng(0x6a09_e667_f3bc_c908);
+    let mut file = Vec::with_capacity(size);
+    let mut next_end = 48 * 1024;
+    while file.len() < size {
+        file.extend_from_slice(b"-----BEGIN PRIVATE KEY-----\n");
+        file.extend((0..64).map(|_| ALPHABET[(rng.next() % 64) as usize]));
+        file.push(b'\n');
+        if file.len() >= next_end {
+            file.extend_from_slice(b"-----END PRIVATE KEY-----\n");
+            next_end += 48 * 1024;
+        }
+    }
+    file.truncate(size);
+    file
+}
+
+/// The median of `runs` scans of `file`, in seconds, and how many secrets the last one found.
+fn time(detector: &Detector, file: &[u8], runs: usize) -> (f64, usize) {
+    let mut seconds = Vec::new();
+    let mut found = 0;
+    for _ in 0..runs {
+        let started = Instant::now();
+        found = black_box(detector.scan(black_box(file))).len();
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    seconds.sort_by(f64::total_cmp);
+    (seconds[seconds.len() / 2], found)
+}
+
 fn main() {
     let quick = std::env::var_os("CUSTOS_BENCH_QUICK").is_some();
     let number = |name: &str, default: usize| {
@@ -91,4 +150,30 @@ fn main() {
         median,
         bytes as f64 / 1e6 / median
     );
+
+    let size = if quick { 64 * 1024 } else { 1024 * 1024 };
+    let single: [(&str, Vec<u8>); 5] = [
+        ("ordinary text (random lower-case words)", ordinary(size)),
+        (
+            "`\"type\":\"service_account\"` repeated",
+            repeated(br#""type":"service_account""#, size),
+        ),
+        (
+            "`-----BEGIN PRIVATE KEY-----` repeated",
+            repeated(b"-----BEGIN PRIVATE KEY-----", size),
+        ),
+        (
+            "`AKIA…` key ids repeated",
+            repeated(b"AKIA2OGYBAH6STMMNXNN ", size),
+        ),
+        ("PEM blocks nested, an end every 48 KiB", nested_pem(size)),
+    ];
+    for (name, file) in &single {
+        let (median, found) = time(&detector, file, runs);
+        println!(
+            "secret scan, {} KiB, {name}: {found} secrets found; median of {runs} runs {:.1} ms",
+            file.len() / 1024,
+            median * 1e3
+        );
+    }
 }

@@ -6,9 +6,18 @@
 //! say to ask the server about a Custos key).
 //!
 //! One Aho-Corasick pass finds every anchor (a prefix such as `custos_sk_` or `AKIA`, or a
-//! marker such as `-----BEGIN `), and a hand-written check per kind reads forward from the
-//! anchor over a bounded window: the cost is linear in the input whatever it holds, with no
-//! backtracking. Each check is as strict as its format allows, to keep false positives out:
+//! marker such as `-----BEGIN `), and a hand-written check per kind reads from the anchor over
+//! a bounded window, with no backtracking. Most windows are a key's length (at most a few
+//! hundred bytes). Two are large, up to `MAX_BLOCK` (64 KiB): the JSON object around a
+//! service-account anchor and the body after a PEM begin line; a file that repeats such an
+//! anchor would have every occurrence read the same 64 KiB again, and `custos scan` reads files
+//! an attacker can plant. Those two checks therefore never search their window themselves:
+//! they ask a `Memo`, which resumes the brace searches where the previous anchor's stopped
+//! and indexes the file's key labels and end markers once, so that the cost stays linear in
+//! the input. (What is reported is still hashed: PEM blocks begun inside one another's bodies
+//! are each a finding, and each is read once more for its digest.)
+//!
+//! Each check is as strict as its format allows, to keep false positives out:
 //! word boundaries on both sides, exact lengths, the CRC32 checksums of Custos and GitHub
 //! tokens, and an entropy floor where the format has no checksum (so `sk-xxxxxxxx…` and other
 //! placeholders are not keys).
@@ -17,6 +26,7 @@
 //! `wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY` (any AWS key id or secret ending in `EXAMPLE` or
 //! `EXAMPLEKEY`) are in countless READMEs, and reporting them would bury real findings.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
@@ -174,6 +184,7 @@ impl Detector {
     /// a service-account file is reported as the service account.
     pub fn scan(&self, content: &[u8]) -> Vec<SecretMatch> {
         let mut found: Vec<(SecretType, Range<usize>)> = Vec::new();
+        let mut memo = Memo::default();
         for anchor in self.anchors.find_overlapping_iter(content) {
             let at = anchor.start();
             let hit = match ANCHORS[anchor.pattern().as_usize()].1 {
@@ -192,23 +203,32 @@ impl Detector {
                 Anchor::GitHubPat => github_fine_grained(content, at),
                 Anchor::Slack => slack_token(content, at),
                 Anchor::SlackWebhook => slack_webhook(content, at),
-                Anchor::ServiceAccount => service_account(content, at, anchor.end()),
-                Anchor::Pem => pem(content, at),
+                Anchor::ServiceAccount => service_account(content, at, anchor.end(), &mut memo),
+                Anchor::Pem => pem(content, at, &mut memo),
             };
             found.extend(hit);
         }
         found.sort_by_key(|(kind, range)| (range.start, range.end, *kind));
         found.dedup();
+        // A private key is dropped when some service account starts at or before it and ends
+        // at or after it. Both come sorted by start, so one walk over the accounts, keeping the
+        // furthest end of those started so far, answers every key (not every pair).
         let accounts: Vec<Range<usize>> = found
             .iter()
             .filter(|(kind, _)| *kind == SecretType::GoogleServiceAccount)
             .map(|(_, range)| range.clone())
             .collect();
+        let mut started = 0;
+        let mut reach: Option<usize> = None;
         found.retain(|(kind, range)| {
-            *kind != SecretType::PrivateKey
-                || !accounts
-                    .iter()
-                    .any(|outer| outer.start <= range.start && range.end <= outer.end)
+            if *kind != SecretType::PrivateKey {
+                return true;
+            }
+            while let Some(outer) = accounts.get(started).filter(|o| o.start <= range.start) {
+                reach = reach.max(Some(outer.end));
+                started += 1;
+            }
+            reach.is_none_or(|end| range.end > end)
         });
 
         let mut lines = LineCounter::default();
@@ -286,13 +306,23 @@ fn has_prefix(content: &[u8], at: usize, prefix: &str) -> bool {
     content[at..].starts_with(prefix.as_bytes())
 }
 
-/// Shannon entropy in bits per byte.
-fn entropy(text: &[u8]) -> f64 {
+/// How many times each byte value occurs in `text`.
+fn byte_counts(text: &[u8]) -> [u32; 256] {
     let mut counts = [0u32; 256];
     for &b in text {
         counts[usize::from(b)] += 1;
     }
-    let len = text.len() as f64;
+    counts
+}
+
+/// Shannon entropy in bits per byte.
+fn entropy(text: &[u8]) -> f64 {
+    entropy_of(&byte_counts(text), text.len())
+}
+
+/// Shannon entropy in bits per byte of a text of `len` bytes with these byte counts.
+fn entropy_of(counts: &[u32; 256], len: usize) -> f64 {
+    let len = len as f64;
     counts
         .iter()
         .filter(|&&c| c > 0)
@@ -558,7 +588,10 @@ fn skip_space_back(content: &[u8], mut at: usize) -> usize {
 /// The value of `"service_account"` preceded by `"type":`, and a `"private_key": "-----BEGIN …"`
 /// in the same object (searched within [`MAX_BLOCK`] either side, not across a `}` that ends
 /// the object). The secret is the private key's JSON string, as written.
-fn service_account(content: &[u8], at: usize, end: usize) -> Hit {
+///
+/// The object's bounds and the key in them come from `memo`, so that a file repeating the
+/// anchor does not have every occurrence search the same 64 KiB again.
+fn service_account(content: &[u8], at: usize, end: usize, memo: &mut Memo) -> Hit {
     if !has_prefix(content, at, "\"service_account\"") {
         return None;
     }
@@ -574,38 +607,121 @@ fn service_account(content: &[u8], at: usize, end: usize) -> Hit {
     let hi = (end + MAX_BLOCK).min(content.len());
     // The object's bounds: the last `{` before the anchor and the first `}` after it that no
     // string holds; a PEM value in JSON holds neither brace.
-    let open = content[lo..at].iter().rposition(|&b| b == b'{')? + lo;
-    let close = content[end..hi]
-        .iter()
-        .position(|&b| b == b'}')
-        .map_or(hi, |p| end + p);
-    let finder = memchr::memmem::Finder::new(b"\"private_key\"");
-    for label in finder.find_iter(&content[open..close]) {
-        let mut value = skip_space(content, open + label + "\"private_key\"".len());
-        if content.get(value) != Some(&b':') {
-            continue;
+    let open = memo.open_brace.last(content, b'{', lo..at)?;
+    let close = memo.close_brace.first(content, b'}', end..hi).unwrap_or(hi);
+    let value = memo
+        .key_labels
+        .get_or_insert_with(|| KeyLabels::new(content))
+        .value_in(open..close)?;
+    Some((SecretType::GoogleServiceAccount, value))
+}
+
+const KEY_LABEL: &[u8] = b"\"private_key\"";
+
+/// Every `"private_key"` of a file, with the JSON string it introduces, for
+/// [`service_account`]: built in one pass on the file's first service-account anchor, then
+/// asked for any object's bounds in O(log n).
+///
+/// What it answers is what searching the object's bounds `open..close` label by label finds
+/// (`memmem`'s non-overlapping matches from `open`; each label followed by `:`, a string
+/// opening with `-----BEGIN `, and that string's closing quote before `close`), by two facts:
+///
+/// - Only the first label that opens such a string can give the answer: its string ends, at the
+///   latest, at the closing quote of the next label in the file (a label is a quote and eleven
+///   characters without a backslash, so a string cannot run past it), so every later string
+///   closes later, and if the first does not close before `close`, none does.
+/// - Labels overlap by at most their quote (`"private_key"private_key"`), and a label followed
+///   by another cannot be followed by `:`; from each label, the first usable label of the chain
+///   of non-overlapping matches that starts there is computed once, back to front.
+struct KeyLabels {
+    /// Where each label starts, in order, overlapping ones included.
+    at: Vec<usize>,
+    /// For each label, the index in `values` of the first label that opens a string among the
+    /// non-overlapping matches from it on, or `NONE`.
+    first_value: Vec<usize>,
+    /// The labels that open a string: the label's start, the string's first character and its
+    /// closing quote, if it has one.
+    values: Vec<(usize, usize, Option<usize>)>,
+}
+
+const NONE: usize = usize::MAX;
+
+impl KeyLabels {
+    fn new(content: &[u8]) -> Self {
+        let finder = memchr::memmem::Finder::new(KEY_LABEL);
+        let mut at = Vec::new();
+        let mut from = 0;
+        while let Some(found) = finder.find(&content[from..]) {
+            at.push(from + found);
+            from += found + 1;
         }
-        value = skip_space(content, value + 1);
-        if content.get(value) != Some(&b'"') || !has_prefix(content, value + 1, "-----BEGIN ") {
-            continue;
-        }
-        let start = value + 1;
-        let mut i = start;
-        while i < close {
-            match content[i] {
-                b'\\' => i += 2,
-                b'"' => return Some((SecretType::GoogleServiceAccount, start..i)),
-                _ => i += 1,
+        let mut first_value = vec![NONE; at.len()];
+        let mut values = Vec::new();
+        for (i, &label) in at.iter().enumerate() {
+            if let Some(start) = string_after_label(content, label) {
+                first_value[i] = values.len();
+                values.push((label, start, closing_quote(content, start)));
             }
+        }
+        for i in (0..at.len()).rev() {
+            if first_value[i] == NONE {
+                let next = at[i + 1..]
+                    .iter()
+                    .position(|&label| label >= at[i] + KEY_LABEL.len())
+                    .map(|k| i + 1 + k);
+                first_value[i] = next.map_or(NONE, |k| first_value[k]);
+            }
+        }
+        Self {
+            at,
+            first_value,
+            values,
+        }
+    }
+
+    /// The private key's string within `bounds`, as the label-by-label search finds it.
+    fn value_in(&self, bounds: Range<usize>) -> Option<Range<usize>> {
+        let first = self.at.partition_point(|&label| label < bounds.start);
+        let &(label, start, quote) = self.values.get(*self.first_value.get(first)?)?;
+        let quote = quote?;
+        (label + KEY_LABEL.len() <= bounds.end && quote < bounds.end).then_some(start..quote)
+    }
+}
+
+/// After a `"private_key"` at `label`: spaces, `:`, spaces, and a string whose text opens with
+/// `-----BEGIN `; where that text starts.
+fn string_after_label(content: &[u8], label: usize) -> Option<usize> {
+    let mut value = skip_space(content, label + KEY_LABEL.len());
+    if content.get(value) != Some(&b':') {
+        return None;
+    }
+    value = skip_space(content, value + 1);
+    if content.get(value) != Some(&b'"') || !has_prefix(content, value + 1, "-----BEGIN ") {
+        return None;
+    }
+    Some(value + 1)
+}
+
+/// The quote that ends a JSON string whose text starts at `start`, stepping over escapes.
+fn closing_quote(content: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    while i < content.len() {
+        match content[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
         }
     }
     None
 }
 
 /// `-----BEGIN <label>-----` where the label ends in `PRIVATE KEY`, a body of at least 64
-/// base64 characters (a placeholder `...` is not a key) and the matching `-----END <label>-----`.
-/// The body may be written with real or escaped (`\n`) newlines.
-fn pem(content: &[u8], at: usize) -> Hit {
+/// base64 characters (a placeholder `...` is not a key) and the matching `-----END <label>-----`
+/// within [`MAX_BLOCK`]. The body may be written with real or escaped (`\n`) newlines.
+///
+/// The end marker and the body's byte counts come from `memo`, so that a file repeating the
+/// anchor does not have every occurrence search or count the same 64 KiB again.
+fn pem<'a>(content: &'a [u8], at: usize, memo: &mut Memo<'a>) -> Hit {
     let label_start = at + "-----BEGIN ".len();
     if !has_prefix(content, at, "-----BEGIN ") {
         return None;
@@ -622,22 +738,180 @@ fn pem(content: &[u8], at: usize) -> Hit {
     }
     let body_start = label_start + label_len + 5;
     let hi = (body_start + MAX_BLOCK).min(content.len());
-    let mut end_marker = b"-----END ".to_vec();
-    end_marker.extend_from_slice(label);
-    end_marker.extend_from_slice(b"-----");
-    let body_len = memchr::memmem::find(&content[body_start..hi], &end_marker)?;
-    let body = &content[body_start..body_start + body_len];
-    let base64 = body
-        .iter()
-        .filter(|&&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
-        .count();
-    if base64 < 64 || entropy(body) < 4.0 {
+    let end_marker_len = END.len() + label_len + 5;
+    // The first end marker from the body on, if it ends within the window.
+    let ends = memo
+        .end_markers
+        .get_or_insert_with(|| end_markers(content))
+        .get(label)?;
+    let end = *ends.get(ends.partition_point(|&end| end < body_start))?;
+    if end + end_marker_len > hi {
         return None;
     }
-    Some((
-        SecretType::PrivateKey,
-        at..body_start + body_len + end_marker.len(),
-    ))
+    let body = body_start..end;
+    let counts = memo.counts.of(content, body.clone());
+    let base64: u32 = (0..=u8::MAX)
+        .filter(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+        .map(|b| counts[usize::from(b)])
+        .sum();
+    if base64 < 64 || entropy_of(&counts, body.len()) < 4.0 {
+        return None;
+    }
+    Some((SecretType::PrivateKey, at..end + end_marker_len))
+}
+
+const END: &[u8] = b"-----END ";
+
+/// Where every `-----END <label>-----` of a file starts, by label, for the labels a private key
+/// can have. The label is the whole run of capitals and spaces after `-----END `, so a marker
+/// `-----END <label>-----` occurs exactly where this lists it under `<label>`.
+fn end_markers(content: &[u8]) -> HashMap<&[u8], Vec<usize>> {
+    let mut by_label: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for end in memchr::memmem::find_iter(content, END) {
+        let label_start = end + END.len();
+        let label_len = run(content, label_start, 40, |b| {
+            b.is_ascii_uppercase() || b == b' '
+        });
+        let label = &content[label_start..label_start + label_len];
+        if label_len <= 40
+            && label.ends_with(b"PRIVATE KEY")
+            && has_prefix(content, label_start + label_len, "-----")
+        {
+            by_label.entry(label).or_default().push(end);
+        }
+    }
+    by_label
+}
+
+/// What the checks remember between the anchors of one file, so that each of the large windows
+/// ([`MAX_BLOCK`]) is not searched again for every anchor in it. Anchors come in order, so the
+/// brace searches resume where the last one stopped; the rest is built for the whole file on
+/// the first anchor that needs it.
+#[derive(Default)]
+struct Memo<'a> {
+    open_brace: LastByte,
+    close_brace: FirstByte,
+    key_labels: Option<KeyLabels>,
+    end_markers: Option<HashMap<&'a [u8], Vec<usize>>>,
+    counts: RangeCounts,
+}
+
+/// The last occurrence of a byte (always the same one) in a range. Each byte of the file is
+/// searched once while the ranges' ends only move forward; a range that moves back starts the
+/// search over, so the answer is right for any range.
+#[derive(Default)]
+struct LastByte {
+    /// Searched up to here (exclusive).
+    searched: usize,
+    /// The start of the last range: what lies below it was not necessarily searched.
+    floor: usize,
+    /// The last occurrence before `searched`, except that none below `floor` is remembered.
+    last: Option<usize>,
+}
+
+impl LastByte {
+    fn last(&mut self, content: &[u8], byte: u8, range: Range<usize>) -> Option<usize> {
+        if range.end < self.searched || range.start < self.floor {
+            *self = Self::default();
+        }
+        let from = self.searched.max(range.start);
+        if let Some(found) = memchr::memrchr(byte, &content[from..range.end]) {
+            self.last = Some(from + found);
+        }
+        self.searched = range.end;
+        self.floor = range.start;
+        self.last.filter(|&last| last >= range.start)
+    }
+}
+
+/// The first occurrence of a byte (always the same one) in a range. Each byte of the file is
+/// searched once while the ranges' ends only move forward; a range that moves back starts the
+/// search over, so the answer is right for any range.
+#[derive(Default)]
+struct FirstByte {
+    /// The start of the last range asked about.
+    from: usize,
+    /// Searched from `from` up to here (exclusive).
+    searched: usize,
+    /// The first occurrence from `from` on, if the search found one (then it stopped there).
+    first: Option<usize>,
+}
+
+impl FirstByte {
+    fn first(&mut self, content: &[u8], byte: u8, range: Range<usize>) -> Option<usize> {
+        if range.start < self.from {
+            *self = Self::default();
+        }
+        if let Some(first) = self.first.filter(|&first| first >= range.start) {
+            return (first < range.end).then_some(first);
+        }
+        let from = self.searched.max(range.start);
+        self.from = range.start;
+        if from >= range.end {
+            return None;
+        }
+        self.first = memchr::memchr(byte, &content[from..range.end]).map(|found| from + found);
+        self.searched = self.first.map_or(range.end, |first| first + 1);
+        self.first
+    }
+}
+
+/// How far apart the running byte counts of [`RangeCounts`] are kept.
+const STRIDE: usize = 1024;
+
+/// Byte counts of ranges of one file. A short range is counted directly; for a long one the
+/// counts of the file up to every [`STRIDE`]th byte are kept (built as far as asked), and the
+/// range's counts are the difference of those at its ends, so that nested ranges (a PEM block
+/// begun inside another's body) do not have every byte counted once per range.
+#[derive(Default)]
+struct RangeCounts {
+    /// `kept[k]`: the counts of the file's first `k * STRIDE` bytes.
+    kept: Vec<[u32; 256]>,
+}
+
+impl RangeCounts {
+    fn of(&mut self, content: &[u8], range: Range<usize>) -> [u32; 256] {
+        if range.len() <= STRIDE {
+            return byte_counts(&content[range]);
+        }
+        let end = self.up_to(content, range.end);
+        let start = self.up_to(content, range.start);
+        std::array::from_fn(|b| end[b] - start[b])
+    }
+
+    /// The counts of `content[..at]`, from the nearest kept counts within the file.
+    fn up_to(&mut self, content: &[u8], at: usize) -> [u32; 256] {
+        let below = at / STRIDE;
+        let above = below + 1;
+        if at % STRIDE > STRIDE / 2 && above * STRIDE <= content.len() {
+            let mut counts = *self.kept(content, above);
+            for &b in &content[at..above * STRIDE] {
+                counts[usize::from(b)] -= 1;
+            }
+            counts
+        } else {
+            let mut counts = *self.kept(content, below);
+            for &b in &content[below * STRIDE..at] {
+                counts[usize::from(b)] += 1;
+            }
+            counts
+        }
+    }
+
+    fn kept(&mut self, content: &[u8], k: usize) -> &[u32; 256] {
+        if self.kept.is_empty() {
+            self.kept.push([0; 256]);
+        }
+        while self.kept.len() <= k {
+            let done = self.kept.len() - 1;
+            let mut counts = self.kept[done];
+            for &b in &content[done * STRIDE..(done + 1) * STRIDE] {
+                counts[usize::from(b)] += 1;
+            }
+            self.kept.push(counts);
+        }
+        &self.kept[k]
+    }
 }
 
 #[cfg(test)]
@@ -651,6 +925,42 @@ mod tests {
         assert_eq!(lines.position(text, 0), (1, 1));
         assert_eq!(lines.position(text, 3), (2, 2));
         assert_eq!(lines.position(text, 8), (4, 3));
+    }
+
+    proptest::proptest! {
+        /// Counts from the kept running counts are the counts of the range, however the
+        /// ranges come.
+        #[test]
+        fn range_counts_are_the_counts_of_the_range(
+            content in proptest::collection::vec(proptest::sample::select(b"ab\n".to_vec()), 0..5000),
+            ranges in proptest::collection::vec((0..5000usize, 0..5000usize), 1..20),
+        ) {
+            let mut counts = RangeCounts::default();
+            for (a, b) in ranges {
+                let (a, b) = (a.min(content.len()), b.min(content.len()));
+                let range = a.min(b)..a.max(b);
+                proptest::prop_assert_eq!(counts.of(&content, range.clone()), byte_counts(&content[range]));
+            }
+        }
+
+        /// The brace searches answer any sequence of ranges as a plain search would, not only
+        /// the forward-moving ones the detector asks.
+        #[test]
+        fn byte_searches_answer_any_ranges(
+            content in proptest::collection::vec(proptest::sample::select(b"{}x".to_vec()), 0..300),
+            ranges in proptest::collection::vec((0..300usize, 0..300usize), 1..30),
+        ) {
+            let mut last = LastByte::default();
+            let mut first = FirstByte::default();
+            for (a, b) in ranges {
+                let (a, b) = (a.min(content.len()), b.min(content.len()));
+                let range = a.min(b)..a.max(b);
+                let plain_last = content[range.clone()].iter().rposition(|&b| b == b'{').map(|p| range.start + p);
+                let plain_first = content[range.clone()].iter().position(|&b| b == b'}').map(|p| range.start + p);
+                proptest::prop_assert_eq!(last.last(&content, b'{', range.clone()), plain_last);
+                proptest::prop_assert_eq!(first.first(&content, b'}', range), plain_first);
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod guardrails;
 mod jose;
 mod merkle;
 mod secrets_scan;
+mod secrets_windows;
 
 /// Generators of realistic grants, scopes and actions. Services and operations come from small
 /// alphabets and resource text from a handful of characters, so that collisions, containments
