@@ -368,16 +368,7 @@ async fn posture_classifies_every_rule_with_evidence(backend: Backend) {
     assert_eq!(html_count(&html, "unmanaged"), 1);
 
     // CSV: every row, and the same counts.
-    let csv = server
-        .http
-        .get(format!("{}/v1/reports/posture?format=csv", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = posture_csv(&server).await;
     assert_eq!(csv_counts(&csv), csv_expected());
     assert!(csv.contains(&format!(
         "NHI1,{},orphan-bot,owner gone: its owner team risk-gone has no active member left\r\n",
@@ -395,6 +386,20 @@ fn html_count(html: &str, category: &str) -> u64 {
     let start = rest.find("data-count=\"").unwrap() + "data-count=\"".len();
     let end = start + rest[start..].find('"').unwrap();
     rest[start..end].parse().unwrap()
+}
+
+/// The posture report as CSV, read whole, as the admin.
+async fn posture_csv(server: &TestServer) -> String {
+    server
+        .http
+        .get(format!("{}/v1/reports/posture?format=csv", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 fn csv_counts(csv: &str) -> BTreeMap<String, u64> {
@@ -445,16 +450,7 @@ async fn posture_csv_spans_pages(backend: Backend) {
     let report = server
         .admin(Method::GET, "/v1/reports/posture", None, StatusCode::OK)
         .await;
-    let csv = server
-        .http
-        .get(format!("{}/v1/reports/posture?format=csv", server.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = posture_csv(&server).await;
     let from_csv = csv_counts(&csv);
     for (category, count) in counts(&report) {
         assert_eq!(

@@ -298,6 +298,19 @@ fn reuse() -> Value {
     }])
 }
 
+/// The id of the NHI's first listed credential (the client's static key).
+async fn first_credential(server: &TestServer, nhi: &str) -> String {
+    let page = server
+        .admin(
+            Method::GET,
+            &format!("/v1/credentials?nhi_id={nhi}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    page["items"][0]["id"].as_str().unwrap().to_owned()
+}
+
 async fn tasks_status(server: &TestServer, key: &str) -> StatusCode {
     server
         .call(
@@ -327,23 +340,8 @@ async fn scan_finds_checks_reports_and_revokes_planted_secrets(backend: Backend)
     let (live_nhi, live) = client(&server, "svc-a-agent", &["crm:read:customers/*"]).await;
     let (revoked_nhi, revoked) = client(&server, "svc-b-agent", &["crm:read:customers/*"]).await;
     let fingerprint = |secret: &str| server.state().keys.fingerprint(secret);
-    let credential = |nhi: &str| {
-        let nhi = nhi.to_owned();
-        let server = &server;
-        async move {
-            let page = server
-                .admin(
-                    Method::GET,
-                    &format!("/v1/credentials?nhi_id={nhi}"),
-                    None,
-                    StatusCode::OK,
-                )
-                .await;
-            page["items"][0]["id"].as_str().unwrap().to_owned()
-        }
-    };
-    let live_id = credential(&live_nhi).await;
-    let revoked_id = credential(&revoked_nhi).await;
+    let live_id = first_credential(&server, &live_nhi).await;
+    let revoked_id = first_credential(&server, &revoked_nhi).await;
     server
         .admin(
             Method::POST,
@@ -566,15 +564,7 @@ async fn no_planted_secret_reaches_the_servers_debug_logs() {
     let server = &binary.server;
     let (_, live) = client(server, "svc-a-agent", &["crm:read:customers/*"]).await;
     let (revoked_nhi, revoked) = client(server, "svc-b-agent", &["crm:read:customers/*"]).await;
-    let page = server
-        .admin(
-            Method::GET,
-            &format!("/v1/credentials?nhi_id={revoked_nhi}"),
-            None,
-            StatusCode::OK,
-        )
-        .await;
-    let revoked_id = page["items"][0]["id"].as_str().unwrap();
+    let revoked_id = first_credential(server, &revoked_nhi).await;
     server
         .admin(
             Method::POST,
