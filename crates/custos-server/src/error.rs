@@ -160,6 +160,9 @@ impl From<StoreError> for ApiError {
             StoreError::MissingReference => {
                 Self::unprocessable("unknown_reference", "a referenced record does not exist")
             }
+            StoreError::InvalidText => {
+                Self::bad_request("invalid_text", "text may not contain the NUL character")
+            }
             StoreError::Unavailable(reason) => {
                 tracing::error!(%reason, "store unavailable");
                 Self::new(

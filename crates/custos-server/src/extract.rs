@@ -124,7 +124,35 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     })?;
     deserializer.end().map_err(|e| malformed_json(&e))?;
+    if holds_nul_escape(bytes) {
+        let mut errors = custos_core::validate::ValidationErrors::default();
+        errors.push(
+            "body",
+            "strings may not contain the NUL character (\\u0000)",
+        );
+        return Err(ApiError {
+            code: "invalid_body",
+            ..ApiError::validation(errors)
+        });
+    }
     Ok(value)
+}
+
+/// Whether valid JSON text holds a string with a NUL character. JSON can only write one as
+/// the escape `\u0000` (a raw control character is not valid JSON); it is one when an odd
+/// number of backslashes precede the `u`, since `\\` is an escaped backslash. Nothing Custos
+/// stores can hold a NUL (PostgreSQL refuses it in text), so every store refuses it alike.
+fn holds_nul_escape(json: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(found) = json[from..].windows(5).position(|w| w == b"u0000") {
+        let at = from + found;
+        let backslashes = json[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return true;
+        }
+        from = at + 5;
+    }
+    false
 }
 
 /// A request body, which is always a JSON object here. serde reads a struct from an array of

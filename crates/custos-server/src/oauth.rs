@@ -114,6 +114,13 @@ impl Params {
                     format!("the parameter {name} appears more than once"),
                 ));
             }
+            // Nothing Custos stores can hold a NUL (PostgreSQL refuses it in text).
+            if name.contains('\0') || value.contains('\0') {
+                return Err(OAuthError::new(
+                    "invalid_request",
+                    format!("the parameter {name} holds a NUL character"),
+                ));
+            }
             pairs.push((name.into_owned(), value.into_owned()));
         }
         Ok(Self(pairs))
@@ -168,7 +175,11 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default()
     };
-    Ok(Some((unescape(id), unescape(secret))))
+    let (id, secret) = (unescape(id), unescape(secret));
+    if id.contains('\0') || secret.contains('\0') {
+        return Err(bad());
+    }
+    Ok(Some((id, secret)))
 }
 
 /// Authenticates the client of a token, introspection or revocation request by exactly one

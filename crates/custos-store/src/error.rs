@@ -16,6 +16,9 @@ pub enum StoreError {
     /// A referenced record (say, a team) does not exist.
     #[error("a referenced record does not exist")]
     MissingReference,
+    /// Text no store can keep: a NUL character, which PostgreSQL refuses in text.
+    #[error("text may not contain the NUL character")]
+    InvalidText,
     #[error("store misconfigured: {0}")]
     Config(String),
     #[error("store unavailable: {0}")]
@@ -31,6 +34,13 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
                 StoreError::MissingReference
+            }
+            // 22021 (character_not_in_repertoire) and 22P05 (untranslatable_character): a NUL
+            // in text or JSON. The input is at fault, not the store.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                StoreError::InvalidText
             }
             sqlx::Error::ColumnDecode { .. }
             | sqlx::Error::Decode(_)

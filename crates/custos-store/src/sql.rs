@@ -291,6 +291,20 @@ fn parse_roles(text: &str) -> Result<Vec<Role>> {
         .collect()
 }
 
+/// Whether any text of a listing's filter holds a NUL character. PostgreSQL refuses one in
+/// text and SQLite's full-text query parser fails on one; both stores refuse it alike.
+fn filter_holds_nul(filter: &NhiFilter) -> bool {
+    let nul = |text: &String| text.contains('\0');
+    filter.platform.iter().any(nul)
+        || filter.environment.iter().any(nul)
+        || filter.name_contains.iter().any(nul)
+        || filter.owner_teams.iter().flatten().any(nul)
+        || filter
+            .tags
+            .iter()
+            .any(|(key, value)| nul(key) || value.iter().any(nul))
+}
+
 /// `%`, `_` and `\` in a user's search text are literals, not wildcards.
 fn like_pattern(needle: &str) -> String {
     let mut pattern = String::from("%");
@@ -1624,6 +1638,9 @@ macro_rules! sql_store {
             }
 
             async fn list_nhis(&self, filter: &NhiFilter, page: &Page) -> Result<Vec<Nhi>> {
+                if filter_holds_nul(filter) {
+                    return Err(StoreError::InvalidText);
+                }
                 if filter.owner_teams.as_ref().is_some_and(Vec::is_empty) {
                     return Ok(Vec::new());
                 }

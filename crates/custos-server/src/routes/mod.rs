@@ -139,8 +139,30 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(crate::ui::router(state_for_ui))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(refuse_nul_in_uri))
         .layer(axum::middleware::from_fn(crate::metrics::track_requests));
     (app, openapi)
+}
+
+/// No path or query may carry a NUL character (`%00`): nothing Custos stores can hold one
+/// (PostgreSQL refuses it in text), so such a request names nothing and is refused before any
+/// route reads it, the same way on every store.
+async fn refuse_nul_in_uri(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = request.uri();
+    if uri.path().contains("%00") {
+        return ApiError::not_found("resource").into_response();
+    }
+    if uri.query().is_some_and(|query| query.contains("%00")) {
+        return ApiError::bad_request(
+            "invalid_parameter",
+            "query parameters may not contain the NUL character (%00)",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

@@ -157,6 +157,15 @@ pub fn checked_form(headers: &HeaderMap, body: &[u8], expected: &str) -> Result<
     let fields: Vec<(String, String)> = form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
+    if fields
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "form fields may not contain the NUL character",
+        ));
+    }
     let form = Form(fields);
     let given = form.get("csrf").unwrap_or("");
     if expected.is_empty() || !hashes_equal(given.as_bytes(), expected.as_bytes()) {

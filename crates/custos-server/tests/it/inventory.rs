@@ -5,12 +5,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::support::{ADMIN_TOKEN, Backend, TestServer, nhi_body};
+use crate::support::{ADMIN_TOKEN, Backend, TestServer, client, nhi_body};
 
 both_backends!(
     registering_and_reading_an_nhi,
     owner_and_purpose_are_required,
     bad_input_gets_a_precise_problem,
+    nul_characters_are_refused_alike_on_every_store,
     filters_and_pages,
     patch_is_optimistic,
     suspend_and_resume_are_idempotent_and_recorded,
@@ -290,6 +291,96 @@ async fn bad_input_gets_a_precise_problem(backend: Backend) {
         .admin(Method::GET, "/v1/nhis", None, StatusCode::OK)
         .await;
     assert!(list["items"].as_array().unwrap().is_empty());
+    server.stop().await;
+}
+
+/// A NUL character can be sent in a path, a query, a JSON string or a form, but no store can
+/// keep one (PostgreSQL refuses it in text). Each is refused as bad input, the same on both
+/// stores, nothing is written, and the server keeps answering.
+async fn nul_characters_are_refused_alike_on_every_store(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.team("payments").await;
+    let get = |path: &'static str| server.call(Method::GET, path, Some(ADMIN_TOKEN), None);
+    for path in [
+        "/v1/nhis?q=bil%00ling",
+        "/v1/nhis?platform=aws%00",
+        "/v1/nhis?team=%00",
+        "/v1/nhis?tag=tier%3D%00",
+        "/v1/credentials?nhi_id=%00",
+        "/v1/findings?nhi_id=a%00b",
+        "/ui/nhis?q=%00abc",
+    ] {
+        let (status, problem) = get(path).await;
+        assert_eq!(
+            (status.as_u16(), problem["code"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{path}: {problem}"
+        );
+    }
+    for path in [
+        "/v1/nhis/ab%00cd",
+        "/v1/teams/%00",
+        "/v1/credentials/x%00/revoke",
+    ] {
+        let (status, problem) = get(path).await;
+        assert_eq!(status.as_u16(), 404, "{path}: {problem}");
+    }
+
+    let mut body = nhi_body("billing", "payments");
+    body["purpose"] = json!("reconciles\u{0}invoices");
+    let (status, problem) = server
+        .call(Method::POST, "/v1/nhis", Some(ADMIN_TOKEN), Some(body))
+        .await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (422, Some("invalid_body")),
+        "{problem}"
+    );
+    assert_eq!(problem["errors"][0]["field"], "body");
+    let (_, listed) = get("/v1/nhis").await;
+    assert_eq!(listed["items"], json!([]), "nothing is written");
+    // An escaped backslash followed by `u0000` is six ordinary characters, kept as sent.
+    let mut body = nhi_body("billing", "payments");
+    body["purpose"] = json!("reconciles \\u0000 invoices");
+    let (status, created) = server
+        .call(Method::POST, "/v1/nhis", Some(ADMIN_TOKEN), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["purpose"], "reconciles \\u0000 invoices");
+
+    // OAuth: a NUL in a form parameter or in Basic credentials.
+    let (nhi, secret) = client(&server, "nul-client", &["mail:send"]).await;
+    let (status, _, answer) = server
+        .form(
+            "/oauth2/token",
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nul\0client"),
+                ("client_secret", &secret),
+            ],
+        )
+        .await;
+    assert_eq!(status.as_u16(), 400, "{answer}");
+    assert_eq!(answer["error"], "invalid_request");
+    let (status, _, answer) = server
+        .form(
+            "/oauth2/token",
+            Some((&format!("{nhi}%00"), &secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(status.as_u16(), 401, "{answer}");
+    assert_eq!(answer["error"], "invalid_client");
+    // The client still works.
+    let (status, _, answer) = server
+        .form(
+            "/oauth2/token",
+            Some((&nhi, &secret)),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     server.stop().await;
 }
 

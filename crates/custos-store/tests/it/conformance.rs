@@ -34,6 +34,7 @@ conformance!(
     name_search_treats_wildcards_literally,
     name_search_pages_within_and_beyond_its_window,
     name_search_follows_renames_and_takes_any_text,
+    text_holding_nul_is_refused_as_input_not_an_outage,
     credentials_revoke_once,
     revocation_cascades_down_the_delegation_graph,
     rotation_shortens_the_old_key_and_issues_the_new,
@@ -1463,6 +1464,58 @@ async fn name_search_follows_renames_and_takes_any_text(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// No store can hold a NUL in text (PostgreSQL refuses it; SQLite's full-text query parser
+/// fails on it). A filter holding one is refused as bad input on both, and a lookup by such an
+/// id is bad input or names nothing; neither is ever reported as the store being unavailable.
+async fn text_holding_nul_is_refused_as_input_not_an_outage(store: &dyn Store) {
+    let owners = team(store, "owners").await;
+    register(store, &nhi("nul-probe-exporter", &owners)).await;
+    let filters = [
+        NhiFilter {
+            name_contains: Some("exp\0orter".into()),
+            ..Default::default()
+        },
+        NhiFilter {
+            name_contains: Some("\0".into()),
+            ..Default::default()
+        },
+        NhiFilter {
+            platform: Some("aws\0".into()),
+            ..Default::default()
+        },
+        NhiFilter {
+            environment: Some("\0prod".into()),
+            ..Default::default()
+        },
+        NhiFilter {
+            owner_teams: Some(vec![owners.id.clone(), "t\0".into()]),
+            ..Default::default()
+        },
+        NhiFilter {
+            tags: vec![("tier".into(), Some("1\0".into()))],
+            ..Default::default()
+        },
+    ];
+    for filter in filters {
+        let err = store.list_nhis(&filter, &page(10)).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidText),
+            "{filter:?}: {err:?}"
+        );
+    }
+    let found = store.get_nhi("nul\0id").await;
+    assert!(
+        matches!(found, Ok(None) | Err(StoreError::InvalidText)),
+        "{found:?}"
+    );
+    // The store still answers afterwards.
+    let all = store
+        .list_nhis(&NhiFilter::default(), &page(10))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
 }
 
 /// Many writers at once (on SQLite they share transactions and fsyncs): each is kept or refused
