@@ -9,6 +9,8 @@
 #   SCHEMATHESIS_MAX_EXAMPLES  test cases per operation and phase (default 100)
 #   SCHEMATHESIS_SEED        a fixed seed, to replay a run (default: random, printed)
 #   SCHEMATHESIS_REPORT_DIR  if set, a HAR file of every request and response per run goes here
+#   SCHEMATHESIS_DATABASE_URL  if set, the server keeps its store in PostgreSQL there, in a
+#                            schema of its own dropped afterwards (needs psql); else in SQLite
 set -euo pipefail
 
 SCHEMATHESIS_VERSION=4.32.5
@@ -40,11 +42,24 @@ ST=$VENV/bin/schemathesis
 WORK=$(mktemp -d)
 DATA_DIR=$WORK/data
 SERVER_PID=
+STORE_ARGS=()
+SCHEMA=
+if [[ -n ${SCHEMATHESIS_DATABASE_URL:-} ]]; then
+    # An empty schema of its own, so that the run starts from an empty store as on SQLite.
+    SCHEMA=st_$$_$RANDOM
+    psql "$SCHEMATHESIS_DATABASE_URL" -qc "CREATE SCHEMA $SCHEMA" >/dev/null
+    separator='?'
+    [[ $SCHEMATHESIS_DATABASE_URL == *\?* ]] && separator='&'
+    STORE_ARGS=(--database-url "$SCHEMATHESIS_DATABASE_URL${separator}options=-c%20search_path%3D$SCHEMA")
+fi
 cleanup() {
     local status=$?
     if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n $SCHEMA ]]; then
+        psql "$SCHEMATHESIS_DATABASE_URL" -qc "DROP SCHEMA $SCHEMA CASCADE" >/dev/null 2>&1 || true
     fi
     if [[ $status -ne 0 && -s $WORK/server.log ]]; then
         echo "---- last lines of the server log ($WORK/server.log) ----" >&2
@@ -67,7 +82,7 @@ BASE=http://127.0.0.1:$PORT
 env -u CUSTOS_ADMIN_TOKEN -u CUSTOS_DATABASE_URL -u CUSTOS_CONFIG -u CUSTOS_MASTER_KEY \
     -u CUSTOS_LISTEN -u CUSTOS_DATA_DIR \
     CUSTOS_LOG_LEVEL=warn CUSTOS_NOTIFY_ALLOWED_HOSTS=127.0.0.1 \
-    "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$WORK/server.log" 2>&1 &
+    "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" "${STORE_ARGS[@]}" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
 for _ in $(seq 1 100); do
