@@ -246,3 +246,48 @@ impl QueryPairs {
             .map(|(_, v)| v.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::holds_nul_escape;
+
+    /// Text rich in what the scan must tell apart: runs of backslashes, `u0000` written out,
+    /// real NULs, quotes, and any other character.
+    fn tricky_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("\\".to_owned()),
+                Just("u0000".to_owned()),
+                Just("\0".to_owned()),
+                Just("\"".to_owned()),
+                Just("u00".to_owned()),
+                any::<char>().prop_map(String::from),
+            ],
+            0..16,
+        )
+        .prop_map(|atoms| atoms.concat())
+    }
+
+    proptest! {
+        /// Whatever strings a JSON object holds, as keys or values, the scan of its text finds
+        /// a NUL exactly when one of them has one.
+        #[test]
+        fn finds_a_nul_exactly_when_a_string_holds_one(
+            fields in proptest::collection::btree_map(tricky_text(), tricky_text(), 0..4),
+        ) {
+            let json = serde_json::to_vec(&fields).unwrap();
+            let holds = fields.iter().any(|(k, v)| k.contains('\0') || v.contains('\0'));
+            prop_assert_eq!(holds_nul_escape(&json), holds);
+        }
+    }
+
+    #[test]
+    fn an_escaped_backslash_before_u0000_is_not_a_nul() {
+        assert!(holds_nul_escape(br#"{"a":"\u0000"}"#));
+        assert!(!holds_nul_escape(br#"{"a":"\\u0000"}"#));
+        assert!(holds_nul_escape(br#"{"a":"\\\u0000"}"#));
+        assert!(!holds_nul_escape(br#"{"a":"u0000"}"#));
+    }
+}
