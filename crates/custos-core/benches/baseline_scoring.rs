@@ -32,10 +32,12 @@ fn main() {
     let runs = number("CUSTOS_BENCH_RUNS", if quick { 1 } else { 5 });
 
     let started = Instant::now();
-    let generated: Vec<(Event, String)> = events(&config)
+    let generated: Vec<(Event, String, String)> = events(&config)
         .map(|event| {
             let resource = event.resource.text();
-            (event, resource)
+            let mut person = String::new();
+            event.write_person(&mut person);
+            (event, resource, person)
         })
         .collect();
     println!(
@@ -58,9 +60,9 @@ fn main() {
         let fleet = Fleet::new();
         let mut departures = 0u64;
         let started = Instant::now();
-        for (event, resource) in &generated {
+        for (event, resource, person) in &generated {
             let assessment = profiles[event.nhi as usize].observe(
-                &event.observation(resource),
+                &event.observation(resource, person),
                 &fleet,
                 &settings,
             );

@@ -417,6 +417,10 @@ async fn record(
     if let Some(task) = &decision.task_id {
         event = event.with("task", task);
     }
+    // Whom the agent acted for is part of the record of what it did.
+    if let Some(person) = question.context.on_behalf_of {
+        event = event.with("on_behalf_of", person);
+    }
     if !decision.policies.is_empty() {
         event = event.with("policies", decision.policies.join(","));
     }

@@ -1100,6 +1100,10 @@ pub struct ObservedEvent {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false, max_length = 64)]
     pub environment: Option<String>,
+    /// The person the NHI acted for, when the log says (CloudTrail's `onBehalfOf.userId`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, min_length = 1, max_length = 256)]
+    pub on_behalf_of: Option<String>,
 }
 
 /// How many events were fed to baselines, the findings they raised, and the NHI ids that

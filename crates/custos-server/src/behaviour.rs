@@ -211,6 +211,10 @@ pub struct CallContext<'a> {
     pub source: Option<IpAddr>,
     pub user_agent: Option<&'a str>,
     pub environment: Option<&'a str>,
+    /// The person the agent acted for, whom the enforcement point authenticated (an
+    /// assistant in a person's signed-in session). As trustworthy as the enforcement point
+    /// that says so, like the rest of the context.
+    pub on_behalf_of: Option<&'a str>,
 }
 
 /// What the response to a departure asks of the decision being made.
@@ -264,6 +268,7 @@ pub async fn observe_decision(
         source: question.context.source,
         user_agent: question.context.user_agent,
         environment: question.context.environment,
+        on_behalf_of: question.context.on_behalf_of,
     };
     observe(state, nhi_id, &event, reason == Reason::Allowed).await
 }
@@ -285,6 +290,7 @@ pub async fn observe_delegation(
         source: None,
         user_agent: None,
         environment: None,
+        on_behalf_of: None,
     };
     observe(state, nhi_id, &event, false).await.map(|_| ())
 }
@@ -376,6 +382,10 @@ fn summary_of(nhi: &Nhi, event: &Observation<'_>, assessment: &Assessment) -> St
             Feature::HourOfWeek => "an hour it is never active",
             Feature::Rate => "a rate far above its usual",
             Feature::DenialRate => "a refusal it rarely gets",
+            Feature::OnBehalfOf if event.on_behalf_of.is_none() => {
+                "no person, though it acts for people"
+            }
+            Feature::OnBehalfOf => "a person it does not act for",
         })
         .collect();
     format!("{} did {action}: {}", nhi.name, parts.join(", "))
@@ -403,6 +413,7 @@ fn evidence_event(event: &Observation<'_>, assessment: &Assessment) -> Value {
         "source": event.source.map(|s| s.to_string()),
         "user_agent": event.user_agent,
         "environment": event.environment,
+        "on_behalf_of": event.on_behalf_of,
         "score": round2(assessment.score),
         "features": features,
         "detections": assessment.detections.iter().map(|d| d.code()).collect::<Vec<_>>(),
@@ -842,6 +853,7 @@ pub async fn fold_finding(state: &AppState, finding: &Finding) -> ApiResult<()> 
             source,
             user_agent: sample["user_agent"].as_str(),
             environment: sample["environment"].as_str(),
+            on_behalf_of: sample["on_behalf_of"].as_str(),
         };
         profile.fold_in(&event, &state.behaviour.fleet);
     }
@@ -1136,6 +1148,15 @@ pub async fn observe_imported(
                 errors.push(field(name), format!("must be 1 to {max} bytes"));
             }
         }
+        for (name, value, min, max) in [
+            ("user_agent", event.user_agent.as_deref(), 0, 512),
+            ("environment", event.environment.as_deref(), 0, 64),
+            ("on_behalf_of", event.on_behalf_of.as_deref(), 1, 256),
+        ] {
+            if value.is_some_and(|v| v.len() < min || v.len() > max) {
+                errors.push(field(name), format!("must be {min} to {max} bytes"));
+            }
+        }
         if let (Some(at), Some(outcome)) = (at, outcome) {
             parsed.push((at, outcome, source));
         }
@@ -1155,6 +1176,7 @@ pub async fn observe_imported(
             source,
             user_agent: event.user_agent.as_deref(),
             environment: event.environment.as_deref(),
+            on_behalf_of: event.on_behalf_of.as_deref(),
         };
         match observe(state, &event.nhi_id, &observation, false).await? {
             Some(response) => {

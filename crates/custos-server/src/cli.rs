@@ -1374,6 +1374,8 @@ fn print_baseline(client: &Client, baseline: &Value) -> anyhow::Result<()> {
         ("source_networks", cell(&baseline["source_networks"])),
         ("user_agents", cell(&baseline["user_agents"])),
         ("client_classes", cell(&baseline["client_classes"])),
+        ("people", cell(&baseline["people"])),
+        ("for_person_share", cell(&baseline["for_person_share"])),
         ("active_hours_of_week", format!("{hours} of 168")),
         ("refusal_rate", refusal_rate),
         ("alert_bits", cell(&baseline["alert_bits"])),

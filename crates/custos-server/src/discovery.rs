@@ -406,6 +406,7 @@ impl<'a> Import<'a> {
             source: activity.source,
             user_agent: activity.user_agent.as_deref(),
             environment: None,
+            on_behalf_of: activity.on_behalf_of.as_deref(),
         };
         self.report.observed += 1;
         if let Some(finding) =

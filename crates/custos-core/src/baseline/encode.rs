@@ -9,7 +9,9 @@ use super::profile::{
 };
 use crate::Timestamp;
 
-const VERSION: u8 = 1;
+/// Version 2 added the people acted for; a version 1 profile reads back as one that has
+/// never acted for anyone.
+const VERSION: u8 = 2;
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum ProfileError {
@@ -62,6 +64,9 @@ impl Profile {
         out.extend_from_slice(&self.delegation_hour.to_le_bytes());
         out.extend_from_slice(&self.delegatees.to_le_bytes());
         put_f32(&mut out, self.delegation_peak);
+        put_rate(&mut out, self.for_person);
+        put_rate(&mut out, self.people);
+        out.extend_from_slice(&self.distinct_people.to_le_bytes());
         out
     }
 
@@ -69,7 +74,7 @@ impl Profile {
     pub fn decode(bytes: &[u8]) -> Result<Self, ProfileError> {
         let mut input = Reader(bytes);
         let version = input.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(ProfileError::Version(version));
         }
         let started_at = input.timestamp("started_at")?;
@@ -127,6 +132,11 @@ impl Profile {
         profile.delegation_hour = input.u32()?;
         profile.delegatees = input.u64()?;
         profile.delegation_peak = input.f32("delegation_peak")?;
+        if version >= 2 {
+            profile.for_person = input.rate("for_person")?;
+            profile.people = input.rate("people")?;
+            profile.distinct_people = input.u16()?;
+        }
         if !input.0.is_empty() {
             return Err(ProfileError::TrailingBytes(input.0.len()));
         }

@@ -9,7 +9,10 @@
 //! source network, user agent, hour of week) is as surprising as new values of that class have
 //! been rare for this NHI, weighted for services and operations by how rare the value is
 //! across the fleet ([`Fleet`]); a rate above the learnt hourly rate is scored by an
-//! over-dispersed Poisson tail; a refusal by the learnt denial rate. Named detections
+//! over-dispersed Poisson tail; a refusal by the learnt denial rate; acting for a person (or
+//! for nobody) by how often it does, and a person it never acted for by how rarely new people
+//! come. A person it acts for makes a new hour less surprising: people keep irregular hours,
+//! and a stolen credential used at night carries nobody's session. Named detections
 //! ([`Detection`]) catch patterns the generic score would miss or under-weigh.
 //!
 //! Memory is bounded: a profile is a fixed-size value (no heap), at most [`Profile::MAX_BYTES`]
@@ -94,6 +97,10 @@ pub struct Observation<'a> {
     pub user_agent: Option<&'a str>,
     /// The environment (e.g. `production`, `staging`) the call came from, when known.
     pub environment: Option<&'a str>,
+    /// The person the NHI acted for, when the enforcement point or log knows it: an
+    /// assistant working in a person's signed-in session (the gateway authenticated the
+    /// person), CloudTrail's `onBehalfOf`. `None` when the NHI acted on its own.
+    pub on_behalf_of: Option<&'a str>,
 }
 
 impl<'a> Observation<'a> {
@@ -109,6 +116,7 @@ impl<'a> Observation<'a> {
             source: None,
             user_agent: None,
             environment: None,
+            on_behalf_of: None,
         }
     }
 }
@@ -124,10 +132,13 @@ pub enum Feature {
     HourOfWeek,
     Rate,
     DenialRate,
+    /// Acting for a person, or on its own, against its habit; or for a person it never
+    /// acted for.
+    OnBehalfOf,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 8] = [
+    pub const ALL: [Feature; 9] = [
         Feature::Service,
         Feature::Operation,
         Feature::ResourcePrefix,
@@ -136,6 +147,7 @@ impl Feature {
         Feature::HourOfWeek,
         Feature::Rate,
         Feature::DenialRate,
+        Feature::OnBehalfOf,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -148,6 +160,7 @@ impl Feature {
             Feature::HourOfWeek => "hour_of_week",
             Feature::Rate => "rate",
             Feature::DenialRate => "denial_rate",
+            Feature::OnBehalfOf => "on_behalf_of",
         }
     }
 }
@@ -218,7 +231,7 @@ pub struct Assessment {
     /// Summed weighted surprisal, in bits.
     pub score: f32,
     /// Each feature's part of the score, indexed as [`Feature::ALL`].
-    pub bits: [f32; 8],
+    pub bits: [f32; 9],
     pub detections: Detections,
     /// The profile was still learning: what this says is recorded, never enforced.
     pub in_probation: bool,

@@ -30,6 +30,13 @@ const HIGH_CARDINALITY_SHARE: f32 = 0.5;
 /// A new hour of the week at an hour of the day the NHI is active on other days (a Saturday
 /// at its usual hours) counts this much of a new hour of the day.
 const KNOWN_HOUR_OF_DAY: f32 = 0.5;
+/// A new hour of the week counts this much when the NHI acts for a person it has acted for
+/// before: the enforcement point authenticated that person, and people keep irregular hours.
+/// A stolen credential used at night carries nobody's session.
+const PERSON_PRESENT_HOURS: f32 = 0.25;
+/// Acting for a person, or on its own, is scored only when it happens in fewer than this
+/// share of the NHI's events: an NHI that does both often says nothing by doing either.
+const UNUSUAL_PRESENCE: f32 = 0.05;
 /// Refusals in a window are a burst when their Poisson tail, given the NHI's usual refusal
 /// rate and the window's events, is at least this many bits.
 const STUFFING_BITS: f32 = 16.0;
@@ -48,8 +55,10 @@ const WINDOW_EVENTS: usize = 3;
 /// new hour of the day about as much as a new source. A rate is scored only past a burst (see
 /// [`BURST_FACTOR`]), and then in full. Tuned on the simulated fleet (see `simulate`), whose
 /// attacks each depart in one way only: each weight lets one such departure reach the alert
-/// threshold of an NHI with a few weeks' history.
-const WEIGHTS: [f32; 8] = [2.1, 0.5, 0.3, 1.5, 0.5, 1.3, 1.0, 0.4];
+/// threshold of an NHI with a few weeks' history. Acting without its person counts in full:
+/// an assistant that has only ever acted in people's sessions, called with none, is its
+/// credential in someone else's hands.
+const WEIGHTS: [f32; 9] = [2.1, 0.5, 0.3, 1.5, 0.5, 1.3, 1.0, 0.4, 1.0];
 /// An hour is a burst only with more than this many times the expected count, and
 /// the expected count is at least half the busiest hour: a burst more than doubles the
 /// busiest hour of the last weeks. Machine traffic is heavy-tailed: a new record hour up to
@@ -84,6 +93,11 @@ impl Rate {
 
     fn surprisal(self) -> f32 {
         -self.probability().log2()
+    }
+
+    /// The surprisal of a miss.
+    fn miss_surprisal(self) -> f32 {
+        -(1.0 - self.probability()).log2()
     }
 }
 
@@ -171,6 +185,11 @@ pub struct Profile {
     pub(super) delegation_hour: u32,
     pub(super) delegatees: u64,
     pub(super) delegation_peak: f32,
+    /// The share of events done for a person (see [`Observation::on_behalf_of`]), the rate
+    /// of new people among those, and how many people it has acted for.
+    pub(super) for_person: Rate,
+    pub(super) people: Rate,
+    pub(super) distinct_people: u16,
 }
 
 impl Profile {
@@ -199,6 +218,9 @@ impl Profile {
             delegation_hour: 0,
             delegatees: 0,
             delegation_peak: 0.0,
+            for_person: Rate::default(),
+            people: Rate::default(),
+            distinct_people: 0,
         }
     }
 
@@ -227,7 +249,7 @@ impl Profile {
         settings: &Settings,
     ) -> Assessment {
         let in_probation = self.in_probation(event.at, settings);
-        let mut bits = [0.0f32; 8];
+        let mut bits = [0.0f32; 9];
         let mut detections = Detections::default();
         let (hour, hour_of_week) = hours(event.at);
         let values = Values::of(event);
@@ -254,10 +276,18 @@ impl Profile {
         }
         // Hours: the novelty rate is of new hours of the day; a new hour of the week at an
         // hour of the day known on other days (a Saturday at the usual hours) counts less.
+        // The person acted for: being with or without one against habit, or a new one.
+        let new_person = values.person.is_some_and(|hash| !self.has_seen(hash));
+        bits[8] = WEIGHTS[8] * self.person_surprisal(values.person.is_some(), new_person);
         if !self.hour_is_known(hour_of_week) {
             new[5] = !self.hour_of_day_is_known(hour_of_week);
             let of_day = if new[5] { 1.0 } else { KNOWN_HOUR_OF_DAY };
-            bits[5] = WEIGHTS[5] * self.novelty[5].surprisal() * of_day;
+            let present = if values.person.is_some() && !new_person {
+                PERSON_PRESENT_HOURS
+            } else {
+                1.0
+            };
+            bits[5] = WEIGHTS[5] * self.novelty[5].surprisal() * of_day * present;
         }
 
         // Rates.
@@ -388,6 +418,15 @@ impl Profile {
                 }
             }
         }
+        self.for_person.note(values.person.is_some());
+        if let Some(person) = values.person {
+            let new = !self.has_seen(person);
+            self.people.note(new);
+            if new {
+                self.insert_seen(person);
+                self.distinct_people = self.distinct_people.saturating_add(1);
+            }
+        }
         self.novelty[5].note(new[5]);
         if self.hours[hour_of_week] == 0 {
             self.distinct[5] = self.distinct[5].saturating_add(1);
@@ -399,6 +438,30 @@ impl Profile {
             }
         }
         self.hours[hour_of_week] += 1;
+    }
+
+    /// How surprising it is that an event was done for a person (or not), and, for a person
+    /// it never acted for, that the person is new.
+    fn person_surprisal(&self, for_person: bool, new_person: bool) -> f32 {
+        let state = if for_person {
+            self.for_person.probability()
+        } else {
+            1.0 - self.for_person.probability()
+        };
+        let mut bits = if state < UNUSUAL_PRESENCE {
+            if for_person {
+                self.for_person.surprisal()
+            } else {
+                self.for_person.miss_surprisal()
+            }
+        } else {
+            0.0
+        };
+        // A new person is news only where people have been met before.
+        if new_person && self.distinct_people > 0 {
+            bits += self.people.surprisal();
+        }
+        bits
     }
 
     /// An hour of the week is known if the profile has seen it or an hour beside it:
@@ -582,6 +645,12 @@ impl Profile {
             resource_prefixes: self.distinct[2],
             source_networks: self.distinct[3],
             user_agents: self.distinct[4],
+            people: self.distinct_people,
+            for_person_share: if self.for_person.total > 0.0 {
+                round2(self.for_person.hits / self.for_person.total)
+            } else {
+                0.0
+            },
             active_hours_of_week: self
                 .hours
                 .iter()
@@ -642,6 +711,10 @@ pub struct BaselineSummary {
     pub resource_prefixes: u16,
     pub source_networks: u16,
     pub user_agents: u16,
+    /// The people it has acted for (see `on_behalf_of`), and the share of its events done
+    /// for one.
+    pub people: u16,
+    pub for_person_share: f32,
     /// Hours of the week (0 = Monday 00:00 UTC) in which it has been active.
     pub active_hours_of_week: Vec<u16>,
     pub refusal_rate: f32,
@@ -667,6 +740,8 @@ pub struct OperationSummary {
 struct Values {
     hashes: [Option<u64>; NOVELTY_CLASSES - 1],
     operation: Option<u64>,
+    /// The person acted for, in the Bloom filter as its own class.
+    person: Option<u64>,
 }
 
 impl Values {
@@ -687,6 +762,9 @@ impl Values {
                 event.user_agent.map(agent_hash),
             ],
             operation,
+            person: event
+                .on_behalf_of
+                .map(|person| stable_hash(8, &[person.as_bytes()])),
         }
     }
 

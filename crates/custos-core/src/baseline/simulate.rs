@@ -6,7 +6,8 @@
 //! SDK and an environment. Every NHI follows one of four archetypes:
 //!
 //! - *interactive* assistants, busy on weekday working hours in their own time zone, in bursts
-//!   of calls (one task each), with days off, the odd evening and the odd weekend session;
+//!   of calls (one task each), with days off, the odd evening and the odd weekend session,
+//!   each working for one to three people (one a day), in whose sessions every call is made;
 //! - *batch* jobs (ETL), from hourly to nightly runs of tens to thousands of calls, some on
 //!   weekdays only, with runs that vary in size, skipped runs and the catch-up after them;
 //! - *always-on* services with a diurnal curve and quieter weekends;
@@ -23,7 +24,10 @@
 //!
 //! After a warm-up of `warmup_days` (the probation), `attack_share` of the NHIs is attacked once
 //! each, the attacks spread evenly over the seven [`AttackKind`]s, each departing from the
-//! victim's habits in its own way only. Victims are drawn among the NHIs that had the events
+//! victim's habits in its own way only. Someone else using the credential (off hours, a new
+//! source, stuffing, another environment) does so outside any person's session; the agent
+//! itself led astray (a new service, an exfiltration, a fan-out) acts within the session's
+//! (see [`AttackKind::uses_stolen_credential`]). Victims are drawn among the NHIs that had the events
 //! probation needs by the end of the warm-up.
 //!
 //! Alerts are counted as the server's findings are: one per
@@ -115,6 +119,20 @@ impl AttackKind {
             AttackKind::DelegationFanOut => "delegation_fan_out",
             AttackKind::EnvironmentCrossing => "environment_crossing",
         }
+    }
+
+    /// Whether the attack is someone else using the NHI's credential, outside the sessions
+    /// of the people it works for (so its calls carry no person), rather than the agent
+    /// itself led astray within one (a prompt injection: a new service, an exfiltration, a
+    /// fan-out of delegations), whose calls carry the person of the session.
+    pub const fn uses_stolen_credential(self) -> bool {
+        matches!(
+            self,
+            AttackKind::OffHours
+                | AttackKind::NewSource
+                | AttackKind::CredentialStuffing
+                | AttackKind::EnvironmentCrossing
+        )
     }
 }
 
@@ -291,6 +309,7 @@ mod tag {
     pub const VICTIMS: u64 = 7;
     pub const ATTACK: u64 = 8;
     pub const ROLLOUT: u64 = 9;
+    pub const PEOPLE: u64 = 10;
 }
 
 #[derive(Clone, Debug)]
@@ -473,6 +492,8 @@ pub struct Event {
     pub source: Option<IpAddr>,
     pub user_agent: &'static str,
     pub environment: &'static str,
+    /// The person the NHI acted for (see [`Event::write_person`]).
+    pub on_behalf_of: Option<u32>,
     /// The attack this event belongs to, as an index into [`Generator::attacks`].
     pub attack: Option<u32>,
     /// The persona's operation, for the warm-up statistics.
@@ -480,8 +501,16 @@ pub struct Event {
 }
 
 impl Event {
-    /// The detector's view of the event, with `resource` the text of [`Event::resource`].
-    pub fn observation<'a>(&'a self, resource: &'a str) -> Observation<'a> {
+    /// The text of the person the NHI acted for, if any, appended to `out`.
+    pub fn write_person(&self, out: &mut String) {
+        if let Some(person) = self.on_behalf_of {
+            let _ = write!(out, "person-{person:06}@example.com");
+        }
+    }
+
+    /// The detector's view of the event, with `resource` the text of [`Event::resource`] and
+    /// `person` that of the person acted for ([`Event::write_person`]).
+    pub fn observation<'a>(&'a self, resource: &'a str, person: &'a str) -> Observation<'a> {
         Observation {
             at: self.at,
             kind: self.kind,
@@ -492,6 +521,7 @@ impl Event {
             source: self.source,
             user_agent: Some(self.user_agent),
             environment: Some(self.environment),
+            on_behalf_of: self.on_behalf_of.is_some().then_some(person),
         }
     }
 }
@@ -572,6 +602,9 @@ struct Persona {
     flat: bool,
     delegatees: Vec<(u32, f64)>,
     delegation: f64,
+    /// The people an interactive assistant works for, one a day, in their signed-in
+    /// sessions (0 for the others); numbered from `nhi * 4`.
+    people: u32,
     /// Growth of rates per week.
     growth: f64,
     warm_events: u64,
@@ -587,6 +620,15 @@ impl Persona {
         services.sort_unstable();
         services.dedup();
         services
+    }
+
+    /// The person the NHI works for at `at_ms`, if it works for people: the same one all
+    /// (UTC) day.
+    fn person_at(&self, nhi: usize, at_ms: i64) -> Option<u32> {
+        (self.people > 0).then(|| {
+            let day = (at_ms - START_MS).div_euclid(DAY_MS) as u32;
+            nhi as u32 * 4 + (day + nhi as u32) % self.people
+        })
     }
 
     fn growth_at(&self, at_ms: i64) -> f64 {
@@ -1146,6 +1188,7 @@ impl Generator {
             source: Some(usual_source(persona, rng)),
             user_agent: persona.user_agent_at(at),
             environment: ENVIRONMENTS[persona.environment],
+            on_behalf_of: persona.person_at(nhi, at),
             attack: None,
             op: op as u16,
         }
@@ -1183,6 +1226,7 @@ impl Generator {
             source: Some(usual_source(persona, rng)),
             user_agent: persona.user_agent_at(at),
             environment: ENVIRONMENTS[persona.environment],
+            on_behalf_of: persona.person_at(nhi, at),
             attack: None,
             op: NO_OP,
         }
@@ -1305,6 +1349,9 @@ impl Generator {
         self.attack_events(&attack, &mut rng, anchor, out);
         for event in &mut out[start..] {
             event.attack = Some(index as u32);
+            if attack.kind.uses_stolen_credential() {
+                event.on_behalf_of = None;
+            }
         }
         let events = (out.len() - start) as u32;
         self.pending[nhi] = None;
@@ -1594,7 +1641,17 @@ fn build_fleet(config: &SimulationConfig) -> (Vec<App>, Vec<Persona>) {
     for app in &apps {
         for &nhi in &app.members {
             let mut rng = Rng::new(config.seed, &[tag::PERSONA, u64::from(nhi)]);
-            personas.push(new_persona(&mut rng, config, app, nhi, &pick_service));
+            let mut persona = new_persona(&mut rng, config, app, nhi, &pick_service);
+            // From a stream of its own, so that adding people changed nothing else.
+            if persona.archetype == Archetype::Interactive {
+                let mut rng = Rng::new(config.seed, &[tag::PEOPLE, u64::from(nhi)]);
+                persona.people = match rng.f64() {
+                    x if x < 0.6 => 1,
+                    x if x < 0.85 => 2,
+                    _ => 3,
+                };
+            }
+            personas.push(persona);
         }
     }
     (apps, personas)
@@ -1774,6 +1831,7 @@ fn new_persona(
         flat: rng.chance(0.05),
         delegatees,
         delegation: if delegates { rng.range(0.05, 0.2) } else { 0.0 },
+        people: 0,
         growth: rng.range(0.0, 0.06),
         warm_events: 0,
         warm_hours_of_day: 0,
@@ -1894,6 +1952,7 @@ pub fn run(config: &SimulationConfig, settings: &Settings) -> SimulationReport {
     let (mut alerts, mut true_alerts, mut false_alerts) = (0u64, 0u64, 0u64);
     let mut samples = Vec::new();
     let mut resource = String::new();
+    let mut person = String::new();
     while let Some(event) = generator.next() {
         let at = event.at.unix_millis();
         if in_probation_at_evaluation.is_none() && at >= evaluation_start {
@@ -1907,7 +1966,9 @@ pub fn run(config: &SimulationConfig, settings: &Settings) -> SimulationReport {
         }
         resource.clear();
         event.resource.write(&mut resource);
-        let observation = event.observation(&resource);
+        person.clear();
+        event.write_person(&mut person);
+        let observation = event.observation(&resource, &person);
         let assessment = profiles[event.nhi as usize].observe(&observation, &fleet, settings);
         events += 1;
         let alerting = assessment.out_of_baseline && !assessment.in_probation;

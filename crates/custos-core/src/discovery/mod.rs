@@ -198,6 +198,9 @@ pub struct Activity {
     pub outcome: Outcome,
     pub source: Option<IpAddr>,
     pub user_agent: Option<String>,
+    /// The person the identity acted for, where the log says (CloudTrail's `onBehalfOf` or
+    /// STS source identity).
+    pub on_behalf_of: Option<String>,
 }
 
 /// One row of a generic inventory: the fields of `POST /v1/nhis`, as text, checked by the

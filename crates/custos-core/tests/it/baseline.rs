@@ -32,6 +32,7 @@ struct Event {
     source: Option<IpAddr>,
     user_agent: Option<String>,
     environment: Option<String>,
+    on_behalf_of: Option<String>,
 }
 
 impl Event {
@@ -46,6 +47,7 @@ impl Event {
             source: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 20))),
             user_agent: Some(SDK.into()),
             environment: Some("production".into()),
+            on_behalf_of: None,
         }
     }
 
@@ -60,6 +62,7 @@ impl Event {
             source: self.source,
             user_agent: self.user_agent.as_deref(),
             environment: self.environment.as_deref(),
+            on_behalf_of: self.on_behalf_of.as_deref(),
         }
     }
 }
@@ -464,6 +467,117 @@ mod detections {
     }
 }
 
+mod people {
+    use super::*;
+
+    const ANN: &str = "ann@example.com";
+
+    /// An assistant that learnt three weeks of weekday work, all of it for Ann, in her
+    /// signed-in sessions.
+    fn assistant() -> (Profile, Fleet) {
+        let fleet = Fleet::new();
+        let mut profile = Profile::new(ts(MONDAY_MS), Some("production"));
+        let mut rng = Lcg(21);
+        let settings = Settings::default();
+        for day in (0..21).filter(|d| d % 7 < 5) {
+            for mut event in workday(day, &mut rng) {
+                event.on_behalf_of = Some(ANN.into());
+                profile.observe(&event.observation(), &fleet, &settings);
+            }
+        }
+        (profile, fleet)
+    }
+
+    fn read(at: i64, person: Option<&str>) -> Event {
+        Event {
+            on_behalf_of: person.map(str::to_owned),
+            ..Event::action(at, "crm", "customers.read", "customers/1")
+        }
+    }
+
+    /// 21:30 on the Tuesday after the learnt weeks: an hour it has never been active.
+    const TUESDAY_EVENING: i64 = MONDAY_MS + 22 * DAY_MS + 21 * HOUR_MS + 30 * MINUTE_MS;
+
+    #[test]
+    fn its_person_working_late_is_within_the_baseline() {
+        let (profile, fleet) = assistant();
+        let with_ann = assess(
+            &mut profile.clone(),
+            &fleet,
+            &read(TUESDAY_EVENING, Some(ANN)),
+        );
+        assert!(!with_ann.out_of_baseline, "{:?}", with_ann.contributions());
+        assert_eq!(with_ann.bits[8], 0.0);
+        // The hour still counts, for less than without her.
+        let alone = assess(&mut profile.clone(), &fleet, &read(TUESDAY_EVENING, None));
+        assert!(with_ann.bits[5] > 0.0);
+        assert!(with_ann.bits[5] < alone.bits[5] / 2.0);
+    }
+
+    #[test]
+    fn its_credential_used_without_its_person_is_an_anomaly() {
+        let (profile, fleet) = assistant();
+        // At night: the hour and the missing person.
+        let night = assess(&mut profile.clone(), &fleet, &read(TUESDAY_EVENING, None));
+        assert!(night.out_of_baseline, "{:?}", night.contributions());
+        let features: Vec<Feature> = night.contributions().iter().map(|(f, _)| *f).collect();
+        assert!(features.contains(&Feature::OnBehalfOf), "{features:?}");
+        assert!(features.contains(&Feature::HourOfWeek), "{features:?}");
+        // At its usual hours, the missing person alone.
+        let day = assess(&mut profile.clone(), &fleet, &read(TUESDAY_1030, None));
+        assert!(day.out_of_baseline, "{:?}", day.contributions());
+        assert_eq!(day.main_feature(), Some(Feature::OnBehalfOf));
+        assert_eq!(day.finding_kind(), "anomaly");
+    }
+
+    #[test]
+    fn a_person_it_never_acted_for_is_scored() {
+        let (mut profile, fleet) = assistant();
+        let bo = assess(
+            &mut profile,
+            &fleet,
+            &read(TUESDAY_1030, Some("bo@example.com")),
+        );
+        assert!(bo.bits[8] > 0.0, "{:?}", bo.contributions());
+        assert_eq!(bo.main_feature(), Some(Feature::OnBehalfOf));
+        let summary = profile.summary(ts(TUESDAY_1030), &Settings::default());
+        assert_eq!(summary.people, 1);
+        assert_eq!(summary.for_person_share, 1.0);
+    }
+
+    #[test]
+    fn an_nhi_that_acts_on_its_own_says_nothing_by_it() {
+        let (mut profile, fleet, _) = learnt();
+        let alone = assess(&mut profile.clone(), &fleet, &read(TUESDAY_1030, None));
+        assert_eq!(alone.bits[8], 0.0);
+        // Suddenly acting for a person is news.
+        let for_ann = assess(&mut profile, &fleet, &read(TUESDAY_1030, Some(ANN)));
+        assert!(for_ann.bits[8] > 0.0);
+    }
+
+    /// An NHI that does both (a team's assistant with scheduled jobs of its own) is not
+    /// scored for either.
+    #[test]
+    fn an_nhi_that_does_both_is_scored_for_neither() {
+        let fleet = Fleet::new();
+        let settings = Settings::default();
+        let mut profile = Profile::new(ts(MONDAY_MS), Some("production"));
+        let mut rng = Lcg(22);
+        for day in (0..21).filter(|d| d % 7 < 5) {
+            for (i, mut event) in workday(day, &mut rng).into_iter().enumerate() {
+                if i % 3 != 0 {
+                    event.on_behalf_of = Some(ANN.into());
+                }
+                profile.observe(&event.observation(), &fleet, &settings);
+            }
+        }
+        for person in [None, Some(ANN)] {
+            let assessment = assess(&mut profile.clone(), &fleet, &read(TUESDAY_1030, person));
+            assert_eq!(assessment.bits[8], 0.0, "{person:?}");
+        }
+    }
+}
+
 mod probation {
     use super::*;
 
@@ -560,6 +674,7 @@ mod encoding {
             Just(Some("aws-sdk-go/1.44.1 (go1.20; linux)")),
         ];
         let environment = prop_oneof![Just(None), Just(Some("production")), Just(Some("staging"))];
+        let person = prop_oneof![Just(None), Just(Some("ann@example.com")), Just(Some("bo"))];
         (
             0i64..6 * HOUR_MS,
             any::<bool>(),
@@ -570,9 +685,21 @@ mod encoding {
             proptest::option::of(any::<[u8; 4]>()),
             agent,
             environment,
+            person,
         )
             .prop_map(
-                |(gap, delegation, service, operation, resource, outcome, source, agent, env)| {
+                |(
+                    gap,
+                    delegation,
+                    service,
+                    operation,
+                    resource,
+                    outcome,
+                    source,
+                    agent,
+                    env,
+                    person,
+                )| {
                     Event {
                         at: gap,
                         kind: if delegation {
@@ -587,6 +714,7 @@ mod encoding {
                         source: source.map(|o| IpAddr::V4(Ipv4Addr::from(o))),
                         user_agent: agent.map(str::to_owned),
                         environment: env.map(str::to_owned),
+                        on_behalf_of: person.map(str::to_owned),
                     }
                 },
             )
@@ -680,11 +808,33 @@ mod encoding {
             );
         }
         let mut other_version = bytes.clone();
-        other_version[0] = 2;
+        other_version[0] = 3;
         assert_eq!(
             Profile::decode(&other_version),
-            Err(ProfileError::Version(2))
+            Err(ProfileError::Version(3))
         );
+    }
+
+    /// Version 1 had no people: a profile stored by it reads back as one that never acted
+    /// for anyone, and what it learnt is kept.
+    #[test]
+    fn a_version_1_profile_reads_back_without_people() {
+        let mut rng = Lcg(12);
+        let events: Vec<Event> = (0..300).map(|i| normal(i * 60_000, &mut rng)).collect();
+        let profile = profile_of(&events);
+        let mut bytes = profile.encode();
+        assert_eq!(bytes[0], 2);
+        // Version 2 appended two rates (16 bytes) and a count (2 bytes).
+        bytes.truncate(bytes.len() - 18);
+        bytes[0] = 1;
+        let old = Profile::decode(&bytes).unwrap().encode();
+        // All it learnt is kept; the people part starts empty.
+        let new = profile.encode();
+        assert_eq!(old[1..old.len() - 18], new[1..new.len() - 18]);
+        assert!(old[old.len() - 18..].iter().all(|b| *b == 0));
+        // Short of the bytes version 2 needs, a version 2 profile is refused.
+        bytes[0] = 2;
+        assert_eq!(Profile::decode(&bytes), Err(ProfileError::Truncated));
     }
 
     #[test]
@@ -783,10 +933,10 @@ mod simulation {
     /// debug build.
     ///
     /// Every attack type's recall meets the bar (0.95). The false alerts do not: the
-    /// bar is 1 per 1,000 NHI-days, and the simulated fleet's interactive agents are used on
-    /// the odd evening or weekend (3% of days), which the hour signal cannot tell from an
-    /// off-hours attack ("its usual operations at hours it is never active"): most of the
-    /// false alerts are those. This pins the level reached so that it does not regress.
+    /// bar is 1 per 1,000 NHI-days, and here 4 false alerts in 2,100 NHI-days are 1.9 (rate
+    /// bursts, a rollout's first NHIs, fallback networks; see `docs/benchmarks.md`). This pins
+    /// the level reached so that it does not regress: before the detector learnt whom an
+    /// assistant acts for, its people's evening sessions made it 4.8 (10 false alerts).
     #[test]
     fn a_small_fleet() {
         let config = config_from_env(SimulationConfig {
@@ -806,10 +956,10 @@ mod simulation {
             assert!(attack.injected >= 5, "{attack:?}");
             assert!(attack.recall >= MIN_RECALL, "{attack:?}");
         }
-        assert!(report.precision >= 0.75, "precision {}", report.precision);
+        assert!(report.precision >= 0.85, "precision {}", report.precision);
         // Not the bar (MAX_FALSE_ALERTS_PER_1000_NHI_DAYS): see above.
         assert!(
-            report.false_alerts_per_1000_nhi_days <= 6.0,
+            report.false_alerts_per_1000_nhi_days <= 3.0,
             "{} false alerts per 1,000 NHI-days",
             report.false_alerts_per_1000_nhi_days
         );

@@ -42,6 +42,7 @@ struct Record {
     outcome: Outcome,
     source: Option<IpAddr>,
     user_agent: Option<String>,
+    on_behalf_of: Option<String>,
 }
 
 impl Record {
@@ -56,6 +57,7 @@ impl Record {
             source: self.source,
             user_agent: self.user_agent.as_deref(),
             environment: None,
+            on_behalf_of: self.on_behalf_of.as_deref(),
         }
     }
 }
@@ -84,6 +86,7 @@ impl Sink for Replay {
             outcome: activity.outcome,
             source: activity.source,
             user_agent: activity.user_agent,
+            on_behalf_of: activity.on_behalf_of,
         });
     }
 

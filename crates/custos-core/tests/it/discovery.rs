@@ -416,6 +416,47 @@ fn discovery_cloudtrail_classes_and_activities() {
     assert_eq!(as_array.lines(), collected.lines());
 }
 
+/// The person an identity acted for: an IAM Identity Center user a service acted for
+/// (`onBehalfOf`), or the source identity an assumed role's session carries; none for a
+/// role on its own.
+#[test]
+fn discovery_cloudtrail_names_the_person_acted_for() {
+    let records = serde_json::json!({"Records": [
+        {"eventTime": "2026-11-29T09:00:00Z", "eventSource": "s3.amazonaws.com",
+         "eventName": "GetObject",
+         "userIdentity": {"type": "IdentityCenterUser", "accountId": "123456789012",
+            "onBehalfOf": {"userId": "544894e8-80c1-707f-60e3-3ba6510dfac1",
+                "identityStoreArn": "arn:aws:identitystore::123456789012:identitystore/d-9067642ac7"}}},
+        {"eventTime": "2026-11-29T09:01:00Z", "eventSource": "dynamodb.amazonaws.com",
+         "eventName": "Query",
+         "userIdentity": {"type": "AssumedRole",
+            "arn": "arn:aws:sts::123456789012:assumed-role/assistant/s1",
+            "sessionContext": {"sourceIdentity": "ann@example.com",
+                "sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::123456789012:role/assistant"}}}},
+        {"eventTime": "2026-11-29T09:02:00Z", "eventSource": "dynamodb.amazonaws.com",
+         "eventName": "Query",
+         "userIdentity": {"type": "AssumedRole",
+            "arn": "arn:aws:sts::123456789012:assumed-role/assistant/s2",
+            "sessionContext": {"sessionIssuer": {"type": "Role",
+                "arn": "arn:aws:iam::123456789012:role/assistant"}}}}
+    ]});
+    let (collected, result) = read_bytes(Format::CloudTrail, records.to_string().as_bytes());
+    result.unwrap();
+    let people: Vec<Option<&str>> = collected
+        .sightings()
+        .iter()
+        .map(|s| s.activity.as_ref().unwrap().on_behalf_of.as_deref())
+        .collect();
+    assert_eq!(
+        people,
+        [
+            Some("544894e8-80c1-707f-60e3-3ba6510dfac1"),
+            Some("ann@example.com"),
+            None
+        ]
+    );
+}
+
 #[test]
 fn discovery_k8s_audit() {
     let collected = read_fixture(Format::KubernetesAudit, "k8s-audit.jsonl");

@@ -178,6 +178,7 @@ fn call_context(context: Option<&Map<String, Value>>) -> Result<CallContext<'_>,
         source,
         user_agent: text("user_agent")?,
         environment: text("environment")?,
+        on_behalf_of: text("on_behalf_of")?,
     })
 }
 

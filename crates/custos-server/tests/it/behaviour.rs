@@ -16,6 +16,7 @@ both_backends!(
     suspension_refuses_and_opens_a_request_to_resume,
     probation_records_but_never_enforces,
     named_detections_and_bad_input,
+    an_assistant_called_without_its_person_departs,
 );
 
 /// Probation short enough to pass in a test: no waiting time, 200 events.
@@ -48,6 +49,11 @@ async fn evaluate(server: &TestServer, pep: &str, body: Value) -> Value {
 /// Teaches the agent its normal: `events` reads of customers, from its usual network and
 /// client, in batches through the AuthZEN batch endpoint.
 async fn teach(server: &TestServer, pep: &str, secret: &str, events: usize) {
+    teach_in(server, pep, secret, events, usual_context()).await;
+}
+
+/// [`teach`] with the enforcement point's `context` given.
+async fn teach_in(server: &TestServer, pep: &str, secret: &str, events: usize, context: Value) {
     let mut sent = 0;
     while sent < events {
         let n = (events - sent).min(50);
@@ -64,7 +70,7 @@ async fn teach(server: &TestServer, pep: &str, secret: &str, events: usize) {
                 Some(pep),
                 Some(json!({
                     "subject": {"type": "agent", "id": "", "properties": {"token": secret}},
-                    "context": usual_context(),
+                    "context": context,
                     "evaluations": items,
                 })),
             )
@@ -590,5 +596,132 @@ async fn named_detections_and_bad_input(backend: Backend) {
         .await;
     assert_eq!(observed["accepted"], 1, "{observed}");
     assert_eq!(observed["unknown_nhis"], json!(["no-such-nhi"]));
+    server.stop().await;
+}
+
+/// An assistant that has only worked in Ann's signed-in sessions: with her it may work late;
+/// its credential used with nobody's session departs, even at its usual work; whom it acted
+/// for is in the trail and in the finding's evidence.
+async fn an_assistant_called_without_its_person_departs(backend: Backend) {
+    let server = TestServer::start_with(backend, learn_quickly).await;
+    let (_, pep) = client(&server, "gateway", &["custos:evaluate"]).await;
+    let (agent, secret) = client(&server, "ann-assistant", &["crm:*"]).await;
+    let with_ann = || {
+        let mut context = usual_context();
+        context["on_behalf_of"] = json!("ann@example.com");
+        context
+    };
+    // Enough work that a call without her is rarer than one in a thousand.
+    teach_in(&server, &pep, &secret, 700, with_ann()).await;
+    let baseline = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{agent}/baseline"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(baseline["people"], 1, "{baseline}");
+    assert_eq!(baseline["for_person_share"], 1.0, "{baseline}");
+
+    let answer = evaluate(
+        &server,
+        &pep,
+        ask(&secret, "crm", "read", "customers/7", with_ann()),
+    )
+    .await;
+    assert_eq!(answer["decision"], json!(true), "{answer}");
+    assert!(findings_of(&server, &agent).await.is_empty());
+
+    // The same call, from the same network and client, with nobody's session.
+    let answer = evaluate(
+        &server,
+        &pep,
+        ask(&secret, "crm", "read", "customers/7", usual_context()),
+    )
+    .await;
+    assert_eq!(answer["decision"], json!(true), "{answer}");
+    let findings = findings_of(&server, &agent).await;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let finding = server
+        .admin(
+            Method::GET,
+            &format!("/v1/findings/{}", findings[0]["id"].as_str().unwrap()),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(finding["kind"], "anomaly", "{finding}");
+    let summary = finding["summary"].as_str().unwrap();
+    assert!(summary.contains("no person"), "{summary}");
+    let event = &finding["evidence"]["events"][0];
+    assert!(
+        event["features"]["on_behalf_of"].as_f64().unwrap() >= 10.0,
+        "{event}"
+    );
+    assert_eq!(event["on_behalf_of"], Value::Null, "{event}");
+
+    // The trail says whom each decision was for: the last two, one for Ann, one for nobody
+    // (the trail's writer appends them in batches, so wait for them).
+    let mut decisions = Vec::new();
+    for _ in 0..50 {
+        decisions.clear();
+        let mut cursor = String::new();
+        loop {
+            let page = server
+                .admin(
+                    Method::GET,
+                    &format!(
+                        "/v1/audit/events?kind=access.decided&subject=nhi:{agent}&limit=500{cursor}"
+                    ),
+                    None,
+                    StatusCode::OK,
+                )
+                .await;
+            decisions.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        if decisions.len() >= 702 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(decisions.len(), 702);
+    let last: Vec<&Value> = decisions[700..]
+        .iter()
+        .map(|e| &e["details"]["on_behalf_of"])
+        .collect();
+    assert_eq!(last, [&json!("ann@example.com"), &Value::Null]);
+
+    // Bad input: not a string, empty, or too long.
+    for bad in [json!(42), json!(""), json!("x".repeat(513))] {
+        let mut context = usual_context();
+        context["on_behalf_of"] = bad;
+        let (status, problem) = server
+            .call(
+                Method::POST,
+                "/access/v1/evaluation",
+                Some(&pep),
+                Some(ask(&secret, "crm", "read", "x", context)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    }
+    let (status, problem) = server
+        .call(
+            Method::POST,
+            "/v1/observations",
+            Some(ADMIN_TOKEN),
+            Some(
+                json!({"events": [{"nhi_id": agent, "at": "2026-11-29T03:00:00Z",
+                "service": "crm", "operation": "read", "on_behalf_of": ""}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 422, "{problem}");
+    assert_eq!(problem["code"], "validation_failed", "{problem}");
     server.stop().await;
 }

@@ -147,6 +147,11 @@ pub(super) fn record(record: Map<String, Value>) -> Result<Option<Record>, Strin
         },
         source: field(&["sourceIPAddress"]).and_then(|address| address.parse().ok()),
         user_agent: user_agent.map(str::to_owned),
+        // An IAM Identity Center user a service acted for, else the source identity that an
+        // assumed role's session carries from the person who started the chain.
+        on_behalf_of: field(&["userIdentity", "onBehalfOf", "userId"])
+            .or_else(|| field(&["userIdentity", "sessionContext", "sourceIdentity"]))
+            .map(str::to_owned),
     };
     Ok(Some(Record::Sighting(Box::new(Sighting {
         platform: "aws",

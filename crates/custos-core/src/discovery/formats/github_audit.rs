@@ -130,6 +130,7 @@ pub(super) fn record(event: Map<String, Value>) -> Result<Option<Record>, String
         outcome: Outcome::Allowed,
         source: field("actor_ip").and_then(|ip| ip.parse().ok()),
         user_agent: field("user_agent").map(str::to_owned),
+        on_behalf_of: None,
     };
     Ok(Some(Record::Sighting(Box::new(Sighting {
         platform: "github",

@@ -101,6 +101,7 @@ pub(super) fn record(event: Map<String, Value>) -> Result<Option<Record>, String
             .and_then(Value::as_str)
             .and_then(|ip| ip.parse().ok()),
         user_agent: field(&["userAgent"]).map(str::to_owned),
+        on_behalf_of: None,
     };
     let display_name = principal
         .strip_prefix("system:serviceaccount:")

@@ -69,6 +69,7 @@ pub(super) fn record(event: Map<String, Value>) -> Result<Option<Record>, String
         },
         source: field(&["client", "ipAddress"]).and_then(|ip| ip.parse().ok()),
         user_agent: field(&["client", "userAgent", "rawUserAgent"]).map(str::to_owned),
+        on_behalf_of: None,
     };
     Ok(Some(Record::Sighting(Box::new(Sighting {
         platform: "okta",
