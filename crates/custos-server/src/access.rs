@@ -435,9 +435,16 @@ async fn record(
     // The enforcement point's own check is not an action of the agent's, and a node that
     // cannot vouch for its state says nothing about how the agent behaves.
     let response = match (&answer.decision.nhi_id, pep) {
-        (Some(nhi), Some(_)) if answer.decision.reason != Reason::StateUnconfirmed => {
-            crate::behaviour::observe_decision(state, nhi, question, answer.decision.reason, now)
-                .await?
+        (Some(nhi), Some(pep)) if answer.decision.reason != Reason::StateUnconfirmed => {
+            crate::behaviour::observe_decision(
+                state,
+                nhi,
+                pep,
+                question,
+                answer.decision.reason,
+                now,
+            )
+            .await?
         }
         _ => None,
     };

@@ -250,10 +250,12 @@ fn outcome_of(reason: Reason) -> Outcome {
 }
 
 /// Feeds one decision about a known NHI to its profile and responds to a departure. Only an
-/// allowed action can be stepped up or refused for it; a refusal is recorded.
+/// allowed action can be stepped up or refused for it; a refusal is recorded. `pep` is the
+/// enforcement point that asked: an NHI checking its own action cannot vouch for a person.
 pub async fn observe_decision(
     state: &AppState,
     nhi_id: &str,
+    pep: &str,
     question: &crate::access::Question<'_>,
     reason: Reason,
     now: Timestamp,
@@ -268,7 +270,7 @@ pub async fn observe_decision(
         source: question.context.source,
         user_agent: question.context.user_agent,
         environment: question.context.environment,
-        on_behalf_of: question.context.on_behalf_of,
+        on_behalf_of: question.context.on_behalf_of.filter(|_| pep != nhi_id),
     };
     observe(state, nhi_id, &event, reason == Reason::Allowed).await
 }

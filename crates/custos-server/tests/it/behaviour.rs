@@ -605,7 +605,8 @@ async fn named_detections_and_bad_input(backend: Backend) {
 async fn an_assistant_called_without_its_person_departs(backend: Backend) {
     let server = TestServer::start_with(backend, learn_quickly).await;
     let (_, pep) = client(&server, "gateway", &["custos:evaluate"]).await;
-    let (agent, secret) = client(&server, "ann-assistant", &["crm:*"]).await;
+    // It may check its own actions too, but cannot vouch for a person by doing so.
+    let (agent, secret) = client(&server, "ann-assistant", &["crm:*", "custos:evaluate"]).await;
     let with_ann = || {
         let mut context = usual_context();
         context["on_behalf_of"] = json!("ann@example.com");
@@ -633,7 +634,19 @@ async fn an_assistant_called_without_its_person_departs(backend: Backend) {
     assert_eq!(answer["decision"], json!(true), "{answer}");
     assert!(findings_of(&server, &agent).await.is_empty());
 
-    // The same call, from the same network and client, with nobody's session.
+    // Checking its own call, it names Ann: its word is not the gateway's, so that is a call
+    // with nobody's session.
+    let answer = evaluate(
+        &server,
+        &secret,
+        ask(&secret, "crm", "read", "customers/7", with_ann()),
+    )
+    .await;
+    assert_eq!(answer["decision"], json!(true), "{answer}");
+    assert_eq!(findings_of(&server, &agent).await.len(), 1);
+
+    // The same call through the gateway, from the same network and client, with nobody's
+    // session: the same finding.
     let answer = evaluate(
         &server,
         &pep,
@@ -661,8 +674,8 @@ async fn an_assistant_called_without_its_person_departs(backend: Backend) {
     );
     assert_eq!(event["on_behalf_of"], Value::Null, "{event}");
 
-    // The trail says whom each decision was for: the last two, one for Ann, one for nobody
-    // (the trail's writer appends them in batches, so wait for them).
+    // The trail says whom each decision was for (the trail's writer appends them in
+    // batches, so wait for them).
     let mut decisions = Vec::new();
     for _ in 0..50 {
         decisions.clear();
@@ -684,17 +697,19 @@ async fn an_assistant_called_without_its_person_departs(backend: Backend) {
                 None => break,
             }
         }
-        if decisions.len() >= 702 {
+        if decisions.len() >= 703 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(decisions.len(), 702);
+    assert_eq!(decisions.len(), 703);
+    // What each enforcement point said, the agent's own claim included.
     let last: Vec<&Value> = decisions[700..]
         .iter()
         .map(|e| &e["details"]["on_behalf_of"])
         .collect();
-    assert_eq!(last, [&json!("ann@example.com"), &Value::Null]);
+    let ann = json!("ann@example.com");
+    assert_eq!(last, [&ann, &ann, &Value::Null]);
 
     // Bad input: not a string, empty, or too long.
     for bad in [json!(42), json!(""), json!("x".repeat(513))] {
