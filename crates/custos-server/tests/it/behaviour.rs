@@ -91,6 +91,17 @@ async fn learnt_agent(server: &TestServer) -> (String, String, String) {
     (pep, agent, secret)
 }
 
+async fn baseline_of(server: &TestServer, nhi: &str) -> Value {
+    server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{nhi}/baseline"),
+            None,
+            StatusCode::OK,
+        )
+        .await
+}
+
 async fn findings_of(server: &TestServer, nhi: &str) -> Vec<Value> {
     let list = server
         .admin(
@@ -119,14 +130,7 @@ async fn a_departure_becomes_a_finding_that_can_be_accepted_as_the_new_normal(ba
     let server = TestServer::start_with(backend, learn_quickly).await;
     let (pep, agent, secret) = learnt_agent(&server).await;
 
-    let baseline = server
-        .admin(
-            Method::GET,
-            &format!("/v1/nhis/{agent}/baseline"),
-            None,
-            StatusCode::OK,
-        )
-        .await;
+    let baseline = baseline_of(&server, &agent).await;
     assert_eq!(baseline["status"], "learnt", "{baseline}");
     assert_eq!(baseline["events"], 240);
     assert_eq!(baseline["services"], 1);
@@ -234,14 +238,7 @@ async fn a_departure_becomes_a_finding_that_can_be_accepted_as_the_new_normal(ba
         after_restart["context"].get("finding_id").is_none(),
         "{after_restart}"
     );
-    let baseline = server
-        .admin(
-            Method::GET,
-            &format!("/v1/nhis/{agent}/baseline"),
-            None,
-            StatusCode::OK,
-        )
-        .await;
+    let baseline = baseline_of(&server, &agent).await;
     assert_eq!(baseline["status"], "learnt", "{baseline}");
     assert!(baseline["events"].as_u64().unwrap() >= 244, "{baseline}");
     assert_eq!(baseline["services"], 2, "{baseline}");
@@ -409,14 +406,7 @@ async fn probation_records_but_never_enforces(backend: Backend) {
             StatusCode::CREATED,
         )
         .await;
-    let baseline = server
-        .admin(
-            Method::GET,
-            &format!("/v1/nhis/{agent}/baseline"),
-            None,
-            StatusCode::OK,
-        )
-        .await;
+    let baseline = baseline_of(&server, &agent).await;
     assert_eq!(baseline["status"], "probation");
     // A person's browser using the agent's key is recorded, not enforced, in probation.
     let answer = evaluate(
@@ -614,14 +604,7 @@ async fn an_assistant_called_without_its_person_departs(backend: Backend) {
     };
     // Enough work that a call without her is rarer than one in a thousand.
     teach_in(&server, &pep, &secret, 700, with_ann()).await;
-    let baseline = server
-        .admin(
-            Method::GET,
-            &format!("/v1/nhis/{agent}/baseline"),
-            None,
-            StatusCode::OK,
-        )
-        .await;
+    let baseline = baseline_of(&server, &agent).await;
     assert_eq!(baseline["people"], 1, "{baseline}");
     assert_eq!(baseline["for_person_share"], 1.0, "{baseline}");
 

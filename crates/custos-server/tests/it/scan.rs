@@ -335,13 +335,23 @@ async fn findings(server: &TestServer, kind: &str) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
-async fn scan_finds_checks_reports_and_revokes_planted_secrets(backend: Backend) {
-    let mut server = TestServer::start(backend).await;
-    let (live_nhi, live) = client(&server, "svc-a-agent", &["crm:read:customers/*"]).await;
-    let (revoked_nhi, revoked) = client(&server, "svc-b-agent", &["crm:read:customers/*"]).await;
-    let fingerprint = |secret: &str| server.state().keys.fingerprint(secret);
-    let live_id = first_credential(&server, &live_nhi).await;
-    let revoked_id = first_credential(&server, &revoked_nhi).await;
+/// Two agents with a static key each, `svc-a-agent`'s live and `svc-b-agent`'s revoked, and
+/// a tree with both keys planted in it.
+struct TwoKeys {
+    live_nhi: String,
+    live: String,
+    live_id: String,
+    revoked_nhi: String,
+    revoked: String,
+    revoked_id: String,
+    tree: Tree,
+}
+
+async fn plant_live_and_revoked(server: &TestServer) -> TwoKeys {
+    let (live_nhi, live) = client(server, "svc-a-agent", &["crm:read:customers/*"]).await;
+    let (revoked_nhi, revoked) = client(server, "svc-b-agent", &["crm:read:customers/*"]).await;
+    let live_id = first_credential(server, &live_nhi).await;
+    let revoked_id = first_credential(server, &revoked_nhi).await;
     server
         .admin(
             Method::POST,
@@ -351,6 +361,29 @@ async fn scan_finds_checks_reports_and_revokes_planted_secrets(backend: Backend)
         )
         .await;
     let tree = plant(&live, &revoked);
+    TwoKeys {
+        live_nhi,
+        live,
+        live_id,
+        revoked_nhi,
+        revoked,
+        revoked_id,
+        tree,
+    }
+}
+
+async fn scan_finds_checks_reports_and_revokes_planted_secrets(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let TwoKeys {
+        live_nhi,
+        live,
+        live_id,
+        revoked_nhi,
+        revoked,
+        revoked_id,
+        tree,
+    } = plant_live_and_revoked(&server).await;
+    let fingerprint = |secret: &str| server.state().keys.fingerprint(secret);
     let mut outputs = String::new();
     let files: u64 = [
         "svc-a/.env",
@@ -562,18 +595,7 @@ async fn scan_finds_checks_reports_and_revokes_planted_secrets(backend: Backend)
 async fn no_planted_secret_reaches_the_servers_debug_logs() {
     let binary = DebugBinary::start().await;
     let server = &binary.server;
-    let (_, live) = client(server, "svc-a-agent", &["crm:read:customers/*"]).await;
-    let (revoked_nhi, revoked) = client(server, "svc-b-agent", &["crm:read:customers/*"]).await;
-    let revoked_id = first_credential(server, &revoked_nhi).await;
-    server
-        .admin(
-            Method::POST,
-            &format!("/v1/credentials/{revoked_id}/revoke"),
-            None,
-            StatusCode::OK,
-        )
-        .await;
-    let tree = plant(&live, &revoked);
+    let TwoKeys { live, tree, .. } = plant_live_and_revoked(server).await;
     let (_, out, all) = scan(&tree, Some(server), &["--revoke", "--report"]).await;
     assert!(
         out["matches"].as_array().is_some_and(|m| !m.is_empty()),
