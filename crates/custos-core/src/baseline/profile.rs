@@ -274,11 +274,12 @@ impl Profile {
                 bits[class] = part;
             }
         }
-        // Hours: the novelty rate is of new hours of the day; a new hour of the week at an
-        // hour of the day known on other days (a Saturday at the usual hours) counts less.
         // The person acted for: being with or without one against habit, or a new one.
         let new_person = values.person.is_some_and(|hash| !self.has_seen(hash));
         bits[8] = WEIGHTS[8] * self.person_surprisal(values.person.is_some(), new_person);
+        // Hours: the novelty rate is of new hours of the day; a new hour of the week at an
+        // hour of the day known on other days (a Saturday at the usual hours) counts less, and
+        // so does one at which a person it works for is there.
         if !self.hour_is_known(hour_of_week) {
             new[5] = !self.hour_of_day_is_known(hour_of_week);
             let of_day = if new[5] { 1.0 } else { KNOWN_HOUR_OF_DAY };
@@ -423,7 +424,13 @@ impl Profile {
             let new = !self.has_seen(person);
             self.people.note(new);
             if new {
-                self.insert_seen(person);
+                // An assistant of the whole company meets new people all the time: like any
+                // such class, they stop filling the filter the other classes share.
+                if self.people.total < HIGH_CARDINALITY_AFTER
+                    || self.people.probability() < HIGH_CARDINALITY_SHARE
+                {
+                    self.insert_seen(person);
+                }
                 self.distinct_people = self.distinct_people.saturating_add(1);
             }
         }

@@ -555,6 +555,34 @@ mod people {
         assert!(for_ann.bits[8] > 0.0);
     }
 
+    /// An assistant of the whole company, a new person at nearly every call, does not fill
+    /// the first-seen filter with them: a new service is still new.
+    #[test]
+    fn many_people_do_not_blind_the_other_classes() {
+        let fleet = Fleet::new();
+        let settings = Settings::default();
+        let mut profile = Profile::new(ts(MONDAY_MS), Some("production"));
+        let mut rng = Lcg(23);
+        let mut people = 0;
+        for day in (0..21).filter(|d| d % 7 < 5) {
+            for mut event in workday(day, &mut rng) {
+                people += 1;
+                event.on_behalf_of = Some(format!("person-{people}@example.com"));
+                profile.observe(&event.observation(), &fleet, &settings);
+            }
+        }
+        assert!(people > 3000);
+        let summary = profile.summary(ts(TUESDAY_1030), &settings);
+        assert_eq!(usize::from(summary.people), people);
+        let mut event = Event::action(TUESDAY_1030, "iam", "CreateAccessKey", "user/admin");
+        event.on_behalf_of = Some("someone-new@example.com".into());
+        let assessment = assess(&mut profile, &fleet, &event);
+        assert!(assessment.bits[0] > 0.0, "{:?}", assessment.contributions());
+        assert!(assessment.out_of_baseline);
+        // A new person is no news to it.
+        assert!(assessment.bits[8] < 1.0, "{:?}", assessment.contributions());
+    }
+
     /// An NHI that does both (a team's assistant with scheduled jobs of its own) is not
     /// scored for either.
     #[test]
