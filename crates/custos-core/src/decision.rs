@@ -56,6 +56,8 @@ pub struct LiveNhi {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveTask {
     pub id: String,
+    /// The NHI that asked for the task.
+    pub nhi_id: String,
     pub purpose: String,
     pub state: TaskState,
     pub expires_at: Option<Timestamp>,
@@ -293,9 +295,14 @@ pub fn decide(
         resource: (!ask.resource.is_empty()).then(|| ask.resource.to_owned()),
     };
     let scope = presented.scope.as_ref().unwrap_or(&holder.scope_ceiling);
-    // A token's scope was within the ceiling when it was issued; the ceiling may have been
-    // narrowed since, and the narrower of the two applies.
-    if !scope.covers(&action) || !holder.scope_ceiling.covers(&action) {
+    // A token's scope was within the ceiling when it was issued, and the ceiling may have been
+    // narrowed since: the narrower of the two applies. A task a reviewer approved (beyond the
+    // ceiling, or it would not have asked) is bounded by what the reviewer approved, for the
+    // NHI it was approved for; a token delegated from it still meets its holder's ceiling.
+    let approved_for_holder = task
+        .as_ref()
+        .is_some_and(|task| task.approved && task.nhi_id == holder.id);
+    if !scope.covers(&action) || !(approved_for_holder || holder.scope_ceiling.covers(&action)) {
         return refuse(decision, Reason::OutOfScope);
     }
     let facts = ActionFacts {

@@ -202,6 +202,7 @@ impl LiveState {
                 self.tasks.entry(task.id.clone()).or_insert_with(|| {
                     Arc::new(LiveTask {
                         id: task.id.clone(),
+                        nhi_id: task.nhi_id.clone(),
                         purpose: task.purpose.clone(),
                         state: task.state,
                         expires_at: task.expires_at,

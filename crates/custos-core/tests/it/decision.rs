@@ -282,6 +282,7 @@ fn a_task_credential_lives_with_its_task() {
     );
     let task = |state, expires| LiveTask {
         id: "task-1".into(),
+        nhi_id: "planner".into(),
         purpose: "report".into(),
         state,
         expires_at: Some(at(expires)),
@@ -303,6 +304,56 @@ fn a_task_credential_lives_with_its_task() {
     assert_eq!(
         reason(&live, &guardrails, &presented, &read("x"), NOW),
         Reason::TaskEnded
+    );
+}
+
+#[test]
+fn a_task_a_reviewer_approved_beyond_the_ceiling_is_bounded_by_the_approval() {
+    let (mut live, guardrails) = chain();
+    live.put_credential("task-cred", "planner", Some("root"), Some("task-1"));
+    let task = |approved, nhi: &str| {
+        Arc::new(LiveTask {
+            id: "task-1".into(),
+            nhi_id: nhi.into(),
+            purpose: "close the month".into(),
+            state: TaskState::Active,
+            expires_at: Some(at(NOW + 60)),
+            approved,
+        })
+    };
+    let ledger = Ask {
+        service: "ledger",
+        ..read("accounts/1")
+    };
+    let presented = token("task-cred", &["ledger:read"]);
+    // The planner's ceiling holds crm:read only. Approved, the task's scope is what counts.
+    live.tasks.insert("task-1".into(), task(true, "planner"));
+    assert_eq!(
+        reason(&live, &guardrails, &presented, &ledger, NOW),
+        Reason::Allowed
+    );
+    // ... and only its scope.
+    assert_eq!(
+        reason(
+            &live,
+            &guardrails,
+            &token("task-cred", &["ledger:read"]),
+            &read("x"),
+            NOW
+        ),
+        Reason::OutOfScope
+    );
+    // Not approved, or approved for another NHI (a token delegated from the task), the
+    // holder's ceiling bounds it.
+    live.tasks.insert("task-1".into(), task(false, "planner"));
+    assert_eq!(
+        reason(&live, &guardrails, &presented, &ledger, NOW),
+        Reason::OutOfScope
+    );
+    live.tasks.insert("task-1".into(), task(true, "researcher"));
+    assert_eq!(
+        reason(&live, &guardrails, &presented, &ledger, NOW),
+        Reason::OutOfScope
     );
 }
 
