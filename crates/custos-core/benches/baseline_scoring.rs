@@ -51,7 +51,11 @@ fn main() {
     let settings = Settings::default();
     let generator = Generator::new(&config, settings.probation_events);
     let fresh: Vec<Profile> = (0..config.nhis as u32)
-        .map(|nhi| Profile::new(Generator::start(), Some(generator.environment(nhi))))
+        .map(|nhi| {
+            let mut profile = Profile::new(Generator::start(), Some(generator.environment(nhi)));
+            profile.set_peer_group(&format!("app-{}", generator.application(nhi)));
+            profile
+        })
         .collect();
     let mut rates = Vec::with_capacity(runs);
     let mut last = fresh.clone();

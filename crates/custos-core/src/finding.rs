@@ -16,6 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
+use crate::baseline::{Assessment, Observation};
 use crate::model::string_enum;
 
 string_enum!(
@@ -72,15 +73,27 @@ string_enum!(
 /// space.
 pub const EVIDENCE_EVENTS_KEPT: usize = 10;
 
-/// The key under which an NHI's behaviour departures fold into one finding: one per NHI,
-/// finding kind and UTC day. A day's departures make one finding (its evidence keeps how they
-/// started and how they look now), and a new day's open a new one, so that a finding left open
-/// does not silence the alerts of a later attack. Keyed by the feature that scored most
-/// instead, one burst would scatter into several findings as its features' weights shift.
-/// The server and the evaluation harness both count findings by this key.
-pub fn departure_key(kind: &str, nhi_id: &str, at: Timestamp) -> String {
-    let day = at.unix_millis().div_euclid(86_400_000);
-    format!("{kind}:{nhi_id}:{day}")
+/// The key under which an NHI's behaviour departures fold into one finding (`assessment` is
+/// of `event`), the server's and the evaluation harness's alike.
+///
+/// An anomaly whose main departure is a new value (a service, operation, resource prefix,
+/// source network or client) is keyed by that value: the same new network used again, on any
+/// day, folds into the finding still open about it instead of alerting afresh, and once the
+/// finding is resolved a repeat opens a new one. Any other departure (an hour, a rate,
+/// refusals, the person, a named detection) is keyed by NHI, kind and UTC day: a day's make one
+/// finding (its evidence keeps how they started and how they look now), and a new day's open a
+/// new one, so that a finding left open does not silence the alerts of a later attack.
+pub fn departure_key(assessment: &Assessment, nhi_id: &str, event: &Observation<'_>) -> String {
+    let kind = assessment.finding_kind();
+    match assessment.departing_value(event) {
+        Some((feature, value)) if kind == "anomaly" => {
+            format!("{kind}:{nhi_id}:{}:{value:016x}", feature.code())
+        }
+        _ => {
+            let day = event.at.unix_millis().div_euclid(86_400_000);
+            format!("{kind}:{nhi_id}:{day}")
+        }
+    }
 }
 
 /// Something the server noticed, with its evidence and what was done about it.

@@ -300,6 +300,19 @@ impl Scope {
             .filter(move |g| !ceiling.0.iter().any(|c| g.is_subset_of(c)))
     }
 
+    /// The services this scope reaches and `before` did not reach at all, each once: what a
+    /// change of scope opens that is new, not merely wider.
+    pub fn services_added_since(&self, before: &Scope) -> Vec<&str> {
+        let mut services: Vec<&str> = self
+            .0
+            .iter()
+            .map(Grant::service)
+            .filter(|service| !before.0.iter().any(|g| g.service() == *service))
+            .collect();
+        services.dedup();
+        services
+    }
+
     pub fn to_strings(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()
     }

@@ -97,6 +97,13 @@ impl Behaviour {
         }
         let profile = match store.get_baseline(nhi_id).await? {
             Some((bytes, _)) => match Profile::decode(&bytes) {
+                // Stored before profiles knew their peer group: learn it once.
+                Ok(mut profile) if !profile.has_peer_group() => {
+                    if let Some(nhi) = store.get_nhi(nhi_id).await? {
+                        profile.set_peer_group(&peer_group(&nhi));
+                    }
+                    profile
+                }
                 Ok(profile) => profile,
                 Err(error) => {
                     tracing::warn!(nhi = nhi_id, %error, "stored baseline unreadable; learning anew");
@@ -202,7 +209,18 @@ pub async fn run_flusher(state: AppState) {
 }
 
 fn new_profile(nhi: &Nhi, first_at: Timestamp) -> Profile {
-    Profile::new(nhi.created_at.min(first_at), Some(nhi.environment.as_str()))
+    let mut profile = Profile::new(nhi.created_at.min(first_at), Some(nhi.environment.as_str()));
+    profile.set_peer_group(&peer_group(nhi));
+    profile
+}
+
+/// The NHIs that take up new services together: those of one owner team and application.
+fn peer_group(nhi: &Nhi) -> String {
+    format!(
+        "{}/{}",
+        nhi.owner.team_id,
+        nhi.owner.application.as_deref().unwrap_or_default()
+    )
 }
 
 /// Where a decision's call came from, as the enforcement point told us.
@@ -435,7 +453,7 @@ async fn raise(
     enforceable: bool,
 ) -> ApiResult<Response> {
     let behaviour = &state.behaviour;
-    let key = custos_core::finding::departure_key(assessment.finding_kind(), nhi_id, event.at);
+    let key = custos_core::finding::departure_key(assessment, nhi_id, event);
     let now = event.at;
     // A repeat of a finding written moments ago is folded in memory; its response stands.
     if let Some(recent) = behaviour.recent.get(&key)
@@ -866,6 +884,58 @@ pub async fn fold_finding(state: &AppState, finding: &Finding) -> ApiResult<()> 
         .flush(state.store.as_ref(), state.now())
         .await;
     Ok(())
+}
+
+/// A person gave the NHI services it could not reach before: a wider scope ceiling, or a task
+/// approved beyond it. The profile expects their first calls for the next weeks instead of
+/// taking them for a departure (see [`Profile::expect_service`]).
+pub async fn granted(state: &AppState, nhi_id: &str, services: &[&str], at: Timestamp) {
+    if services.is_empty() {
+        return;
+    }
+    change_profile(state, nhi_id, at, |profile| {
+        for service in services {
+            profile.expect_service(service, at);
+        }
+    })
+    .await;
+}
+
+/// The NHI changed owner (team or application), and so peer group.
+pub async fn regrouped(state: &AppState, nhi: &Nhi, at: Timestamp) {
+    change_profile(state, &nhi.id, at, |profile| {
+        profile.set_peer_group(&peer_group(nhi));
+    })
+    .await;
+}
+
+/// Changes an NHI's profile outside of its events, and writes it at once, like a folded
+/// finding, so that a restart does not forget the change.
+async fn change_profile(
+    state: &AppState,
+    nhi_id: &str,
+    at: Timestamp,
+    change: impl FnOnce(&mut Profile),
+) {
+    let behaviour = &state.behaviour;
+    match behaviour
+        .ensure_loaded(state.store.as_ref(), nhi_id, at)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(error) => {
+            tracing::warn!(nhi = nhi_id, %error, "cannot change the baseline");
+            return;
+        }
+    }
+    let Some(mut profile) = behaviour.profiles.get_mut(nhi_id) else {
+        return;
+    };
+    change(&mut profile);
+    drop(profile);
+    behaviour.dirty.insert(nhi_id.to_owned(), ());
+    behaviour.flush(state.store.as_ref(), state.now()).await;
 }
 
 /// After a reviewer approved a step-up request: the action is the NHI's normal now, and the

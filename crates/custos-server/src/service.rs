@@ -715,11 +715,14 @@ pub async fn update_nhi(
         expires_at: input.expires_at,
     };
     let now = state.now();
+    let (mut ceiling_before, mut owner_changed) = (None, false);
     let nhi = change_nhi(state, who, id, if_match, |current| {
         let (next, changed) = current.apply(changes.clone(), now)?;
         if changed.is_empty() {
             return Ok(None);
         }
+        ceiling_before = Some(current.scope_ceiling.clone());
+        owner_changed = changed.contains(&"owner");
         let event = state
             .event(
                 EventKind::NhiUpdated,
@@ -731,6 +734,13 @@ pub async fn update_nhi(
         Ok(Some((next, event)))
     })
     .await?;
+    if let Some(before) = ceiling_before {
+        let added = nhi.scope_ceiling.services_added_since(&before);
+        crate::behaviour::granted(state, &nhi.id, &added, now).await;
+    }
+    if owner_changed {
+        crate::behaviour::regrouped(state, &nhi, now).await;
+    }
     view_nhi(state, nhi).await
 }
 
@@ -775,6 +785,7 @@ pub async fn transfer_nhi(
         Ok(Some((next, event)))
     })
     .await?;
+    crate::behaviour::regrouped(state, &nhi, now).await;
     view_nhi(state, nhi).await
 }
 

@@ -1123,7 +1123,13 @@ pub async fn decide(
             ApprovalKind::Adoption => {
                 crate::discovery::adoption_approved(state, &nhi, &decided, who).await?;
             }
-            ApprovalKind::ScopeEscalation | ApprovalKind::PolicyApproval => {}
+            ApprovalKind::ScopeEscalation => {
+                if let Some(scope) = &decided.granted_scope {
+                    let added = scope.services_added_since(&nhi.scope_ceiling);
+                    crate::behaviour::granted(state, &nhi.id, &added, now).await;
+                }
+            }
+            ApprovalKind::PolicyApproval => {}
         }
     }
     if decided.state == ApprovalState::Denied && approval.kind == ApprovalKind::Ownership {

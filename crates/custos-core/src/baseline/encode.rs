@@ -10,8 +10,9 @@ use super::profile::{
 use crate::Timestamp;
 
 /// Version 2 added the people acted for; a version 1 profile reads back as one that has
-/// never acted for anyone.
-const VERSION: u8 = 2;
+/// never acted for anyone. Version 3 added the peer group; an older profile reads back in
+/// none, until its NHI's next load sets it.
+const VERSION: u8 = 3;
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum ProfileError {
@@ -67,6 +68,7 @@ impl Profile {
         put_rate(&mut out, self.for_person);
         put_rate(&mut out, self.people);
         out.extend_from_slice(&self.distinct_people.to_le_bytes());
+        out.extend_from_slice(&self.peer_group.to_le_bytes());
         out
     }
 
@@ -74,7 +76,7 @@ impl Profile {
     pub fn decode(bytes: &[u8]) -> Result<Self, ProfileError> {
         let mut input = Reader(bytes);
         let version = input.u8()?;
-        if version != VERSION && version != 1 {
+        if !(1..=VERSION).contains(&version) {
             return Err(ProfileError::Version(version));
         }
         let started_at = input.timestamp("started_at")?;
@@ -136,6 +138,9 @@ impl Profile {
             profile.for_person = input.rate("for_person")?;
             profile.people = input.rate("people")?;
             profile.distinct_people = input.u16()?;
+        }
+        if version >= 3 {
+            profile.peer_group = input.u32()?;
         }
         if !input.0.is_empty() {
             return Err(ProfileError::TrailingBytes(input.0.len()));

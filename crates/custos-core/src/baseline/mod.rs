@@ -263,6 +263,20 @@ impl Assessment {
     pub fn main_feature(&self) -> Option<Feature> {
         self.contributions().first().map(|(feature, _)| *feature)
     }
+
+    /// The new value that `event` (the event assessed) departed by most, hashed, with its
+    /// feature: a service, operation, resource prefix, source network or client never seen
+    /// before. `None` when its main departure is from a habit (an hour, a rate, refusals, the
+    /// person acted for) rather than a value.
+    pub fn departing_value(&self, event: &Observation<'_>) -> Option<(Feature, u64)> {
+        let feature = self.main_feature()?;
+        let class = Feature::ALL.iter().position(|f| *f == feature)?;
+        let value = profile::first_seen_values(event)
+            .get(class)
+            .copied()
+            .flatten()?;
+        Some((feature, value))
+    }
 }
 
 /// A stable 64-bit hash (FNV-1a with a final mix), so that hashes persisted in profiles

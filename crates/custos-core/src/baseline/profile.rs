@@ -43,6 +43,18 @@ const STUFFING_BITS: f32 = 16.0;
 /// Class tag (in the Bloom filter) of a value the NHI tried without it being learnt: the
 /// fleet is told of it once.
 const TRIED: u64 = 0x7472_6965_6400_0000;
+/// Class tag (in the Bloom filter) of a service a person granted the NHI lately; the week of
+/// the grant is mixed in (see [`granted_key`]), so that the filter needs no clock to forget it.
+const GRANTED: u64 = 0x6772_616e_7465_6400;
+/// A grant is expected to be used within the week it was made and this many after it: two to
+/// three weeks.
+const GRANTED_WEEKS: u64 = 2;
+/// A new service that a person granted the NHI lately counts this much of a new service. The
+/// person said it was coming (a rollout's ceiling change, or an approved task that needs it);
+/// a service held for long and never used has no such word behind it, and that is the one a
+/// stolen credential or a led-astray agent reaches for. Not nothing: a credential stolen just
+/// after a grant may try the new service first.
+const GRANTED_SERVICE: f32 = 0.2;
 /// Refusals are counted in windows of this many minutes.
 const REFUSAL_WINDOW_MINUTES: i64 = 10;
 /// The slot of `refused_services` that counts the window's events; the others hold the
@@ -190,6 +202,9 @@ pub struct Profile {
     pub(super) for_person: Rate,
     pub(super) people: Rate,
     pub(super) distinct_people: u16,
+    /// Hash of the NHI's peer group (its owner team and application), whose members take up
+    /// new services together; 0 for none. See [`Fleet::rarity`].
+    pub(super) peer_group: u32,
 }
 
 impl Profile {
@@ -221,7 +236,20 @@ impl Profile {
             for_person: Rate::default(),
             people: Rate::default(),
             distinct_people: 0,
+            peer_group: 0,
         }
+    }
+
+    /// Whether the profile knows its NHI's peer group: one stored before profiles kept it
+    /// does not.
+    pub fn has_peer_group(&self) -> bool {
+        self.peer_group != 0
+    }
+
+    /// Puts the NHI in peer group `group` (say, its owner team and application): the NHIs
+    /// that take up new services together, as a rollout does.
+    pub fn set_peer_group(&mut self, group: &str) {
+        self.peer_group = fold32(stable_hash(9, &[group.as_bytes()]));
     }
 
     pub fn events(&self) -> u64 {
@@ -269,7 +297,11 @@ impl Profile {
                 let mut part = WEIGHTS[class] * self.novelty[class].surprisal();
                 if class <= 1 {
                     // Its own earlier try, if any, is not a peer's.
-                    part *= fleet.rarity(*hash, hour, self.has_seen(*hash ^ TRIED));
+                    part *=
+                        fleet.rarity(*hash, hour, self.has_seen(*hash ^ TRIED), self.peer_group);
+                }
+                if class == 0 && self.was_granted(*hash, event.at) {
+                    part *= GRANTED_SERVICE;
                 }
                 bits[class] = part;
             }
@@ -367,7 +399,7 @@ impl Profile {
                     && !self.has_seen(hash ^ TRIED)
                 {
                     self.insert_seen(hash ^ TRIED);
-                    fleet.note(hash, hour);
+                    fleet.note(hash, hour, self.peer_group);
                 }
             }
         }
@@ -378,6 +410,19 @@ impl Profile {
             in_probation,
             out_of_baseline,
         }
+    }
+
+    /// A person granted the NHI `service` at `at`: its scope ceiling gained the service, or a
+    /// reviewer approved a task that uses it. Its first calls in the weeks after (see
+    /// [`GRANTED_WEEKS`]) are expected, and count little (see [`GRANTED_SERVICE`]).
+    pub fn expect_service(&mut self, service: &str, at: Timestamp) {
+        let hash = stable_hash(0, &[service.as_bytes()]);
+        self.insert_seen(granted_key(hash, week_of(at)));
+    }
+
+    fn was_granted(&self, service: u64, at: Timestamp) -> bool {
+        let week = week_of(at);
+        (0..=GRANTED_WEEKS.min(week)).any(|back| self.has_seen(granted_key(service, week - back)))
     }
 
     /// Folds an event into the baseline whatever its score: "this is the new normal".
@@ -415,7 +460,7 @@ impl Profile {
                 }
                 self.distinct[class] = self.distinct[class].saturating_add(1);
                 if class <= 1 && !self.has_seen(*hash ^ TRIED) {
-                    fleet.note(*hash, hour);
+                    fleet.note(*hash, hour, self.peer_group);
                 }
             }
         }
@@ -742,6 +787,12 @@ pub struct OperationSummary {
     pub busiest_hour: f32,
 }
 
+/// The hashes of an event's values of the first-seen classes but the hour, indexed as
+/// [`Feature::ALL`](super::Feature::ALL).
+pub(super) fn first_seen_values(event: &Observation<'_>) -> [Option<u64>; NOVELTY_CLASSES - 1] {
+    Values::of(event).hashes
+}
+
 /// The hashed values of one event's first-seen classes (`None`: the event has no value of
 /// that class), hour of week excluded.
 struct Values {
@@ -834,6 +885,16 @@ fn environment_hash(environment: &str) -> u32 {
         other => other,
     };
     fold32(stable_hash(5, &[canonical.as_bytes()])).max(1)
+}
+
+/// The Bloom filter's key of a grant of the service with hash `service` in `week`.
+fn granted_key(service: u64, week: u64) -> u64 {
+    (service ^ GRANTED).wrapping_add(week.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Weeks since the epoch (Thursday to Thursday; only their succession matters).
+fn week_of(at: Timestamp) -> u64 {
+    u64::try_from(at.unix_millis().div_euclid(7 * 86_400_000)).unwrap_or(0)
 }
 
 /// A 64-bit hash folded to 32 bits, never 0 (0 marks an empty slot).

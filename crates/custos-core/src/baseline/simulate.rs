@@ -31,9 +31,14 @@
 //! probation needs by the end of the warm-up.
 //!
 //! Alerts are counted as the server's findings are: one per
-//! [`departure_key`](crate::finding::departure_key), that is per NHI, finding kind and UTC day,
-//! the day's later departures folding into it. An alert is true when the event that opened it
-//! belongs to an attack.
+//! [`departure_key`](crate::finding::departure_key), that is per NHI and new value departed by
+//! (a new network used again folds into its finding), else per NHI, finding kind and UTC day.
+//! Nobody resolves a finding in the simulation, so every repeat folds. An alert is true when
+//! the event that opened it belongs to an attack.
+//!
+//! Most rollouts come with a grant: a person adds the service to the NHIs' scope ceilings a few
+//! hours to three days before (see [`Generator::grants`] and `Profile::expect_service`); the
+//! rest were held unused all along. An NHI's peer group is its application.
 //!
 //! Pure and deterministic: the generator has its own PRNG seeded by the caller's seed.
 
@@ -310,6 +315,7 @@ mod tag {
     pub const ATTACK: u64 = 8;
     pub const ROLLOUT: u64 = 9;
     pub const PEOPLE: u64 = 10;
+    pub const GRANT: u64 = 11;
 }
 
 #[derive(Clone, Debug)]
@@ -692,7 +698,22 @@ pub struct Generator {
     next_day: u32,
     ready: std::vec::IntoIter<Event>,
     carry: Vec<Event>,
+    /// The services people granted NHIs ahead of rollouts, in time order.
+    grants: Vec<Grant>,
 }
+
+/// A person granted an NHI a service: its scope ceiling gained it (see
+/// [`Profile::expect_service`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub nhi: u32,
+    pub service: &'static str,
+    pub at: Timestamp,
+}
+
+/// The share of rollouts whose NHIs were granted the new service shortly before (the rest held
+/// it in their scope ceilings all along, unused, and get no word of its coming).
+const ROLLOUTS_GRANTED: f64 = 0.75;
 
 /// The simulation's event stream, for the benchmark: the events of the warm-up and of the
 /// evaluated days, attacks included, in time order.
@@ -715,9 +736,15 @@ impl Generator {
             next_day: 0,
             ready: Vec::new().into_iter(),
             carry: Vec::new(),
+            grants: Vec::new(),
         };
         generator.plan_rollouts();
         generator
+    }
+
+    /// The grants ahead of rollouts, in time order: each takes effect at its time.
+    pub fn grants(&self) -> &[Grant] {
+        &self.grants
     }
 
     /// The attacks, planned once the warm-up is generated.
@@ -732,6 +759,14 @@ impl Generator {
     /// The environment NHI `nhi` is registered in.
     pub fn environment(&self, nhi: u32) -> &'static str {
         ENVIRONMENTS[self.personas[nhi as usize].environment]
+    }
+
+    /// The application the NHI belongs to: its peer group.
+    pub fn application(&self, nhi: u32) -> usize {
+        self.apps
+            .iter()
+            .position(|app| app.members.contains(&nhi))
+            .unwrap_or(usize::MAX)
     }
 
     pub fn nhis(&self) -> usize {
@@ -750,9 +785,12 @@ impl Generator {
         START_MS + i64::from(self.total_days()) * DAY_MS
     }
 
-    /// New services rolled out a few times over the period, each to one application's NHIs.
+    /// New services rolled out a few times over the period, each to one application's NHIs;
+    /// most granted to them by a person from one to 72 hours before.
     fn plan_rollouts(&mut self) {
         let mut rng = Rng::new(self.config.seed, &[tag::ROLLOUT]);
+        // A stream of its own, so that adding grants left the events as they were.
+        let mut grant_rng = Rng::new(self.config.seed, &[tag::GRANT]);
         let per_period = |days: u32| -> usize {
             (self.config.nhis as f64 * f64::from(days) / 3500.0).round() as usize
         };
@@ -789,7 +827,19 @@ impl Generator {
                 all.truncate(1 + rng.index(2.min(def.ops.len())));
                 all
             };
+            let granted_at = grant_rng.chance(ROLLOUTS_GRANTED).then(|| {
+                timestamp(
+                    (start - (grant_rng.range(1.0, 72.0) * HOUR_MS as f64) as i64).max(START_MS),
+                )
+            });
             for &member in &self.apps[app].members {
+                if let Some(at) = granted_at {
+                    self.grants.push(Grant {
+                        nhi: member,
+                        service: def.name,
+                        at,
+                    });
+                }
                 let persona = &mut self.personas[member as usize];
                 let adopt = start + (rng.f64() * 6.0 * HOUR_MS as f64) as i64;
                 let total: f64 = persona.ops.iter().map(|op| op.weight).sum();
@@ -808,6 +858,7 @@ impl Generator {
                 }
             }
         }
+        self.grants.sort_by_key(|grant| (grant.at, grant.nhi));
     }
 
     /// Generates the next day, and emits what happens before its end.
@@ -1938,7 +1989,11 @@ pub fn run(config: &SimulationConfig, settings: &Settings) -> SimulationReport {
     let fleet = Fleet::new();
     let start = Generator::start();
     let mut profiles: Vec<Profile> = (0..generator.nhis() as u32)
-        .map(|nhi| Profile::new(start, Some(generator.environment(nhi))))
+        .map(|nhi| {
+            let mut profile = Profile::new(start, Some(generator.environment(nhi)));
+            profile.set_peer_group(&format!("app-{}", generator.application(nhi)));
+            profile
+        })
         .collect();
     let evaluation_start = START_MS + i64::from(config.warmup_days) * DAY_MS;
     let mut in_probation_at_evaluation = None;
@@ -1953,7 +2008,15 @@ pub fn run(config: &SimulationConfig, settings: &Settings) -> SimulationReport {
     let mut samples = Vec::new();
     let mut resource = String::new();
     let mut person = String::new();
+    let grants = generator.grants().to_vec();
+    let mut next_grant = 0;
     while let Some(event) = generator.next() {
+        while let Some(grant) = grants.get(next_grant)
+            && grant.at <= event.at
+        {
+            profiles[grant.nhi as usize].expect_service(grant.service, grant.at);
+            next_grant += 1;
+        }
         let at = event.at.unix_millis();
         if in_probation_at_evaluation.is_none() && at >= evaluation_start {
             let at_start = timestamp(evaluation_start);
@@ -1995,9 +2058,9 @@ pub fn run(config: &SimulationConfig, settings: &Settings) -> SimulationReport {
             None
         };
         if !open.insert(crate::finding::departure_key(
-            kind,
+            &assessment,
             &event.nhi.to_string(),
-            observation.at,
+            &observation,
         )) {
             continue;
         }

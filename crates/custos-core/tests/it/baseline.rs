@@ -455,15 +455,86 @@ mod detections {
     }
 
     #[test]
-    fn a_service_peers_are_taking_up_weighs_less() {
-        // Two profiles learnt alike; the second sees the first take up a new service first.
-        let (mut first, fleet, _) = learnt();
-        let (mut second, _, _) = learnt();
+    fn a_service_peers_of_its_group_are_taking_up_weighs_less() {
+        // Profiles learnt alike, the first two of one application; the first takes up a new
+        // service before the others.
+        let (learnt, fleet, _) = learnt();
+        let in_group = |group: &str| {
+            let mut profile = learnt.clone();
+            profile.set_peer_group(group);
+            profile
+        };
+        let (mut first, peer, stranger) = (
+            in_group("team-a/app"),
+            in_group("team-a/app"),
+            in_group("team-b/other"),
+        );
         let event = Event::action(TUESDAY_1030, "bedrock", "InvokeModel", "models/1");
-        let alone = assess(&mut second.clone(), &fleet, &event).bits[0];
+        // Every assessment tells the fleet of a take-up: the one alone is made in a fleet of
+        // its own.
+        let alone = assess(&mut peer.clone(), &Fleet::new(), &event);
+        assert!(alone.out_of_baseline);
         assess(&mut first, &fleet, &event);
-        let after_a_peer = assess(&mut second, &fleet, &event).bits[0];
-        assert!(after_a_peer < alone, "{after_a_peer} < {alone}");
+
+        // An NHI of another group follows: one attacker with two stolen credentials is not a
+        // rollout. It weighs a little less, and still departs.
+        let after_a_stranger = assess(&mut stranger.clone(), &fleet, &event);
+        assert!(after_a_stranger.bits[0] < alone.bits[0]);
+        assert!(after_a_stranger.bits[0] > 0.8 * alone.bits[0]);
+        assert!(after_a_stranger.out_of_baseline);
+
+        // Its peer follows: a rollout, within the baseline.
+        let stored = Profile::decode(&peer.encode()).unwrap();
+        let after_a_peer = assess(&mut peer.clone(), &fleet, &event);
+        assert!(after_a_peer.bits[0] < alone.bits[0] / 2.0);
+        assert!(
+            !after_a_peer.out_of_baseline,
+            "{:?}",
+            after_a_peer.contributions()
+        );
+        // The group is kept in the stored form.
+        assert!(stored.has_peer_group());
+        assert!(!assess(&mut stored.clone(), &fleet, &event).out_of_baseline);
+    }
+
+    #[test]
+    fn a_service_granted_lately_is_expected_for_a_few_weeks() {
+        let (learnt, _, _) = learnt();
+        // Each assessment in a fleet of its own: a departure tells the fleet of a take-up.
+        let fleet = Fleet::new;
+        let event = Event::action(TUESDAY_1030, "bedrock", "InvokeModel", "models/1");
+        let unannounced = assess(&mut learnt.clone(), &fleet(), &event);
+        assert!(unannounced.out_of_baseline);
+
+        // Granted the day before: within the baseline, and learnt.
+        let mut granted = learnt.clone();
+        granted.expect_service("bedrock", ts(TUESDAY_1030 - DAY_MS));
+        let assessment = assess(&mut granted, &fleet(), &event);
+        assert!(
+            !assessment.out_of_baseline,
+            "{:?}",
+            assessment.contributions()
+        );
+        assert!(assessment.bits[0] > 0.0, "still noted, at a fraction");
+        assert!(assessment.bits[0] < unannounced.bits[0] / 4.0);
+
+        // A grant of another service says nothing of this one.
+        let mut other = learnt.clone();
+        other.expect_service("translate", ts(TUESDAY_1030 - DAY_MS));
+        assert!(assess(&mut other, &fleet(), &event).out_of_baseline);
+
+        // A grant left unused for four weeks is forgotten: a service held long and never
+        // used is what a stolen credential reaches for.
+        let mut stale = learnt.clone();
+        stale.expect_service("bedrock", ts(TUESDAY_1030 - 28 * DAY_MS));
+        let late = assess(&mut stale, &fleet(), &event);
+        assert_eq!(late.bits[0], unannounced.bits[0]);
+
+        // The word survives the profile's encoding.
+        let mut stored = learnt.clone();
+        stored.expect_service("bedrock", ts(TUESDAY_1030 - DAY_MS));
+        let mut read_back = Profile::decode(&stored.encode()).unwrap();
+        assert!(!assess(&mut read_back, &fleet(), &event).out_of_baseline);
     }
 }
 
@@ -836,33 +907,38 @@ mod encoding {
             );
         }
         let mut other_version = bytes.clone();
-        other_version[0] = 3;
+        other_version[0] = 4;
         assert_eq!(
             Profile::decode(&other_version),
-            Err(ProfileError::Version(3))
+            Err(ProfileError::Version(4))
         );
     }
 
-    /// Version 1 had no people: a profile stored by it reads back as one that never acted
-    /// for anyone, and what it learnt is kept.
+    /// Version 1 had no people, version 2 no peer group: a profile stored by either reads back
+    /// as one that never acted for anyone, or in no group, and what it learnt is kept.
     #[test]
-    fn a_version_1_profile_reads_back_without_people() {
+    fn older_versions_read_back_without_what_they_lacked() {
         let mut rng = Lcg(12);
         let events: Vec<Event> = (0..300).map(|i| normal(i * 60_000, &mut rng)).collect();
-        let profile = profile_of(&events);
-        let mut bytes = profile.encode();
-        assert_eq!(bytes[0], 2);
-        // Version 2 appended two rates (16 bytes) and a count (2 bytes).
-        bytes.truncate(bytes.len() - 18);
-        bytes[0] = 1;
-        let old = Profile::decode(&bytes).unwrap().encode();
-        // All it learnt is kept; the people part starts empty.
+        let mut profile = profile_of(&events);
+        profile.set_peer_group("team-a/app");
         let new = profile.encode();
-        assert_eq!(old[1..old.len() - 18], new[1..new.len() - 18]);
-        assert!(old[old.len() - 18..].iter().all(|b| *b == 0));
-        // Short of the bytes version 2 needs, a version 2 profile is refused.
-        bytes[0] = 2;
-        assert_eq!(Profile::decode(&bytes), Err(ProfileError::Truncated));
+        assert_eq!(new[0], 3);
+        // Version 3 appended the peer group (4 bytes); version 2 the people, two rates
+        // (16 bytes) and a count (2 bytes).
+        for (version, lacked) in [(2u8, 4), (1, 22)] {
+            let mut bytes = new[..new.len() - lacked].to_vec();
+            bytes[0] = version;
+            let old = Profile::decode(&bytes).unwrap();
+            assert!(!old.has_peer_group());
+            // All it learnt is kept; what it lacked starts empty.
+            let old = old.encode();
+            assert_eq!(old[1..old.len() - lacked], new[1..new.len() - lacked]);
+            assert!(old[old.len() - lacked..].iter().all(|b| *b == 0));
+            // Short of the bytes the current version needs, a current profile is refused.
+            bytes[0] = 3;
+            assert_eq!(Profile::decode(&bytes), Err(ProfileError::Truncated));
+        }
     }
 
     #[test]
@@ -901,7 +977,9 @@ mod encoding {
 
 mod simulation {
     use custos_core::baseline::Settings;
-    use custos_core::baseline::simulate::{AttackKind, MIN_RECALL, SimulationConfig, events, run};
+    use custos_core::baseline::simulate::{
+        AttackKind, MAX_FALSE_ALERTS_PER_1000_NHI_DAYS, MIN_RECALL, SimulationConfig, events, run,
+    };
 
     fn config_from_env(default: SimulationConfig) -> SimulationConfig {
         let get = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
@@ -958,13 +1036,8 @@ mod simulation {
 
     /// The harness at a small size: 150 NHIs, 14 days evaluated after 14 of warm-up, three
     /// in ten attacked (six or seven of each type). About 2 million events: some 17 s in a
-    /// debug build.
-    ///
-    /// Every attack type's recall meets the issue's bar (0.95). The false alerts do not: the
-    /// bar is 1 per 1,000 NHI-days, and here 4 false alerts in 2,100 NHI-days are 1.9 (rate
-    /// bursts, a rollout's first NHIs, fallback networks; see `docs/benchmarks.md`). This pins
-    /// the level reached so that it does not regress: before the detector learnt whom an
-    /// assistant acts for, its people's evening sessions made it 4.8 (10 false alerts).
+    /// debug build. The issue's bars hold: every attack type's recall at least 0.95, at most
+    /// one false alert per 1,000 NHI-days (here 1 in 2,100 NHI-days: 0.48).
     #[test]
     fn a_small_fleet() {
         let config = config_from_env(SimulationConfig {
@@ -984,13 +1057,13 @@ mod simulation {
             assert!(attack.injected >= 5, "{attack:?}");
             assert!(attack.recall >= MIN_RECALL, "{attack:?}");
         }
-        assert!(report.precision >= 0.85, "precision {}", report.precision);
-        // Not the issue's bar (MAX_FALSE_ALERTS_PER_1000_NHI_DAYS): see above.
+        assert!(report.precision >= 0.95, "precision {}", report.precision);
         assert!(
-            report.false_alerts_per_1000_nhi_days <= 3.0,
+            report.false_alerts_per_1000_nhi_days <= MAX_FALSE_ALERTS_PER_1000_NHI_DAYS,
             "{} false alerts per 1,000 NHI-days",
             report.false_alerts_per_1000_nhi_days
         );
+        assert_eq!(report.meets_bars(), Ok(()));
     }
 
     /// The full-size run of the issue (1,000 NHIs x 14 days); slow in a debug build, so run it

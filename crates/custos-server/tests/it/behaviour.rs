@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::support::{ADMIN_TOKEN, Backend, TestServer, client};
+use crate::support::{ADMIN_TOKEN, Backend, TestClock, TestServer, client};
 
 both_backends!(
     a_departure_becomes_a_finding_that_can_be_accepted_as_the_new_normal,
@@ -17,6 +17,8 @@ both_backends!(
     probation_records_but_never_enforces,
     named_detections_and_bad_input,
     an_assistant_called_without_its_person_departs,
+    a_service_a_person_granted_lately_is_expected,
+    the_same_departure_on_another_day_folds_into_its_open_finding,
 );
 
 /// Probation short enough to pass in a test: no waiting time, 200 events.
@@ -721,5 +723,127 @@ async fn an_assistant_called_without_its_person_departs(backend: Backend) {
         .await;
     assert_eq!(status.as_u16(), 422, "{problem}");
     assert_eq!(problem["code"], "validation_failed", "{problem}");
+    server.stop().await;
+}
+
+async fn a_service_a_person_granted_lately_is_expected(backend: Backend) {
+    let server = TestServer::start_with(backend, learn_quickly).await;
+    let (pep, agent, secret) = learnt_agent(&server).await;
+    let first_call = |service: &str, operation: &str, resource: &str| {
+        ask(&secret, service, operation, resource, usual_context())
+    };
+
+    // An operator widens the ceiling to a service the agent never held. The word is written
+    // at once: it survives a restart.
+    let widened = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/nhis/{agent}"),
+            Some(json!({"scope_ceiling": ["crm:*", "billing:*", "payments:*"]})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(widened["scope_ceiling"].as_array().unwrap().len(), 3);
+    let mut server = server;
+    server.restart_with(learn_quickly).await;
+    let answer = evaluate(&server, &pep, first_call("payments", "charge", "cards/1")).await;
+    assert_eq!(answer["decision"], json!(true), "{answer}");
+    assert!(answer["context"].get("finding_id").is_none(), "{answer}");
+
+    // Billing, held since the agent was made and never used, has no such word: it departs.
+    let answer = evaluate(
+        &server,
+        &pep,
+        first_call("billing", "export", "invoices/2026"),
+    )
+    .await;
+    assert_eq!(answer["decision"], json!(true), "{answer}");
+    assert!(answer["context"]["finding_id"].is_string(), "{answer}");
+
+    // A reviewer approving a task beyond the ceiling says the same of what it approves.
+    let (status, task) = server
+        .call(
+            Method::POST,
+            "/v1/tasks",
+            Some(&secret),
+            Some(json!({"purpose": "close the month", "scope": ["ledger:read", "mail:send"], "ttl_seconds": 600})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    let approval = task["approval_id"].as_str().unwrap();
+    server
+        .admin(
+            Method::POST,
+            &format!("/v1/approvals/{approval}/approve"),
+            Some(json!({"reason": "month end", "scope": ["ledger:read"]})),
+            StatusCode::OK,
+        )
+        .await;
+    let (status, active) = server
+        .call(
+            Method::GET,
+            &format!("/v1/tasks/{}", task["id"].as_str().unwrap()),
+            Some(&secret),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{active}");
+    let token = active["credential"]["access_token"].as_str().unwrap();
+    let answer = evaluate(
+        &server,
+        &pep,
+        ask(token, "ledger", "read", "accounts/1", usual_context()),
+    )
+    .await;
+    assert_eq!(answer["decision"], json!(true), "{answer} {active}");
+    assert!(answer["context"].get("finding_id").is_none(), "{answer}");
+    let findings = findings_of(&server, &agent).await;
+    assert_eq!(findings.len(), 1, "only billing departed: {findings:?}");
+    assert_eq!(findings[0]["evidence"]["events"][0]["service"], "billing");
+    server.stop().await;
+}
+
+async fn the_same_departure_on_another_day_folds_into_its_open_finding(backend: Backend) {
+    let clock = TestClock::new();
+    let server = TestServer::start_clocked(backend, Some(clock.clone()), learn_quickly).await;
+    let (pep, agent, secret) = learnt_agent(&server).await;
+    let finding_of = |answer: &Value| answer["context"]["finding_id"].as_str().unwrap().to_owned();
+
+    let first = finding_of(&evaluate(&server, &pep, departure(&secret)).await);
+    // The next day, the same new service again: the finding still open about it gathers it.
+    clock.advance_days(1);
+    let again = evaluate(&server, &pep, departure(&secret)).await;
+    assert_eq!(finding_of(&again), first, "{again}");
+    // A departure by another new value is news, whatever is open.
+    let elsewhere = ask(
+        &secret,
+        "crm",
+        "read",
+        "customers/1",
+        json!({"source_ip": "198.51.100.7", "user_agent": "billing-agent/2.3 (python)", "environment": "production"}),
+    );
+    let other = finding_of(&evaluate(&server, &pep, elsewhere).await);
+    assert_ne!(other, first);
+    let findings = findings_of(&server, &agent).await;
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    let folded = findings.iter().find(|f| f["id"] == first.as_str()).unwrap();
+    assert_eq!(
+        folded["evidence"]["events"].as_array().unwrap().len(),
+        2,
+        "{folded}"
+    );
+
+    // Once it is resolved (dismissed, not accepted), the same departure opens a new finding.
+    server
+        .admin(
+            Method::POST,
+            &format!("/v1/findings/{first}/dismiss"),
+            Some(json!({"reason": "a one-off export"})),
+            StatusCode::OK,
+        )
+        .await;
+    let after = finding_of(&evaluate(&server, &pep, departure(&secret)).await);
+    assert_ne!(after, first);
+    assert_eq!(findings_of(&server, &agent).await.len(), 3);
     server.stop().await;
 }
