@@ -19,6 +19,7 @@ both_backends!(
     an_assistant_called_without_its_person_departs,
     a_service_a_person_granted_lately_is_expected,
     the_same_departure_on_another_day_folds_into_its_open_finding,
+    peers_of_a_group_take_up_a_new_service_together,
 );
 
 /// Probation short enough to pass in a test: no waiting time, 200 events.
@@ -845,5 +846,58 @@ async fn the_same_departure_on_another_day_folds_into_its_open_finding(backend: 
     let after = finding_of(&evaluate(&server, &pep, departure(&secret)).await);
     assert_ne!(after, first);
     assert_eq!(findings_of(&server, &agent).await.len(), 3);
+    server.stop().await;
+}
+
+async fn peers_of_a_group_take_up_a_new_service_together(backend: Backend) {
+    let server = TestServer::start_with(backend, learn_quickly).await;
+    let (_, pep) = client(&server, "gateway", &["custos:evaluate"]).await;
+    // Three agents of one team and application learn alike; one moves to another team before
+    // anything new happens, and so to another peer group.
+    let mut agents = Vec::new();
+    for name in ["summariser-1", "summariser-2", "summariser-3"] {
+        let (id, secret) = client(&server, name, &["crm:*", "bedrock:*"]).await;
+        teach(&server, &pep, &secret, 240).await;
+        agents.push((id, secret));
+    }
+    server.team("research").await;
+    let moved = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/nhis/{}", agents[2].0),
+            Some(json!({"owner": {"team": "research"}})),
+            StatusCode::OK,
+        )
+        .await;
+    let stayed = server
+        .admin(
+            Method::GET,
+            &format!("/v1/nhis/{}", agents[0].0),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_ne!(moved["owner"]["team"], stayed["owner"]["team"], "{moved}");
+    let take_up = |secret: &str| {
+        ask(
+            secret,
+            "bedrock",
+            "InvokeModel",
+            "models/claude",
+            usual_context(),
+        )
+    };
+
+    // The first to take the new service up departs.
+    let first = evaluate(&server, &pep, take_up(&agents[0].1)).await;
+    assert!(first["context"]["finding_id"].is_string(), "{first}");
+    // The agent of another group that follows still departs: one attacker with two stolen
+    // credentials is not a rollout.
+    let stranger = evaluate(&server, &pep, take_up(&agents[2].1)).await;
+    assert!(stranger["context"]["finding_id"].is_string(), "{stranger}");
+    // Its peer that follows is taking part in a rollout.
+    let peer = evaluate(&server, &pep, take_up(&agents[1].1)).await;
+    assert_eq!(peer["decision"], json!(true), "{peer}");
+    assert!(peer["context"].get("finding_id").is_none(), "{peer}");
     server.stop().await;
 }
