@@ -299,10 +299,11 @@ pub fn decide(
     // narrowed since: the narrower of the two applies. A task a reviewer approved (beyond the
     // ceiling, or it would not have asked) is bounded by what the reviewer approved, for the
     // NHI it was approved for; a token delegated from it still meets its holder's ceiling.
-    let approved_for_holder = task
-        .as_ref()
-        .is_some_and(|task| task.approved && task.nhi_id == holder.id);
-    if !scope.covers(&action) || !(approved_for_holder || holder.scope_ceiling.covers(&action)) {
+    let approved_for_holder = || {
+        task.as_ref()
+            .is_some_and(|task| task.approved && task.nhi_id == holder.id)
+    };
+    if !scope.covers(&action) || !(holder.scope_ceiling.covers(&action) || approved_for_holder()) {
         return refuse(decision, Reason::OutOfScope);
     }
     let facts = ActionFacts {

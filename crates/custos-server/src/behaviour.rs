@@ -836,106 +836,96 @@ pub async fn fold_finding(state: &AppState, finding: &Finding) -> ApiResult<()> 
     let Some(nhi_id) = &finding.nhi_id else {
         return Ok(());
     };
-    if !state
-        .behaviour
-        .ensure_loaded(state.store.as_ref(), nhi_id, state.now())
-        .await?
-    {
-        return Ok(());
-    }
     let events = finding.evidence["events"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let Some(mut profile) = state.behaviour.profiles.get_mut(nhi_id) else {
-        return Ok(());
-    };
-    for sample in &events {
-        let text = |name: &str| sample[name].as_str().unwrap_or("");
-        let Some(at) = sample["at"]
-            .as_str()
-            .and_then(|t| Timestamp::parse_rfc3339(t).ok())
-        else {
-            continue;
-        };
-        let source = sample["source"].as_str().and_then(|s| s.parse().ok());
-        let event = Observation {
-            at,
-            kind: if text("kind") == "delegation" {
-                ObservationKind::Delegation
-            } else {
-                ObservationKind::Action
-            },
-            service: text("service"),
-            operation: text("operation"),
-            resource: text("resource"),
-            outcome: Outcome::Allowed,
-            source,
-            user_agent: sample["user_agent"].as_str(),
-            environment: sample["environment"].as_str(),
-            on_behalf_of: sample["on_behalf_of"].as_str(),
-        };
-        profile.fold_in(&event, &state.behaviour.fleet);
-    }
-    drop(profile);
-    state.behaviour.dirty.insert(nhi_id.clone(), ());
-    state
-        .behaviour
-        .flush(state.store.as_ref(), state.now())
-        .await;
+    let fleet = &state.behaviour.fleet;
+    change_profile(state, nhi_id, state.now(), |profile| {
+        for sample in &events {
+            let text = |name: &str| sample[name].as_str().unwrap_or("");
+            let Some(at) = sample["at"]
+                .as_str()
+                .and_then(|t| Timestamp::parse_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            let source = sample["source"].as_str().and_then(|s| s.parse().ok());
+            let event = Observation {
+                at,
+                kind: if text("kind") == "delegation" {
+                    ObservationKind::Delegation
+                } else {
+                    ObservationKind::Action
+                },
+                service: text("service"),
+                operation: text("operation"),
+                resource: text("resource"),
+                outcome: Outcome::Allowed,
+                source,
+                user_agent: sample["user_agent"].as_str(),
+                environment: sample["environment"].as_str(),
+                on_behalf_of: sample["on_behalf_of"].as_str(),
+            };
+            profile.fold_in(&event, fleet);
+        }
+    })
+    .await?;
     Ok(())
 }
 
 /// A person gave the NHI services it could not reach before: a wider scope ceiling, or a task
 /// approved beyond it. The profile expects their first calls for the next weeks instead of
-/// taking them for a departure (see [`Profile::expect_service`]).
+/// taking them for a departure (see [`Profile::expect_service`]). The grant itself is already
+/// kept; a baseline that cannot be read only misses the word, so that is logged, not refused.
 pub async fn granted(state: &AppState, nhi_id: &str, services: &[&str], at: Timestamp) {
     if services.is_empty() {
         return;
     }
-    change_profile(state, nhi_id, at, |profile| {
+    let told = change_profile(state, nhi_id, at, |profile| {
         for service in services {
             profile.expect_service(service, at);
         }
-    })
-    .await;
+    });
+    if let Err(error) = told.await {
+        tracing::warn!(nhi = nhi_id, %error, "cannot tell the baseline of a grant");
+    }
 }
 
-/// The NHI changed owner (team or application), and so peer group.
+/// The NHI changed owner (team or application), and so peer group. Logged, not refused, like
+/// a grant.
 pub async fn regrouped(state: &AppState, nhi: &Nhi, at: Timestamp) {
-    change_profile(state, &nhi.id, at, |profile| {
+    let told = change_profile(state, &nhi.id, at, |profile| {
         profile.set_peer_group(&peer_group(nhi));
-    })
-    .await;
+    });
+    if let Err(error) = told.await {
+        tracing::warn!(nhi = nhi.id, %error, "cannot tell the baseline of a new owner");
+    }
 }
 
-/// Changes an NHI's profile outside of its events, and writes it at once, like a folded
-/// finding, so that a restart does not forget the change.
+/// Changes an NHI's profile outside of its events (a finding accepted, a grant, a new owner),
+/// and writes it at once, so that a restart does not forget what a person said.
 async fn change_profile(
     state: &AppState,
     nhi_id: &str,
     at: Timestamp,
     change: impl FnOnce(&mut Profile),
-) {
+) -> Result<(), StoreError> {
     let behaviour = &state.behaviour;
-    match behaviour
+    if !behaviour
         .ensure_loaded(state.store.as_ref(), nhi_id, at)
-        .await
+        .await?
     {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(error) => {
-            tracing::warn!(nhi = nhi_id, %error, "cannot change the baseline");
-            return;
-        }
+        return Ok(());
     }
     let Some(mut profile) = behaviour.profiles.get_mut(nhi_id) else {
-        return;
+        return Ok(());
     };
     change(&mut profile);
     drop(profile);
     behaviour.dirty.insert(nhi_id.to_owned(), ());
     behaviour.flush(state.store.as_ref(), state.now()).await;
+    Ok(())
 }
 
 /// After a reviewer approved a step-up request: the action is the NHI's normal now, and the

@@ -721,7 +721,9 @@ pub async fn update_nhi(
         if changed.is_empty() {
             return Ok(None);
         }
-        ceiling_before = Some(current.scope_ceiling.clone());
+        ceiling_before = changed
+            .contains(&"scope_ceiling")
+            .then(|| current.scope_ceiling.clone());
         owner_changed = changed.contains(&"owner");
         let event = state
             .event(

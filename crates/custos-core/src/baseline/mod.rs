@@ -270,9 +270,9 @@ impl Assessment {
     /// person acted for) rather than a value.
     pub fn departing_value(&self, event: &Observation<'_>) -> Option<(Feature, u64)> {
         let feature = self.main_feature()?;
-        let class = Feature::ALL.iter().position(|f| *f == feature)?;
+        // Indexed as `Feature::ALL`, whose order is the enum's.
         let value = profile::first_seen_values(event)
-            .get(class)
+            .get(feature as usize)
             .copied()
             .flatten()?;
         Some((feature, value))
