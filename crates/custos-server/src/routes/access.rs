@@ -74,7 +74,9 @@ pub struct EvaluationRequest {
     pub subject: Entity,
     pub action: ActionEntity,
     pub resource: Entity,
-    /// The call's circumstances: `source_ip`, `user_agent`, `environment` are read.
+    /// The call's circumstances: `source_ip`, `user_agent`, `environment` and `on_behalf_of`
+    /// (the person the agent acts for, authenticated by the enforcement point) are read, each
+    /// a string of 1 to 512 bytes; anything else is ignored.
     pub context: Option<Map<String, Value>>,
 }
 
@@ -109,6 +111,7 @@ pub struct EvaluationsRequest {
     pub subject: Option<Entity>,
     pub action: Option<ActionEntity>,
     pub resource: Option<Entity>,
+    /// The default circumstances, read as in a single evaluation's `context`.
     pub context: Option<Map<String, Value>>,
     #[serde(default)]
     pub evaluations: Option<Vec<EvaluationItem>>,

@@ -225,6 +225,9 @@ pub async fn get_nhi(
 }
 
 /// Changes an NHI (admin): a JSON merge patch. With `If-Match`, a stale write gets 412.
+/// A scope ceiling widened to a service the NHI could not reach tells its behaviour baseline
+/// to expect that service's first calls for the next two to three weeks; a new owner team or
+/// application moves it to that peer group.
 #[utoipa::path(patch, path = "/v1/nhis/{id}", tag = "nhis",
     params(("id" = String, Path),
            ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]+")$"#,
